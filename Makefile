@@ -1,0 +1,28 @@
+# Two entry points: `make demo` (build the environment, run the smoke study end to end)
+# and `make test` (build the environment, run the test suite). Both are idempotent.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test env report clean
+
+env: $(STAMP)
+
+# torch/torchvision come from PyPI (the CPU-only torch wheel some machines carry cannot
+# import PyPI's torchvision), so pip must not be pointed at a local wheel folder.
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	PIP_FIND_LINKS= $(BIN)/pip install -q --upgrade pip
+	PIP_FIND_LINKS= $(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/raysweep run smoke --local --name demo
+	$(BIN)/raysweep report runs/demo
+
+test: $(STAMP)
+	$(BIN)/pytest -q -ra
+
+clean:
+	rm -rf $(VENV) runs

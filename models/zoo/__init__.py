@@ -1,0 +1,6 @@
+"""Every module in this package registers its models on import."""
+import importlib
+import pkgutil
+
+for _mod in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_mod.name}")

@@ -1,0 +1,211 @@
+"""`raysweep`: a thin command-line layer over study loading, the driver and the results.
+
+Every user error is one line on stderr and exit status 2 (a traceback only with --debug).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+EXIT_USAGE = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except Exception as exc:
+        if args.debug or not _is_user_error(exc):
+            raise
+        print(f"raysweep: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _is_user_error(exc: Exception) -> bool:
+    from models import UnknownModelError
+    from raysweep.data import DataError
+    from raysweep.study import StudyError
+    from raysweep.worker import CheckpointError
+
+    user = (StudyError, UnknownModelError, DataError, CheckpointError, FileNotFoundError)
+    try:
+        from raysweep.results import NoRecordsError
+        user += (NoRecordsError,)
+    except ImportError:
+        pass
+    return isinstance(exc, user)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="raysweep", description=__doc__.splitlines()[0])
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a study (a name from search_spaces/ or a YAML path)")
+    run.add_argument("space")
+    run.add_argument("--local", action="store_true",
+                     help="start Ray on this machine (GPU if there is one, else CPU)")
+    run.add_argument("--address", help="join a running Ray cluster (default: auto when one runs)")
+    run.add_argument("--epochs", type=int, help="epoch budget per trial")
+    run.add_argument("--seeds", type=int, help="repeat every trial with seeds 0..N-1")
+    run.add_argument("--dataset", help="cifar100 | cifar10 | synthetic")
+    run.add_argument("--data-dir", help="where the dataset is (or goes, with --download)")
+    run.add_argument("--download", action="store_true", default=None,
+                     help="download the dataset if it is missing")
+    run.add_argument("--storage", default="runs",
+                     help="folder or URI for records and checkpoints (default: ./runs)")
+    run.add_argument("--name", help="run name (default: the study's); an existing run with "
+                     "this name is continued: only trials without a finished record run")
+    run.add_argument("--resume", action="store_true",
+                     help="continue the existing run --name (error if there is none)")
+    run.add_argument("--group", action="append", help="run only this ablation group (repeatable)")
+    run.add_argument("--workers-per-trial", type=int, help="Train workers (DDP ranks) per trial")
+    run.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a study value, e.g. --set lr=0.05 --set asha.grace_period=2")
+    run.add_argument("--no-dashboard", action="store_true", help="do not start the dashboard")
+    run.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    run.set_defaults(func=cmd_run)
+
+    lst = sub.add_parser("list", help="list models or spaces")
+    lst.add_argument("what", choices=("models", "spaces"))
+    lst.add_argument("--pattern", default="*", help="shell pattern for model names")
+    lst.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    lst.set_defaults(func=cmd_list)
+
+    show = sub.add_parser("show", help="show a study's expanded trials before running it")
+    show.add_argument("space")
+    show.add_argument("--group", action="append")
+    show.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    show.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    show.set_defaults(func=cmd_show)
+
+    rep = sub.add_parser("report", help="export tables and plots from a run's records")
+    rep.add_argument("run_dir")
+    rep.add_argument("--format", default="md,csv,tex", help="comma list of md, csv, tex")
+    rep.add_argument("--out", help="output folder (default: RUN/report)")
+    rep.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    rep.set_defaults(func=cmd_report)
+    return p
+
+
+def _cli_overrides(args) -> dict:
+    return {"defaults.epochs": args.epochs, "seeds": args.seeds, "defaults.dataset": args.dataset,
+            "defaults.data_dir": args.data_dir, "defaults.download": args.download,
+            "resources.workers_per_trial": args.workers_per_trial,
+            "resources.max_concurrent": args.max_concurrent}
+
+
+def cmd_run(args) -> int:
+    from raysweep import cluster, driver
+    from raysweep.records import read_records
+    from raysweep.study import load_study
+
+    # Validate everything that can be validated before Ray starts.
+    study = load_study(args.space, args.set, _cli_overrides(args), args.group)
+    begin = time.perf_counter()
+    url = cluster.connect(args.local, args.address, dashboard=not args.no_dashboard)
+    timings = {"ray_start_seconds": time.perf_counter() - begin}
+    if url:
+        print(f"raysweep: Ray dashboard at {url}", flush=True)
+    try:
+        run_dir = driver.run_study(study, args.storage, args.name, args.resume, timings)
+    finally:
+        cluster.disconnect()
+    rows = [r for r in read_records(run_dir) if r["key"] in {t["key"] for t in study.trials()}
+            or study.search]
+    print(summary_table(rows))
+    print(f"\n{timings['trials_run']} of {timings['trials_total']} trials run "
+          f"({timings['trials_total'] - timings['trials_run']} already finished); "
+          f"Ray start {timings['ray_start_seconds']:.1f} s, "
+          f"Tune {timings.get('tune_seconds', 0):.1f} s, "
+          f"{timings['resources'].max_concurrent} trial(s) at once")
+    print(f"records: {run_dir / 'records'}")
+    return 0
+
+
+def summary_table(records: list[dict]) -> str:
+    head = f"{'trial':<34} {'group/variant':<26} {'seed':>4} {'status':<18} {'ep':>4} " \
+           f"{'top1':>6} {'top5':>6} {'sec':>7}"
+    lines = [head, "-" * len(head)]
+    for r in sorted(records, key=lambda r: (r["group"] or "", r["variant"], r["seed"])):
+        last = r["history"][-1] if r["history"] else {}
+        status = r["status"] + (f"@{r['stopped_at_epoch']}" if r["stopped_at_epoch"] else "")
+        where = f"{r['group']}/{r['variant']}" if r["group"] else r["variant"]
+        secs = sum(h["epoch_seconds"] for h in r["history"])
+        lines.append(f"{r['key']:<34} {where:<26} {r['seed']:>4} {status:<18} "
+                     f"{last.get('epoch', 0):>4} {_fmt(last.get('top1')):>6} "
+                     f"{_fmt(last.get('top5')):>6} {secs:>7.1f}")
+    return "\n".join(lines)
+
+
+def _fmt(x) -> str:
+    return "" if x is None else f"{x:.2f}"
+
+
+def cmd_list(args) -> int:
+    from models import count_flops, count_params, create_model, get_entry, list_models
+    from raysweep.study import list_spaces
+
+    if args.what == "spaces":
+        for name in list_spaces():
+            print(name)
+        return 0
+    print(f"{'model':<30} {'family':<12} {'params(M)':>9} {'FLOPs(M)':>9} {'recipe':<15} "
+          f"{'innov':<5} options")
+    for name in list_models(args.pattern):
+        entry, model = get_entry(name), create_model(name)
+        print(f"{name:<30} {entry.family:<12} {count_params(model) / 1e6:>9.4f} "
+              f"{count_flops(model) / 1e6:>9.1f} {entry.recipe:<15} "
+              f"{'yes' if entry.innovation else '':<5} {entry.describe_options()}")
+    return 0
+
+
+def cmd_show(args) -> int:
+    from raysweep.study import load_study
+
+    study = load_study(args.space, args.set, {}, args.group)
+    trials = study.trials()
+    print(f"study {study.name} ({study.path})")
+    print(f"{'key':<34} {'group':<18} {'variant':<22} {'model':<28} {'seed':>4} {'epochs':>6} "
+          f"{'recipe':<14} options/overrides")
+    for t in trials:
+        arm_sets = {k: v for k, v in t["train"].items()
+                    if k in study.grid or any(k in a.overrides for a in study.arms)}
+        extra = " ".join(f"{k}={v}" for k, v in {**t["model_options"], **arm_sets}.items())
+        print(f"{t['key']:<34} {t['group'] or '-':<18} {t['variant']:<22} {t['model']:<28} "
+              f"{t['seed']:>4} {t['train']['epochs']:>6} {t['train']['recipe']:<14} {extra}")
+    r = study.resources
+    gpus = "1 per worker on a GPU cluster, 0 on CPU" if r["gpus_per_worker"] == "auto" \
+        else f"{r['gpus_per_worker']} per worker"
+    samples = f" × {study.num_samples} samples of {', '.join(study.search)}" if study.search else ""
+    print(f"\n{len(trials)} trials{samples}; epoch budget {sum(t['train']['epochs'] for t in trials)}"
+          f" trial-epochs{' (× samples)' if study.search else ''}; {r['workers_per_trial']} "
+          f"worker(s) per trial, GPUs: {gpus}; ASHA "
+          + (f"grace {study.asha['grace_period']}, reduction {study.asha['reduction_factor']}"
+             if study.asha["enabled"] else "off"))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from raysweep.results import report
+
+    warnings.simplefilter("always")
+    formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
+    bad = [f for f in formats if f not in ("md", "csv", "tex")]
+    if bad:
+        from raysweep.study import StudyError
+        raise StudyError(f"--format {bad[0]!r} is not a format; allowed: md, csv, tex")
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run folder {str(run_dir)!r} does not exist")
+    for path in report(run_dir, args.out, formats):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

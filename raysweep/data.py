@@ -1,0 +1,137 @@
+"""Datasets and augmentation for the worker loop.
+
+Every dataset is held as a uint8 tensor (N, 3, 32, 32) plus int64 labels, so one code
+path serves CIFAR-100, CIFAR-10 (both read by torchvision from the standard on-disk
+format) and the synthetic learnable set used by tests and CPU demos.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+
+NORMALISATION = {  # per-channel mean / std of the training split
+    "cifar100": ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "synthetic": ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25)),
+}
+NUM_CLASSES = {"cifar100": 100, "cifar10": 10}
+
+
+class DataError(ValueError):
+    """The data a study asks for is missing or unreadable."""
+
+
+def num_classes(train: dict) -> int:
+    return train["synthetic_classes"] if train["dataset"] == "synthetic" else NUM_CLASSES[train["dataset"]]
+
+
+def load_split(train: dict, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images uint8 N×3×32×32, labels int64 N) of `split` ∈ {train, test}, cut to size."""
+    if train["dataset"] == "synthetic":
+        size = train["train_size" if split == "train" else "test_size"]
+        images, labels = synthetic(train["synthetic_classes"],
+                                   size or (5000 if split == "train" else 1000), split)
+    else:
+        images, labels = _torchvision_split(train, split)
+    limit = train["train_size" if split == "train" else "test_size"]
+    return (images[:limit], labels[:limit]) if limit else (images, labels)
+
+
+def _torchvision_split(train: dict, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    from filelock import FileLock
+    from torchvision import datasets
+
+    root = Path(os.path.expanduser(train["data_dir"]))
+    root.mkdir(parents=True, exist_ok=True)
+    cls = datasets.CIFAR100 if train["dataset"] == "cifar100" else datasets.CIFAR10
+    # Several workers on one node may start at once; one downloads, the others wait.
+    with FileLock(str(root / ".raysweep-download.lock")):
+        try:
+            ds = cls(str(root), train=(split == "train"), download=train["download"])
+        except RuntimeError as exc:
+            raise DataError(f"{train['dataset']} not found under data_dir={str(root)!r} "
+                            f"({exc}); pass --download or point --data-dir at it") from None
+        except Exception as exc:  # unpickling errors of a damaged batch file
+            raise DataError(f"{train['dataset']} under {str(root)!r} is unreadable: "
+                            f"{type(exc).__name__}: {exc}") from None
+    images = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
+    return images, torch.tensor(ds.targets, dtype=torch.int64)
+
+
+def synthetic(classes: int, size: int, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """A learnable stand-in for CIFAR: each class is a smooth colour template; an image
+    is its template, shifted by up to 3 px, plus noise. The templates are the same for
+    both splits (fixed seed), the noise and shifts differ."""
+    gen = torch.Generator().manual_seed(20261123)
+    templates = torch.nn.functional.interpolate(
+        torch.rand(classes, 3, 4, 4, generator=gen), size=(32, 32), mode="bilinear",
+        align_corners=False)
+    gen.manual_seed(1 if split == "train" else 2)
+    labels = torch.randint(0, classes, (size,), generator=gen)
+    shifts = torch.randint(-3, 4, (size, 2), generator=gen)
+    noise = torch.rand(size, 3, 32, 32, generator=gen)
+    images = torch.empty(size, 3, 32, 32)
+    for i in range(size):
+        images[i] = torch.roll(templates[labels[i]], tuple(shifts[i].tolist()), dims=(1, 2))
+    images = 0.65 * images + 0.35 * noise
+    return (images * 255).round().to(torch.uint8), labels
+
+
+def train_transform(augment: str, dataset: str) -> v2.Compose:
+    """Seed 002's train augmentation (`trivialaugment_erasing`) and its ablation levels."""
+    mean, std = NORMALISATION[dataset]
+    ops = [v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip()]
+    if augment in ("trivialaugment", "trivialaugment_erasing", "mixup_cutmix"):
+        ops.append(v2.TrivialAugmentWide())
+    elif augment == "autoaugment":
+        ops.append(v2.AutoAugment(v2.AutoAugmentPolicy.CIFAR10))
+    ops += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
+    if augment in ("trivialaugment_erasing", "mixup_cutmix"):
+        ops.append(v2.RandomErasing(p=0.5, scale=(0.02, 0.33), ratio=(0.3, 3.3), value=0))
+    return v2.Compose(ops)
+
+
+def test_transform(dataset: str) -> v2.Compose:
+    mean, std = NORMALISATION[dataset]
+    return v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)])
+
+
+def batch_mix(augment: str, classes: int):
+    """MixUp or CutMix on a whole batch (soft labels), or None."""
+    if augment != "mixup_cutmix":
+        return None
+    return v2.RandomChoice([v2.MixUp(num_classes=classes), v2.CutMix(num_classes=classes)])
+
+
+class TensorDataset(Dataset):
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform):
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return self.transform(self.images[i]), self.labels[i]
+
+
+def shard(n: int, rank: int, world: int, seed: int | None, epoch: int) -> list[int]:
+    """This rank's indices: a (seed, epoch)-fixed permutation, cut to equal-length
+    shards so every rank runs the same number of steps (DDP would hang otherwise).
+    seed=None keeps the natural order (evaluation)."""
+    if seed is None:
+        order = torch.arange(n)
+    else:
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    per_rank = n // world if seed is not None else -(-n // world)
+    return order[rank::world][:per_rank].tolist()
+
+
+def loader(ds: Dataset, indices: list[int], batch_size: int, workers: int, drop_last: bool):
+    subset = torch.utils.data.Subset(ds, indices)
+    return DataLoader(subset, batch_size=batch_size, shuffle=False, drop_last=drop_last,
+                      num_workers=workers, persistent_workers=False,
+                      pin_memory=torch.cuda.is_available())

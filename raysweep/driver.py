@@ -1,0 +1,260 @@
+"""Runs a study: Ray Tune schedules the trials (ASHA), each trial is a Tune function that
+builds and fits a Ray Train `TorchTrainer`, and a Tune callback keeps one record per trial.
+
+    study → trials → Tuner(run_trial, ASHA) → TorchTrainer per trial → records/
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import ray
+import ray.train
+import ray.tune
+from ray.train.torch import TorchTrainer
+from ray.tune.integration.ray_train import TuneReportCallback
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+from models import get_entry
+from raysweep import records as rec
+from raysweep.provenance import write_provenance
+from raysweep.study import Study, StudyError, trial_key
+from raysweep.worker import train_loop_per_worker
+
+# A trial's Tune function only waits on its Train run: it holds no CPU (Tune needs a
+# non-empty bundle, so it holds a token 1 MiB of logical memory instead).
+DRIVER_RESOURCES = {"cpu": 0, "memory": 2**20}
+METRIC = "top1"          # validation top-1, percent
+FINISHED = ("completed", "stopped", "diverged")
+HISTORY_KEYS = ("epoch", "train_loss", "val_loss", "top1", "top5", "lr", "epoch_seconds",
+                "images_per_s")
+
+
+@dataclass(frozen=True)
+class Resources:
+    workers: int
+    cpus_per_worker: float
+    gpus_per_worker: float
+    max_concurrent: int
+
+    @property
+    def use_gpu(self) -> bool:
+        return self.gpus_per_worker > 0
+
+    def per_worker(self) -> dict[str, float]:
+        out = {"CPU": self.cpus_per_worker}
+        if self.use_gpu:
+            out["GPU"] = self.gpus_per_worker
+        return out
+
+
+def plan_resources(study: Study, cluster: dict[str, float]) -> Resources:
+    """Size workers and trial concurrency from what the cluster has.
+
+    The trial's Tune function and Train's controller take no CPU (DRIVER_RESOURCES), so a trial holds
+    exactly its workers' resources and trials never wait on each other's drivers
+    (with Ray's 1-CPU default driver, two trials on 2 CPUs deadlock)."""
+    r = study.resources
+    cpus, gpus = cluster.get("CPU", 0), cluster.get("GPU", 0)
+    gpw = (1.0 if gpus else 0.0) if r["gpus_per_worker"] == "auto" else float(r["gpus_per_worker"])
+    cpw, workers = float(r["cpus_per_worker"]), r["workers_per_trial"]
+    if workers * cpw > cpus:
+        raise StudyError(f"resources: {workers} workers × {cpw:g} CPU = {workers * cpw:g} CPUs per "
+                         f"trial, but the cluster has {cpus:g} CPUs; allowed: workers_per_trial "
+                         f"× cpus_per_worker <= {cpus:g}")
+    if workers * gpw > gpus:
+        raise StudyError(f"resources: {workers} workers × {gpw:g} GPU = {workers * gpw:g} GPUs per "
+                         f"trial, but the cluster has {gpus:g} GPUs; allowed: <= {gpus:g} "
+                         f"(or gpus_per_worker: 0 for CPU training)")
+    fit = math.floor(cpus / (workers * cpw) + 1e-9)
+    if gpw:
+        fit = min(fit, math.floor(gpus / (workers * gpw) + 1e-9))
+    limit = r["max_concurrent"]
+    return Resources(workers, cpw, gpw, fit if limit == "auto" else min(fit, limit))
+
+
+def run_trial(config: dict[str, Any]) -> None:
+    """The Tune function of one trial: build and fit its TorchTrainer."""
+    trial = resolved_trial(config)
+    res = Resources(**config["resources"])
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={**trial, "cpus_per_worker": res.cpus_per_worker},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=res.workers, use_gpu=res.use_gpu,
+            resources_per_worker=res.per_worker()),
+        run_config=ray.train.RunConfig(
+            # Named by the trial's identity (no timestamp): a resumed study finds the
+            # same Train run folder and continues from its latest checkpoint.
+            name=trial["key"], storage_path=config["train_storage"],
+            callbacks=[TuneReportCallback()],
+            failure_config=ray.train.FailureConfig(max_failures=config["max_failures"]),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)),
+    )
+    trainer.fit()
+
+
+def resolved_trial(config: dict[str, Any]) -> dict[str, Any]:
+    """The trial spec with this sample's searched values filled in (and its key to match)."""
+    trial = config["trial"]
+    if not config.get("search"):
+        return trial
+    trial = {**trial, "train": {**trial["train"], **config["search"]}}
+    return {**trial, "key": trial_key(trial)}
+
+
+class RecordWriter(ray.tune.Callback):
+    """Keeps `records/<key>.json` current as results arrive (on the driver, so it also
+    sees trials that ASHA stops and trials whose workers die)."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        self.open: dict[str, dict] = {}
+
+    def _record(self, trial) -> dict:
+        spec = resolved_trial(trial.config)
+        if spec["key"] not in self.open:
+            entry = get_entry(spec["model"])
+            self.open[spec["key"]] = {
+                **{k: spec[k] for k in ("key", "study", "group", "variant", "baseline", "model",
+                                        "model_options", "seed")},
+                "config": spec["train"], "trial_id": trial.trial_id,
+                "family": entry.family, "innovation": entry.innovation,
+                "params": None, "flops": None, "status": "running",
+                "stopped_at_epoch": None, "error": None, "epochs": spec["train"]["epochs"],
+                "history": [], "restarts": 0, "workers": trial.config["resources"]["workers"],
+                "gpus_per_worker": trial.config["resources"]["gpus_per_worker"],
+                "device": None, "hosts": None, "started_at": _now(), "finished_at": None,
+            }
+        return self.open[spec["key"]]
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        rec.write_record(self.run_dir, self._record(trial))
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        record = self._record(trial)
+        entry = {k: result[k] for k in HISTORY_KEYS}
+        # After a worker restart the same epoch may arrive again: keep one continuous history.
+        record["history"] = [h for h in record["history"] if h["epoch"] < entry["epoch"]] + [entry]
+        for key in ("params", "flops", "restarts", "device", "hosts"):
+            record[key] = result.get(key, record[key])
+        if result.get("diverged"):
+            record["status"], record["stopped_at_epoch"] = "diverged", entry["epoch"]
+            record["error"] = f"non-finite training loss at epoch {entry['epoch']}"
+        rec.write_record(self.run_dir, record)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        record = self._record(trial)
+        if record["status"] != "diverged":
+            done = rec.last_epoch(record)
+            finished = done >= record["epochs"]
+            record["status"] = "completed" if finished else "stopped"
+            record["stopped_at_epoch"] = None if finished else done
+        self._finish(trial, record)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        record = self._record(trial)
+        record["status"] = "errored"
+        record["error"] = _error_text(trial)
+        self._finish(trial, record)
+
+    def _finish(self, trial, record):
+        record["finished_at"] = _now()
+        rec.write_record(self.run_dir, record)
+        self.open.pop(record["key"], None)
+
+
+def run_study(study: Study, storage: str, name: str | None = None, resume: bool = False,
+              timings: dict | None = None) -> Path:
+    """Run every trial of `study` that has no finished record under `storage/name`.
+
+    Ray must already be initialised (see `raysweep.cluster.connect`)."""
+    timings = timings if timings is not None else {}
+    run_dir = Path(os.path.expanduser(storage)).resolve() / (name or study.name)
+    if resume and not (run_dir / rec.RECORDS_DIR).is_dir():
+        raise StudyError(f"--resume: no run named {run_dir.name!r} under {run_dir.parent}")
+    _check_writable(run_dir)
+    res = plan_resources(study, ray.cluster_resources())
+    trials = [_absolute_paths(t) for t in study.trials()]
+    done = {r["key"] for r in rec.read_records(run_dir) if r["status"] in FINISHED}
+    todo = [t for t in trials if t["key"] not in done] if not study.search else trials
+    write_provenance(run_dir, study)
+    timings.update(trials_total=len(trials), trials_run=len(todo), resources=res)
+    if not todo:
+        return run_dir
+    tuner = ray.tune.Tuner(
+        ray.tune.with_resources(run_trial, DRIVER_RESOURCES),
+        param_space={
+            "trial": ray.tune.grid_search(todo),
+            **({"search": {k: _sampler(s) for k, s in study.search.items()}}
+               if study.search else {}),
+            "resources": res.__dict__,
+            "train_storage": str(run_dir / "train"),
+            "max_failures": study.resources["max_failures"],
+        },
+        tune_config=ray.tune.TuneConfig(
+            scheduler=_scheduler(study), num_samples=study.num_samples,
+            max_concurrent_trials=res.max_concurrent,
+            trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
+        run_config=ray.tune.RunConfig(
+            name="tune", storage_path=str(run_dir), verbose=0,
+            callbacks=[RecordWriter(run_dir)]),
+    )
+    begin = time.perf_counter()
+    tuner.fit()
+    timings["tune_seconds"] = time.perf_counter() - begin
+    return run_dir
+
+
+def _scheduler(study: Study):
+    if not study.asha["enabled"]:
+        return FIFOScheduler()
+    return ASHAScheduler(time_attr="epoch", metric=METRIC, mode="max",
+                         max_t=study.defaults["epochs"], grace_period=study.asha["grace_period"],
+                         reduction_factor=study.asha["reduction_factor"])
+
+
+def _sampler(spec: dict):
+    kind, args = next(iter(spec.items()))
+    return {"loguniform": lambda: ray.tune.loguniform(*args),
+            "uniform": lambda: ray.tune.uniform(*args),
+            "choice": lambda: ray.tune.choice(args)}[kind]()
+
+
+def _trial_name(trial) -> str:
+    spec = trial.config["trial"]
+    group = f"{spec['group']}." if spec["group"] else ""
+    return f"{group}{spec['variant']}-s{spec['seed']}-{trial.trial_id}"
+
+
+def _absolute_paths(trial: dict) -> dict:
+    # Workers run in other folders (and on other nodes): ship an absolute data path.
+    trial["train"]["data_dir"] = str(Path(os.path.expanduser(trial["train"]["data_dir"])).resolve())
+    return trial
+
+
+def _check_writable(run_dir: Path) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise StudyError(f"storage path {str(run_dir)!r} is not writable: {exc.strerror}") from None
+
+
+def _error_text(trial) -> str:
+    path = getattr(trial, "error_file", None) or ""
+    if path and Path(path).is_file():
+        lines = [ln for ln in Path(path).read_text().splitlines() if ln.strip()]
+        return lines[-1][:2000] if lines else "unknown error"
+    return str(getattr(trial, "error_msg", "") or "unknown error")[:2000]
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,413 @@
+"""Study files: load (safe_load), validate, apply overrides, expand into trials.
+
+A study is plain data. Every key is known; an unknown key or a bad value is a
+`StudyError` whose one-line message names the key, the value and what is allowed.
+See search_spaces/README.md for the format.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from raysweep.recipes import RECIPES, SCHEDULERS, resolve
+
+SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+
+DATASETS = ("cifar100", "cifar10", "synthetic")
+AUGMENTS = ("basic", "trivialaugment", "trivialaugment_erasing", "mixup_cutmix", "autoaugment")
+AMP = ("auto", "bf16", "fp16", "off")
+
+
+class StudyError(ValueError):
+    """A study file, override or command-line value that cannot be run."""
+
+
+# --- the schema: key -> (check, default). A check returns an error text or None. ---
+
+def _int(lo=None, hi=None, null=False):
+    def check(v):
+        if v is None and null:
+            return None
+        if isinstance(v, bool) or not isinstance(v, int):
+            return "must be an integer" + (" or null" if null else "")
+        if lo is not None and v < lo:
+            return f"must be >= {lo}"
+        if hi is not None and v > hi:
+            return f"must be <= {hi}"
+        return None
+    return check
+
+
+def _num(lo=None, hi=None, null=False, lo_open=False):
+    def check(v):
+        if v is None and null:
+            return None
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return "must be a number" + (" or null" if null else "")
+        if lo is not None and (v <= lo if lo_open else v < lo):
+            return f"must be {'>' if lo_open else '>='} {lo}"
+        if hi is not None and v > hi:
+            return f"must be <= {hi}"
+        return None
+    return check
+
+
+def _choice(options, null=False):
+    def check(v):
+        if v is None and null:
+            return None
+        if v not in options:
+            return f"must be one of {', '.join(options)}" + (" or null" if null else "")
+        return None
+    return check
+
+
+def _type(t, name):
+    return lambda v: None if isinstance(v, t) else f"must be {name}"
+
+
+TRAIN_SCHEMA: dict[str, tuple] = {
+    "recipe": (_choice(tuple(RECIPES), null=True), None),   # null: the model's own recipe
+    "epochs": (_int(1), 300),
+    "batch_size": (_int(1), 128),                            # images per worker per step
+    "lr": (_num(0, lo_open=True, null=True), None),         # per 128 images per worker
+    "weight_decay": (_num(0, null=True), None),
+    "momentum": (_num(0, 1, null=True), None),
+    "warmup_epochs": (_int(0, null=True), None),
+    "scheduler": (_choice(SCHEDULERS, null=True), None),
+    "label_smoothing": (_num(0, 0.99), 0.0),
+    "augment": (_choice(AUGMENTS), "trivialaugment_erasing"),
+    "dataset": (_choice(DATASETS), "cifar100"),
+    "data_dir": (_type(str, "a path"), "~/.cache/raysweep/data"),
+    "download": (_type(bool, "true or false"), False),
+    "train_size": (_int(1, null=True), None),              # first N train images (null: all)
+    "test_size": (_int(1, null=True), None),
+    "synthetic_classes": (_int(2, 1000), 10),
+    "amp": (_choice(AMP), "auto"),                          # auto: bf16 on GPU, off on CPU
+    "channels_last": (_type(bool, "true or false"), False),
+    "compile": (_type(bool, "true or false"), False),
+    "loader_workers": (_int(0, 64), 0),                     # DataLoader processes per worker
+}
+
+ASHA_SCHEMA = {
+    "enabled": (_type(bool, "true or false"), True),
+    "grace_period": (_int(1), 1),                            # epochs
+    "reduction_factor": (_num(1, lo_open=True), 4),
+}
+
+RESOURCES_SCHEMA = {
+    "workers_per_trial": (_int(1, 1024), 1),
+    "cpus_per_worker": (_num(0, lo_open=True), 1),
+    "gpus_per_worker": (lambda v: None if v == "auto" else _num(0, 8)(v), "auto"),
+    "max_concurrent": (lambda v: None if v == "auto" else _int(1)(v), "auto"),
+    "max_failures": (_int(0, 100), 2),                       # worker-group restarts per trial
+}
+
+SEARCH_KINDS = ("loguniform", "uniform", "choice")
+
+
+# --- the data classes that come out ---
+
+@dataclass(frozen=True)
+class Arm:
+    """One thing to train: a model with options and training overrides."""
+    model: str
+    options: dict[str, Any] = field(default_factory=dict)
+    overrides: dict[str, Any] = field(default_factory=dict)
+    group: str | None = None
+    variant: str | None = None
+    baseline: bool = False
+
+
+@dataclass
+class Study:
+    name: str
+    path: str
+    defaults: dict[str, Any]
+    arms: list[Arm]
+    grid: dict[str, list]
+    search: dict[str, Any]
+    num_samples: int
+    seeds: list[int]
+    asha: dict[str, Any]
+    resources: dict[str, Any]
+    raw: dict[str, Any]
+
+    def trials(self) -> list[dict[str, Any]]:
+        """The expanded grid: every arm × grid point × seed, as resolved trial specs."""
+        out = []
+        keys = list(self.grid)
+        for arm in self.arms:
+            for point in itertools.product(*(self.grid[k] for k in keys)) or [()]:
+                for seed in self.seeds:
+                    out.append(make_trial(self, arm, dict(zip(keys, point)), seed))
+        return out
+
+
+def make_trial(study: Study, arm: Arm, grid_point: dict, seed: int) -> dict[str, Any]:
+    from models import get_entry
+
+    entry = get_entry(arm.model)
+    train = {**study.defaults, **grid_point, **arm.overrides}
+    recipe = train.pop("recipe") or entry.recipe
+    trial = {
+        "study": study.name,
+        "model": arm.model,
+        "model_options": dict(arm.options),
+        "group": arm.group,
+        "variant": arm.variant or arm.model,
+        "baseline": arm.baseline,
+        "seed": seed,
+        "train": resolve(recipe, train),
+    }
+    trial["key"] = trial_key(trial)
+    return trial
+
+
+def trial_key(trial: dict[str, Any]) -> str:
+    """A trial's identity: its model plus a hash of everything that shapes its result."""
+    ident = {k: trial[k] for k in ("model", "model_options", "group", "variant", "seed", "train")}
+    # data_dir and download say where the data is, not what is trained.
+    ident["train"] = {k: v for k, v in ident["train"].items()
+                      if k not in ("data_dir", "download", "loader_workers")}
+    blob = json.dumps(ident, sort_keys=True, default=list)
+    return f"{trial['model']}-{hashlib.sha1(blob.encode()).hexdigest()[:10]}"
+
+
+# --- loading ---
+
+def find_space(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise StudyError(f"study file {name_or_path!r} does not exist")
+        return path
+    candidate = SPACES_DIR / f"{name_or_path}.yaml"
+    if not candidate.is_file():
+        known = list_spaces()
+        close = difflib.get_close_matches(name_or_path, known, n=2)
+        hint = f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(known)}"
+        raise StudyError(f"unknown study {name_or_path!r}; {hint}")
+    return candidate
+
+
+def list_spaces() -> list[str]:
+    return sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))
+
+
+def load_study(name_or_path: str, overrides: list[str] = (), cli: dict | None = None,
+               groups: list[str] | None = None) -> Study:
+    path = find_space(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise StudyError(f"{path}:{where} is not valid YAML: "
+                         f"{getattr(exc, 'problem', None) or exc}") from None
+    if not isinstance(raw, dict):
+        raise StudyError(f"{path}: a study must be a mapping of keys, got {type(raw).__name__}")
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        apply_override(raw, item)
+    for dotted, value in (cli or {}).items():
+        if value is not None:
+            _set_dotted(raw, dotted, value)
+    return parse_study(raw, str(path), groups)
+
+
+def apply_override(raw: dict, item: str) -> None:
+    """`key=value` with a dotted key; the value is parsed as YAML data, never evaluated.
+
+    A bare key (`epochs=2`) means `defaults.epochs`."""
+    if "=" not in item:
+        raise StudyError(f"--set {item!r}: expected key=value, e.g. --set epochs=2")
+    key, text = item.split("=", 1)
+    try:
+        value = yaml.safe_load(text) if text else None
+    except yaml.YAMLError:
+        raise StudyError(f"--set {item!r}: value {text!r} is not valid YAML data") from None
+    if "." not in key:
+        key = f"defaults.{key}"
+    _set_dotted(raw, key, value)
+
+
+def _set_dotted(raw: dict, dotted: str, value: Any) -> None:
+    node = raw
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise StudyError(f"cannot set {dotted!r}: {part!r} is not a mapping")
+    node[parts[-1]] = value
+
+
+def _check_section(where: str, data: Any, schema: dict) -> dict:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise StudyError(f"{where} must be a mapping, got {data!r}")
+    for key in data:
+        if key not in schema:
+            close = difflib.get_close_matches(str(key), schema, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise StudyError(f"unknown key {where}.{key}{hint}; allowed: {', '.join(schema)}")
+    out = {}
+    for key, (check, default) in schema.items():
+        value = data.get(key, default)
+        problem = check(value)
+        if problem:
+            raise StudyError(f"{where}.{key}={value!r} {problem}")
+        out[key] = value
+    return out
+
+
+TOP_KEYS = ("name", "description", "defaults", "models", "groups", "grid", "search",
+            "seeds", "asha", "resources")
+
+
+def parse_study(raw: dict, path: str, only_groups: list[str] | None = None) -> Study:
+    for key in raw:
+        if key not in TOP_KEYS:
+            close = difflib.get_close_matches(str(key), TOP_KEYS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise StudyError(f"unknown key {key!r}{hint}; allowed: {', '.join(TOP_KEYS)}")
+    name = raw.get("name") or Path(path).stem
+    if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
+        raise StudyError(f"name={name!r} must be letters, digits, '-' or '_'")
+    defaults = _check_section("defaults", raw.get("defaults"), TRAIN_SCHEMA)
+    asha = _check_section("asha", raw.get("asha"), ASHA_SCHEMA)
+    resources = _check_section("resources", raw.get("resources"), RESOURCES_SCHEMA)
+    if asha["enabled"] and asha["grace_period"] > defaults["epochs"]:
+        raise StudyError(f"asha.grace_period={asha['grace_period']} is beyond the epoch budget "
+                         f"defaults.epochs={defaults['epochs']}; allowed: 1..{defaults['epochs']}")
+    arms = _parse_models(raw.get("models")) + _parse_groups(raw.get("groups"), only_groups)
+    if not arms:
+        raise StudyError(f"{path}: the study names no models and no groups")
+    grid = _parse_grid(raw.get("grid"))
+    search, num_samples = _parse_search(raw.get("search"))
+    return Study(name, path, defaults, arms, grid, search, num_samples,
+                 _parse_seeds(raw.get("seeds", 1)), asha, resources, raw)
+
+
+def _parse_arm(where: str, data: Any, **tags) -> Arm:
+    from models import UnknownModelError, get_entry
+
+    if isinstance(data, str):
+        data = {"model": data}
+    if not isinstance(data, dict) or "model" not in data:
+        raise StudyError(f"{where} must be a model name or a mapping with 'model', got {data!r}")
+    extra = set(data) - {"model", "options", "set"}
+    if extra:
+        raise StudyError(f"unknown key {where}.{sorted(extra)[0]}; allowed: model, options, set")
+    options = data.get("options") or {}
+    overrides = data.get("set") or {}
+    try:
+        get_entry(data["model"]).check_options(options)
+    except UnknownModelError as exc:
+        raise StudyError(f"{where}: {exc}") from None
+    checked = _check_section(f"{where}.set", overrides, TRAIN_SCHEMA)
+    return Arm(data["model"], dict(options), {k: checked[k] for k in overrides}, **tags)
+
+
+def _parse_models(models: Any) -> list[Arm]:
+    if models is None:
+        return []
+    if not isinstance(models, list):
+        raise StudyError(f"models must be a list of model names or mappings, got {models!r}")
+    return [_parse_arm(f"models[{i}]", m) for i, m in enumerate(models)]
+
+
+def _parse_groups(groups: Any, only: list[str] | None) -> list[Arm]:
+    if groups is None:
+        if only:
+            raise StudyError(f"--group {only[0]!r}: this study has no groups")
+        return []
+    if not isinstance(groups, dict):
+        raise StudyError(f"groups must be a mapping of group name -> baseline/variants")
+    for name in only or []:
+        if name not in groups:
+            close = difflib.get_close_matches(name, list(groups), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise StudyError(f"unknown group {name!r}; {hint}allowed: {', '.join(groups)}")
+    arms = []
+    for gname, group in groups.items():
+        if only and gname not in only:
+            continue
+        if not isinstance(group, dict) or set(group) - {"baseline", "variants", "description"}:
+            raise StudyError(f"groups.{gname} must have 'baseline' and 'variants' (and an "
+                             f"optional 'description'), got {group!r}")
+        if "baseline" not in group or not isinstance(group.get("variants"), dict):
+            raise StudyError(f"groups.{gname} needs a 'baseline' and a 'variants' mapping")
+        arms.append(_parse_arm(f"groups.{gname}.baseline", group["baseline"],
+                               group=gname, variant="baseline", baseline=True))
+        for vname, variant in group["variants"].items():
+            arms.append(_parse_arm(f"groups.{gname}.variants.{vname}", variant,
+                                   group=gname, variant=str(vname)))
+    return arms
+
+
+def _parse_grid(grid: Any) -> dict[str, list]:
+    if grid is None:
+        return {}
+    if not isinstance(grid, dict):
+        raise StudyError(f"grid must be a mapping of training key -> list of values")
+    for key, values in grid.items():
+        if key not in TRAIN_SCHEMA:
+            raise StudyError(f"unknown key grid.{key}; allowed: {', '.join(TRAIN_SCHEMA)}")
+        if not isinstance(values, list) or not values:
+            raise StudyError(f"grid.{key}={values!r} must be a non-empty list")
+        for v in values:
+            problem = TRAIN_SCHEMA[key][0](v)
+            if problem:
+                raise StudyError(f"grid.{key} value {v!r} {problem}")
+    return grid
+
+
+def _parse_search(search: Any) -> tuple[dict, int]:
+    if search is None:
+        return {}, 1
+    if not isinstance(search, dict) or set(search) - {"num_samples", "params"}:
+        raise StudyError("search must be a mapping with 'num_samples' and 'params'")
+    n = search.get("num_samples", 1)
+    if _int(1)(n):
+        raise StudyError(f"search.num_samples={n!r} must be an integer >= 1")
+    params = search.get("params") or {}
+    for key, spec in params.items():
+        if key not in TRAIN_SCHEMA:
+            raise StudyError(f"unknown key search.params.{key}; allowed: {', '.join(TRAIN_SCHEMA)}")
+        if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in SEARCH_KINDS:
+            raise StudyError(f"search.params.{key}={spec!r} must be one of "
+                             f"{{loguniform: [lo, hi]}}, {{uniform: [lo, hi]}}, {{choice: [...]}}")
+        kind, args = next(iter(spec.items()))
+        if not _valid_range(kind, args):
+            raise StudyError(f"search.params.{key}.{kind}={args!r} must be "
+                             + ("a non-empty list" if kind == "choice" else "[lo, hi] with lo < hi"
+                                + (" and lo > 0" if kind == "loguniform" else "")))
+    return params, n
+
+
+def _valid_range(kind: str, args: Any) -> bool:
+    if kind == "choice":
+        return isinstance(args, list) and bool(args)
+    return (isinstance(args, list) and len(args) == 2
+            and all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args)
+            and args[0] < args[1] and (kind != "loguniform" or args[0] > 0))
+
+
+def _parse_seeds(seeds: Any) -> list[int]:
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        if seeds < 1:
+            raise StudyError(f"seeds={seeds!r} must be >= 1 (a count) or a list of integers")
+        return list(range(seeds))
+    if isinstance(seeds, list) and seeds and all(isinstance(s, int) for s in seeds):
+        return list(dict.fromkeys(seeds))
+    raise StudyError(f"seeds={seeds!r} must be a count >= 1 or a list of integers")
