@@ -66,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a study value, e.g. --set lr=0.05 --set asha.grace_period=2")
-    run.add_argument("--no-dashboard", action="store_true", help="do not start the dashboard")
+    run.add_argument("--verbose", action="store_true", help="stream Ray workers' logs here")
     run.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     run.set_defaults(func=cmd_run)
 
@@ -107,7 +107,7 @@ def cmd_run(args) -> int:
     # Validate everything that can be validated before Ray starts.
     study = load_study(args.space, args.set, _cli_overrides(args), args.group)
     begin = time.perf_counter()
-    url = cluster.connect(args.local, args.address, dashboard=not args.no_dashboard)
+    url = cluster.connect(args.local, args.address, verbose=args.verbose)
     timings = {"ray_start_seconds": time.perf_counter() - begin}
     if url:
         print(f"raysweep: Ray dashboard at {url}", flush=True)

@@ -5,6 +5,7 @@ builds and fits a Ray Train `TorchTrainer`, and a Tune callback keeps one record
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -21,6 +22,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from models import get_entry
+from raysweep import data
 from raysweep import records as rec
 from raysweep.provenance import write_provenance
 from raysweep.study import Study, StudyError, trial_key
@@ -84,7 +86,8 @@ def run_trial(config: dict[str, Any]) -> None:
     res = Resources(**config["resources"])
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={**trial, "cpus_per_worker": res.cpus_per_worker},
+        train_loop_config={**trial, "cpus_per_worker": res.cpus_per_worker,
+                           "launched_at": time.time()},
         scaling_config=ray.train.ScalingConfig(
             num_workers=res.workers, use_gpu=res.use_gpu,
             resources_per_worker=res.per_worker()),
@@ -119,6 +122,11 @@ class RecordWriter(ray.tune.Callback):
     def _record(self, trial) -> dict:
         spec = resolved_trial(trial.config)
         if spec["key"] not in self.open:
+            kept = self._unfinished_on_disk(spec["key"])
+            if kept:  # a resumed trial: keep its history up to its checkpoint
+                self.open[spec["key"]] = {**kept, "trial_id": trial.trial_id,
+                                          "status": "running", "finished_at": None}
+                return self.open[spec["key"]]
             entry = get_entry(spec["model"])
             self.open[spec["key"]] = {
                 **{k: spec[k] for k in ("key", "study", "group", "variant", "baseline", "model",
@@ -133,6 +141,10 @@ class RecordWriter(ray.tune.Callback):
             }
         return self.open[spec["key"]]
 
+    def _unfinished_on_disk(self, key: str) -> dict | None:
+        found = rec.read_record(self.run_dir, key)
+        return found if found and found["status"] not in FINISHED else None
+
     def on_trial_start(self, iteration, trials, trial, **info):
         rec.write_record(self.run_dir, self._record(trial))
 
@@ -141,12 +153,21 @@ class RecordWriter(ray.tune.Callback):
         entry = {k: result[k] for k in HISTORY_KEYS}
         # After a worker restart the same epoch may arrive again: keep one continuous history.
         record["history"] = [h for h in record["history"] if h["epoch"] < entry["epoch"]] + [entry]
-        for key in ("params", "flops", "restarts", "device", "hosts"):
-            record[key] = result.get(key, record[key])
+        entry["optimizer_fingerprint"] = result.get("optimizer_fingerprint")
+        if result.get("resumed_optimizer_fingerprint") is not None:
+            entry["resumed_optimizer_fingerprint"] = result["resumed_optimizer_fingerprint"]
+        for key in ("params", "flops", "restarts", "device", "hosts", "world_size"):
+            record[key] = result.get(key, record.get(key))
+        record["reported_rank"] = result.get("rank")
+        if result.get("setup_seconds") is not None:
+            record.setdefault("setup_seconds", []).append(round(result["setup_seconds"], 2))
         if result.get("diverged"):
             record["status"], record["stopped_at_epoch"] = "diverged", entry["epoch"]
             record["error"] = f"non-finite training loss at epoch {entry['epoch']}"
         rec.write_record(self.run_dir, record)
+        print(f"raysweep: {trial.trial_id} {record['variant']} s{record['seed']} epoch "
+              f"{entry['epoch']}/{record['epochs']} top1 {entry['top1']:.2f} val_loss "
+              f"{entry['val_loss']:.3f} ({entry['epoch_seconds']:.1f} s)", flush=True)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         record = self._record(trial)
@@ -166,6 +187,10 @@ class RecordWriter(ray.tune.Callback):
     def _finish(self, trial, record):
         record["finished_at"] = _now()
         rec.write_record(self.run_dir, record)
+        at = f" at epoch {record['stopped_at_epoch']}" if record["stopped_at_epoch"] else ""
+        why = f": {record['error']}" if record["status"] == "errored" else ""
+        print(f"raysweep: {trial.trial_id} {record['variant']} s{record['seed']} "
+              f"{record['status']}{at}{why}", flush=True)
         self.open.pop(record["key"], None)
 
 
@@ -181,6 +206,8 @@ def run_study(study: Study, storage: str, name: str | None = None, resume: bool 
     _check_writable(run_dir)
     res = plan_resources(study, ray.cluster_resources())
     trials = [_absolute_paths(t) for t in study.trials()]
+    for train in {json.dumps(_data_keys(t["train"]), sort_keys=True) for t in trials}:
+        data.check_available(json.loads(train))
     done = {r["key"] for r in rec.read_records(run_dir) if r["status"] in FINISHED}
     todo = [t for t in trials if t["key"] not in done] if not study.search else trials
     write_provenance(run_dir, study)
@@ -236,6 +263,11 @@ def _absolute_paths(trial: dict) -> dict:
     # Workers run in other folders (and on other nodes): ship an absolute data path.
     trial["train"]["data_dir"] = str(Path(os.path.expanduser(trial["train"]["data_dir"])).resolve())
     return trial
+
+
+def _data_keys(train: dict) -> dict:
+    return {k: train[k] for k in ("dataset", "data_dir", "download", "data_checksums",
+                                  "train_size", "test_size", "synthetic_classes")}
 
 
 def _check_writable(run_dir: Path) -> None:

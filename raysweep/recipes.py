@@ -26,7 +26,7 @@ SCHEDULERS = ("cosine", "warmup_cosine", "multistep", "step_halve_5")
 def resolve(recipe: str, train: dict) -> dict:
     """The recipe's values, overridden by every non-null key of `train`."""
     out = dict(RECIPES[recipe])
-    out.update({k: v for k, v in train.items() if v is not None})
+    out.update({k: v for k, v in train.items() if v is not None or k not in out})
     out["recipe"] = recipe
     # Warmup only means something to the warmup schedule; other schedules start at full lr.
     if out["scheduler"] != "warmup_cosine":

@@ -65,17 +65,24 @@ def write_record(run_dir: Path, record: dict[str, Any]) -> Path:
 
 def read_records(run_dir: Path) -> list[dict[str, Any]]:
     """All readable records of a run, sorted by key; corrupt files are named and skipped."""
-    records = []
-    for path in sorted((Path(run_dir) / RECORDS_DIR).glob("*.json")):
-        try:
-            rec = json.loads(path.read_text())
-            if not isinstance(rec, dict) or "key" not in rec or "history" not in rec:
-                raise ValueError("not a raysweep trial record")
-        except (OSError, ValueError) as exc:
-            warnings.warn(f"skipping unreadable record {path}: {exc}", stacklevel=2)
-            continue
-        records.append(rec)
-    return records
+    found = (_read(path) for path in sorted((Path(run_dir) / RECORDS_DIR).glob("*.json")))
+    return [r for r in found if r is not None]
+
+
+def read_record(run_dir: Path, key: str) -> dict[str, Any] | None:
+    path = Path(run_dir) / RECORDS_DIR / f"{key}.json"
+    return _read(path) if path.is_file() else None
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        rec = json.loads(path.read_text())
+        if not isinstance(rec, dict) or "key" not in rec or "history" not in rec:
+            raise ValueError("not a raysweep trial record")
+    except (OSError, ValueError) as exc:
+        warnings.warn(f"skipping unreadable record {path}: {exc}", stacklevel=3)
+        return None
+    return rec
 
 
 def last_epoch(record: dict[str, Any]) -> int:

@@ -88,6 +88,7 @@ TRAIN_SCHEMA: dict[str, tuple] = {
     "dataset": (_choice(DATASETS), "cifar100"),
     "data_dir": (_type(str, "a path"), "~/.cache/raysweep/data"),
     "download": (_type(bool, "true or false"), False),
+    "data_checksums": (_type(bool, "true or false"), True),  # verify CIFAR files' MD5
     "train_size": (_int(1, null=True), None),              # first N train images (null: all)
     "test_size": (_int(1, null=True), None),
     "synthetic_classes": (_int(2, 1000), 10),
@@ -177,7 +178,7 @@ def trial_key(trial: dict[str, Any]) -> str:
     ident = {k: trial[k] for k in ("model", "model_options", "group", "variant", "seed", "train")}
     # data_dir and download say where the data is, not what is trained.
     ident["train"] = {k: v for k, v in ident["train"].items()
-                      if k not in ("data_dir", "download", "loader_workers")}
+                      if k not in ("data_dir", "download", "data_checksums", "loader_workers")}
     blob = json.dumps(ident, sort_keys=True, default=list)
     return f"{trial['model']}-{hashlib.sha1(blob.encode()).hexdigest()[:10]}"
 

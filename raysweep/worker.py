@@ -57,7 +57,7 @@ def train_loop_per_worker(cfg: dict) -> None:
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     step_fn = torch.compile(model) if t["compile"] else model
 
-    start_epoch, restarts = 1, 0
+    start_epoch, restarts, resumed_fingerprint = 1, 0, None
     ckpt = ray.train.get_checkpoint()
     if ckpt:
         state = load_checkpoint(ckpt.path)
@@ -66,9 +66,13 @@ def train_loop_per_worker(cfg: dict) -> None:
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         start_epoch, restarts = state["epoch"] + 1, state["restarts"] + 1
+        resumed_fingerprint = optimizer_fingerprint(optimizer)
     hosts = _gather_hosts(world)
     criterion = nn.CrossEntropyLoss(label_smoothing=t["label_smoothing"])
     mix = data.batch_mix(t["augment"], data.num_classes(t))
+    # launch → first epoch: Ray Train's worker-group set-up plus ours (data, model).
+    # After a worker restart the launch time is stale, so it is only measured once.
+    setup_seconds = time.time() - cfg["launched_at"] if not restarts else None
 
     for epoch in range(start_epoch, t["epochs"] + 1):
         begin = time.perf_counter()
@@ -88,7 +92,11 @@ def train_loop_per_worker(cfg: dict) -> None:
             "images_per_s": seen * world / train_seconds,
             "params": params, "flops": flops, "world_size": world, "rank": rank,
             "hosts": hosts, "restarts": restarts, "device": str(device),
+            "setup_seconds": setup_seconds if epoch == start_epoch else None,
             "diverged": not math.isfinite(train_loss),
+            # lets a record show that a restarted trial continued with the saved optimizer
+            "optimizer_fingerprint": optimizer_fingerprint(optimizer),
+            "resumed_optimizer_fingerprint": resumed_fingerprint if epoch == start_epoch else None,
         }
         _report(metrics, model, optimizer, scheduler, scaler, epoch, restarts, rank)
         if metrics["diverged"]:
@@ -171,6 +179,12 @@ def lr_factor(t: dict, steps_per_epoch: int):
 
 # --- checkpoints ---
 
+def optimizer_fingerprint(optimizer: torch.optim.Optimizer) -> float:
+    """Sum of |x| over the optimizer's state tensors (momentum, Adam moments)."""
+    return float(sum(v.double().abs().sum() for st in optimizer.state.values()
+                     for v in st.values() if torch.is_tensor(v) and v.is_floating_point()))
+
+
 def _report(metrics, model, optimizer, scheduler, scaler, epoch, restarts, rank) -> None:
     # Only rank 0 writes a checkpoint; every rank must call report (it is a barrier).
     if rank != 0:
@@ -227,11 +241,12 @@ def _autocast(device, dtype):
     return torch.autocast(device.type, dtype=dtype) if dtype else nullcontext()
 
 
-def _gather_hosts(world: int) -> list[str]:
-    """`hostname/node id` of every rank, in rank order (shows where DDP placed them)."""
+def _gather_hosts(world: int) -> str:
+    """`hostname/node id` of every rank, comma-joined in rank order (where DDP placed them).
+    A string, not a list, so Tune's TensorBoard logger can keep it."""
     me = f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:12]}"
     if world == 1:
-        return [me]
+        return me
     out = [None] * world
     dist.all_gather_object(out, me)
-    return out
+    return ",".join(out)

@@ -1,0 +1,127 @@
+"""The engine path for real: Tune + ASHA over TorchTrainer trials on a local Ray (CPU)."""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+import pytest
+from ray.util.state import list_actors
+
+from conftest import TINY, run, write_cifar100, write_study
+from raysweep import data
+from raysweep.records import read_records
+
+pytestmark = pytest.mark.slow
+
+
+def alive(class_name: str) -> list:
+    return list_actors(filters=[("class_name", "=", class_name), ("state", "=", "ALIVE")])
+
+
+def by_variant(records, variant, seed=0):
+    return next(r for r in records if r["variant"] == variant and r["seed"] == seed)
+
+
+def test_study_runs_every_trial_and_asha_stops_the_hopeless_one(smoke_run_dir):
+    records = read_records(smoke_run_dir)
+    # (baseline, deeper, tiny_lr) × 2 seeds
+    assert len(records) == 6
+    assert {(r["variant"], r["seed"]) for r in records} == {
+        (v, s) for v in ("baseline", "deeper", "tiny_lr") for s in (0, 1)}
+    for r in records:
+        assert r["status"] in ("completed", "stopped"), r
+        epochs = [h["epoch"] for h in r["history"]]
+        assert epochs == list(range(1, len(epochs) + 1))
+        if r["status"] == "stopped":
+            assert r["stopped_at_epoch"] == epochs[-1] < r["epochs"]
+        else:
+            assert epochs[-1] == r["epochs"] == 3
+    for seed in (0, 1):
+        stopped = by_variant(records, "tiny_lr", seed)
+        assert stopped["status"] == "stopped" and stopped["stopped_at_epoch"] == 1
+    # Its Train workers and controller are gone once the study is over.
+    assert alive("RayTrainWorker") == [] and alive("TrainController") == []
+
+
+def test_synthetic_data_is_learnt_well_above_chance(smoke_run_dir):
+    baseline = by_variant(read_records(smoke_run_dir), "baseline")
+    assert baseline["status"] == "completed"
+    assert baseline["history"][-1]["top1"] > 3 * 100 / TINY["synthetic_classes"]
+
+
+def test_record_carries_model_facts_and_timings(smoke_run_dir):
+    r = by_variant(read_records(smoke_run_dir), "baseline")
+    assert r["params"] == 272_474  # resnet_20 with a 10-class head
+    assert r["flops"] > 40e6 and r["family"] == "baseline"
+    assert r["group"] == "demo" and r["baseline"] is True
+    assert all(h["epoch_seconds"] > 0 and h["images_per_s"] > 0 for h in r["history"])
+    assert r["setup_seconds"] and r["setup_seconds"][0] > 0
+    # A TensorBoard event file per trial, written by Tune's logger.
+    assert list((smoke_run_dir / "tune").glob(f"*{r['trial_id']}*/events.out.tfevents.*"))
+
+
+def test_same_config_and_seed_give_the_same_first_epoch(ray_local, tmp_path):
+    path = write_study(tmp_path, "repeat", defaults={**TINY, "epochs": 1},
+                       models=["resnet_20"], seeds=[7], asha={"enabled": False})
+    first = read_records(run(path, tmp_path / "runs", "a"))[0]["history"][0]
+    second = read_records(run(path, tmp_path / "runs", "b"))[0]["history"][0]
+    assert first["train_loss"] == pytest.approx(second["train_loss"], rel=1e-6)
+    assert first["top1"] == second["top1"]
+
+
+def test_two_cpu_workers_train_with_gloo_ddp_and_rank0_reports(ray_local, tmp_path):
+    path = write_study(tmp_path, "ddp", defaults={**TINY, "epochs": 2}, models=["resnet_20"],
+                       asha={"enabled": False}, resources={"workers_per_trial": 2})
+    [r] = read_records(run(path, tmp_path / "runs"))
+    assert r["status"] == "completed" and r["world_size"] == 2 and r["reported_rank"] == 0
+    assert len(r["hosts"].split(",")) == 2
+    assert r["history"][-1]["train_loss"] < r["history"][0]["train_loss"]
+
+
+def test_cifar100_files_flow_through_torchvision_into_the_worker_loop(ray_local, tmp_path):
+    root = write_cifar100(tmp_path / "data", n_train=128, n_test=64)
+    train = {"dataset": "cifar100", "data_dir": str(root), "download": False,
+             "data_checksums": False, "train_size": None, "test_size": None}
+    images, labels = data.load_split(train, "train")
+    assert images.shape == (128, 3, 32, 32) and labels.max() < 100
+    path = write_study(tmp_path, "cifar", defaults={
+        "epochs": 1, "batch_size": 32, "dataset": "cifar100", "data_dir": str(root),
+        "data_checksums": False}, models=["resnet_20"], asha={"enabled": False})
+    [r] = read_records(run(path, tmp_path / "runs"))
+    assert r["status"] == "completed" and r["params"] == 278_324
+    assert 0 <= r["history"][0]["top1"] <= 100
+
+
+def test_killed_worker_restarts_from_its_checkpoint_with_the_same_optimizer(ray_local, tmp_path):
+    path = write_study(tmp_path, "restart", defaults={**TINY, "epochs": 4, "train_size": 1024},
+                       models=["resnet_20"], asha={"enabled": False})
+    runs = tmp_path / "runs"
+    worker = threading.Thread(target=run, args=(path, runs))
+    worker.start()
+    pid = _wait_for_worker_after_epoch(runs / "restart", 1, worker)
+    os.kill(pid, signal.SIGKILL)
+    worker.join(timeout=300)
+    [r] = read_records(runs / "restart")
+    assert r["status"] == "completed" and r["restarts"] == 1
+    assert [h["epoch"] for h in r["history"]] == [1, 2, 3, 4]
+    resumed = [h for h in r["history"] if "resumed_optimizer_fingerprint" in h]
+    assert len(resumed) == 1
+    before = next(h for h in r["history"] if h["epoch"] == resumed[0]["epoch"] - 1)
+    assert resumed[0]["resumed_optimizer_fingerprint"] == pytest.approx(
+        before["optimizer_fingerprint"], rel=1e-9)
+
+
+def _wait_for_worker_after_epoch(run_dir, epoch, thread, timeout=180):
+    """The pid of the trial's Train worker once `epoch` is in the record."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and thread.is_alive():
+        recs = read_records(run_dir) if (run_dir / "records").is_dir() else []
+        if recs and recs[0]["history"] and recs[0]["history"][-1]["epoch"] >= epoch:
+            workers = alive("RayTrainWorker")
+            if workers:
+                return workers[0].pid
+        time.sleep(0.2)  # polling a condition, not waiting for it to happen by itself
+    raise AssertionError("the trial never finished its first epoch")

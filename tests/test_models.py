@@ -1,0 +1,69 @@
+"""Every registered model, one parametrized test (timm style), plus the seeds' counts."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models import FAMILIES, RECIPES, count_params, create_model, get_entry, list_models
+from models.registry import UnknownModelError
+
+ALL = list_models()
+
+
+def _variants(name):
+    """Each model once per stem it registers (the stem changes the network most)."""
+    stems = get_entry(name).options.get("stem")
+    return [{}] if not isinstance(stems, tuple) else [{"stem": s} for s in stems]
+
+
+CASES = [(n, o) for n in ALL for o in _variants(n)]
+
+
+@pytest.mark.parametrize("name, options", CASES,
+                         ids=[f"{n}-{o.get('stem', 'default')}" for n, o in CASES])
+def test_forward_backward_at_32px(name, options):
+    torch.manual_seed(0)
+    for classes in (100, 10):
+        model = create_model(name, num_classes=classes, **options).train()
+        out = model(torch.randn(2, 3, 32, 32))
+        assert out.shape == (2, classes)
+        out.float().logsumexp(1).mean().backward()
+        grads = [p.grad for p in model.parameters() if p.requires_grad]
+        assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("name", [n for n in ALL if get_entry(n).seed_params
+                                  and get_entry(n).params_tolerance is not None])
+def test_parameter_count_matches_the_seed(name):
+    entry = get_entry(name)
+    got = count_params(create_model(name))
+    assert abs(got - entry.seed_params) <= entry.params_tolerance * entry.seed_params, \
+        f"{name}: {got} parameters, seed says {entry.seed_params}"
+
+
+def test_documented_deviations_are_in_the_models_readme():
+    from pathlib import Path
+
+    lines = (Path(__file__).parent.parent / "models" / "README.md").read_text().splitlines()
+    for name in ALL:
+        if get_entry(name).seed_params and get_entry(name).params_tolerance is None:
+            assert any(name in ln and "deviation" in ln.lower() for ln in lines), \
+                f"{name} deviates from the seed but models/README.md does not say why"
+
+
+def test_registry_entries_are_well_formed():
+    assert {"resnet_20", "resnet_32", "resnet_56"} <= set(ALL)
+    for name in ALL:
+        entry = get_entry(name)
+        assert entry.family in FAMILIES and entry.recipe in RECIPES
+
+
+def test_resnet_20_is_exactly_the_seeds_network():
+    assert count_params(create_model("resnet_20")) == 278_324
+
+
+def test_unknown_option_names_the_accepted_ones():
+    with pytest.raises(UnknownModelError, match="takes no option 'width'; accepted options"):
+        create_model("resnet_20", width=2)
+    with pytest.raises(UnknownModelError, match="unknown model 'resnet_21'"):
+        create_model("resnet_21")

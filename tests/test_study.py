@@ -1,0 +1,113 @@
+"""Study files: validation errors name key, value and what is allowed; expansion is exact."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import write_study
+from raysweep.study import StudyError, apply_override, load_study
+
+
+def study(tmp_path, **body):
+    return load_study(str(write_study(tmp_path, "s", **body)))
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"models": ["resnet_20"], "defaults": {"epochz": 3}},
+     "unknown key defaults.epochz (did you mean 'epochs'?)"),
+    ({"models": ["resnet_20"], "defaults": {"epochs": -1}}, "defaults.epochs=-1 must be >= 1"),
+    ({"models": ["resnet_20"], "defaults": {"epochs": "ten"}},
+     "defaults.epochs='ten' must be an integer"),
+    ({"models": ["resnet_2O"]}, "unknown model 'resnet_2O'; did you mean "),
+    ({"models": ["resnet_20"], "defaults": {"recipe": "sdg"}},
+     "defaults.recipe='sdg' must be one of sgd, sgd_ghostnet"),
+    ({"models": ["resnet_20"], "defaults": {"epochs": 2}, "asha": {"grace_period": 5}},
+     "asha.grace_period=5 is beyond the epoch budget"),
+    ({"models": ["resnet_20"], "seeds": 0}, "seeds=0 must be >= 1"),
+    ({"models": ["resnet_20"], "colour": "red"}, "unknown key 'colour'"),
+    ({"models": [{"model": "resnet_20", "options": {"width": 2}}]},
+     "model 'resnet_20' takes no option 'width'; accepted options: none"),
+    ({"models": ["resnet_20"], "defaults": {"dataset": "imagenet"}},
+     "defaults.dataset='imagenet' must be one of cifar100, cifar10, synthetic"),
+    ({"models": ["resnet_20"], "resources": {"workers_per_trial": 0}},
+     "resources.workers_per_trial=0 must be >= 1"),
+    ({"models": ["resnet_20"], "search": {"params": {"lr": {"loguniform": [0, 1]}}}},
+     "search.params.lr.loguniform=[0, 1] must be [lo, hi] with lo < hi and lo > 0"),
+])
+def test_bad_study_is_one_clear_error(tmp_path, body, message):
+    with pytest.raises(StudyError) as err:
+        study(tmp_path, **body)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_malformed_yaml_names_the_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("models: [resnet_20\ndefaults: {epochs: 3}\n")
+    with pytest.raises(StudyError, match=r"bad.yaml: line \d+ is not valid YAML"):
+        load_study(str(path))
+
+
+def test_expansion_crosses_arms_grid_and_seeds(tmp_path):
+    s = study(tmp_path, models=["resnet_20", "resnet_32"], grid={"lr": [0.1, 0.05]},
+              seeds=3, defaults={"epochs": 4})
+    trials = s.trials()
+    assert len(trials) == 2 * 2 * 3
+    assert len({t["key"] for t in trials}) == 12
+    assert {t["train"]["lr"] for t in trials} == {0.1, 0.05}
+    assert all(t["train"]["recipe"] == "sgd" and t["train"]["momentum"] == 0.9 for t in trials)
+
+
+def test_recipe_values_fill_what_the_study_leaves_out(tmp_path):
+    [t] = study(tmp_path, models=["resnet_20"], defaults={"weight_decay": 1e-4}).trials()
+    assert t["train"]["weight_decay"] == 1e-4 and t["train"]["lr"] == 0.1
+    assert t["train"]["scheduler"] == "cosine"
+
+
+def test_trial_key_is_stable_and_ignores_where_the_data_lives(tmp_path):
+    a = study(tmp_path, models=["resnet_20"], defaults={"data_dir": "/a"}).trials()[0]
+    b = study(tmp_path, models=["resnet_20"], defaults={"data_dir": "/b"}).trials()[0]
+    c = study(tmp_path, models=["resnet_20"], defaults={"lr": 0.2}).trials()[0]
+    assert a["key"] == b["key"] != c["key"]
+    assert a["key"].startswith("resnet_20-")
+
+
+def test_set_overrides_are_data_never_code():
+    raw = {}
+    apply_override(raw, "lr=0.05")
+    apply_override(raw, "asha.grace_period=2")
+    apply_override(raw, "data_dir=__import__('os').system('true')")
+    assert raw["defaults"]["lr"] == 0.05 and raw["asha"]["grace_period"] == 2
+    assert raw["defaults"]["data_dir"] == "__import__('os').system('true')"
+    with pytest.raises(StudyError, match="expected key=value"):
+        apply_override(raw, "lr")
+
+
+def test_groups_filter_and_unknown_group(tmp_path):
+    body = dict(groups={"g1": {"baseline": "resnet_20", "variants": {"deep": "resnet_32"}},
+                        "g2": {"baseline": "resnet_20", "variants": {"deeper": "resnet_56"}}})
+    path = write_study(tmp_path, "abl", **body)
+    only = load_study(str(path), groups=["g2"]).trials()
+    assert {(t["group"], t["variant"]) for t in only} == {("g2", "baseline"), ("g2", "deeper")}
+    with pytest.raises(StudyError, match="unknown group 'g3'.*allowed: g1, g2"):
+        load_study(str(path), groups=["g3"])
+
+
+def test_cli_rejects_a_bad_study_before_ray_starts(tmp_path):
+    path = write_study(tmp_path, "bad", models=["resnet_20"], defaults={"epochs": -3})
+    proc = subprocess.run([sys.executable, "-m", "raysweep.cli", "run", str(path), "--local",
+                           "--storage", str(tmp_path / "runs")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "raysweep: error: defaults.epochs=-3 must be >= 1"]
+    assert not (tmp_path / "runs").exists()  # nothing started, nothing stored
+
+
+def test_cli_show_lists_the_expanded_trials():
+    proc = subprocess.run([sys.executable, "-m", "raysweep.cli", "show", "smoke"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "resnet_20" in proc.stdout and "3 trials" in proc.stdout
