@@ -33,8 +33,6 @@ from raysweep.worker import train_loop_per_worker
 DRIVER_RESOURCES = {"cpu": 0, "memory": 2**20}
 METRIC = "top1"          # validation top-1, percent
 FINISHED = ("completed", "stopped", "diverged")
-HISTORY_KEYS = ("epoch", "train_loss", "val_loss", "top1", "top5", "lr", "epoch_seconds",
-                "images_per_s")
 
 
 @dataclass(frozen=True)
@@ -150,9 +148,13 @@ class RecordWriter(ray.tune.Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         record = self._record(trial)
-        entry = {k: result[k] for k in HISTORY_KEYS}
-        # After a worker restart the same epoch may arrive again: keep one continuous history.
-        record["history"] = [h for h in record["history"] if h["epoch"] < entry["epoch"]] + [entry]
+        entry = {k: result[k] for k in rec.HISTORY_KEYS}
+        earlier = record["history"]
+        if result.get("resumed_history_json"):
+            # A restarted trial: its checkpoint's history is the one that matches its
+            # weights (the driver may have missed epochs while it was down).
+            earlier = json.loads(result["resumed_history_json"])
+        record["history"] = [h for h in earlier if h["epoch"] < entry["epoch"]] + [entry]
         entry["optimizer_fingerprint"] = result.get("optimizer_fingerprint")
         if result.get("resumed_optimizer_fingerprint") is not None:
             entry["resumed_optimizer_fingerprint"] = result["resumed_optimizer_fingerprint"]

@@ -37,6 +37,8 @@ from pathlib import Path
 from typing import Any
 
 STATUSES = ("running", "completed", "stopped", "errored", "diverged")
+HISTORY_KEYS = ("epoch", "train_loss", "val_loss", "top1", "top5", "lr", "epoch_seconds",
+                "images_per_s")
 RECORDS_DIR = "records"
 
 

@@ -5,6 +5,7 @@ a resumed study) it continues from the latest checkpoint at the next epoch.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
@@ -21,6 +22,7 @@ import torch.nn as nn
 
 from models import count_flops, count_params, create_model
 from raysweep import data
+from raysweep.records import HISTORY_KEYS
 
 CHECKPOINT_FILE = "state.pt"
 CHECKPOINT_FORMAT = "raysweep-checkpoint-v1"
@@ -57,7 +59,7 @@ def train_loop_per_worker(cfg: dict) -> None:
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     step_fn = torch.compile(model) if t["compile"] else model
 
-    start_epoch, restarts, resumed_fingerprint = 1, 0, None
+    start_epoch, restarts, resumed_fingerprint, history = 1, 0, None, []
     ckpt = ray.train.get_checkpoint()
     if ckpt:
         state = load_checkpoint(ckpt.path)
@@ -67,6 +69,7 @@ def train_loop_per_worker(cfg: dict) -> None:
         scaler.load_state_dict(state["scaler"])
         start_epoch, restarts = state["epoch"] + 1, state["restarts"] + 1
         resumed_fingerprint = optimizer_fingerprint(optimizer)
+        history = state["history"]
     hosts = _gather_hosts(world)
     criterion = nn.CrossEntropyLoss(label_smoothing=t["label_smoothing"])
     mix = data.batch_mix(t["augment"], data.num_classes(t))
@@ -97,8 +100,12 @@ def train_loop_per_worker(cfg: dict) -> None:
             # lets a record show that a restarted trial continued with the saved optimizer
             "optimizer_fingerprint": optimizer_fingerprint(optimizer),
             "resumed_optimizer_fingerprint": resumed_fingerprint if epoch == start_epoch else None,
+            # a JSON string, not a list: Tune's TensorBoard logger keeps only scalars/strings
+            "resumed_history_json": json.dumps(history) if epoch == start_epoch and history
+            else None,
         }
-        _report(metrics, model, optimizer, scheduler, scaler, epoch, restarts, rank)
+        history.append({k: metrics[k] for k in (*HISTORY_KEYS, "optimizer_fingerprint")})
+        _report(metrics, history, model, optimizer, scheduler, scaler, epoch, restarts, rank)
         if metrics["diverged"]:
             return  # the driver records "diverged at epoch e"; nothing more to learn
 
@@ -185,7 +192,8 @@ def optimizer_fingerprint(optimizer: torch.optim.Optimizer) -> float:
                      for v in st.values() if torch.is_tensor(v) and v.is_floating_point()))
 
 
-def _report(metrics, model, optimizer, scheduler, scaler, epoch, restarts, rank) -> None:
+def _report(metrics, history, model, optimizer, scheduler, scaler, epoch, restarts,
+            rank) -> None:
     # Only rank 0 writes a checkpoint; every rank must call report (it is a barrier).
     if rank != 0:
         ray.train.report(metrics, checkpoint=None)
@@ -193,6 +201,7 @@ def _report(metrics, model, optimizer, scheduler, scaler, epoch, restarts, rank)
     with tempfile.TemporaryDirectory() as tmp:
         torch.save({
             "format": CHECKPOINT_FORMAT, "epoch": epoch, "restarts": restarts,
+            "history": history,
             "model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
             "rng_cpu": torch.get_rng_state(),
