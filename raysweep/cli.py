@@ -173,15 +173,14 @@ def cmd_show(args) -> int:
     print(f"{'key':<34} {'group':<18} {'variant':<22} {'model':<28} {'seed':>4} {'epochs':>6} "
           f"{'recipe':<14} options/overrides")
     for t in trials:
-        arm_sets = {k: v for k, v in t["train"].items()
-                    if k in study.grid or any(k in a.overrides for a in study.arms)}
-        extra = " ".join(f"{k}={v}" for k, v in {**t["model_options"], **arm_sets}.items())
+        extra = " ".join(f"{k}={v}" for k, v in {**t["model_options"], **t["overrides"]}.items())
         print(f"{t['key']:<34} {t['group'] or '-':<18} {t['variant']:<22} {t['model']:<28} "
               f"{t['seed']:>4} {t['train']['epochs']:>6} {t['train']['recipe']:<14} {extra}")
     r = study.resources
     gpus = "1 per worker on a GPU cluster, 0 on CPU" if r["gpus_per_worker"] == "auto" \
         else f"{r['gpus_per_worker']} per worker"
-    samples = f" × {study.num_samples} samples of {', '.join(study.search)}" if study.search else ""
+    searched = sorted({f"{k} ({scope})" for scope, p in study.search.items() for k in p})
+    samples = f" × {study.num_samples} samples of {', '.join(searched)}" if study.search else ""
     print(f"\n{len(trials)} trials{samples}; epoch budget {sum(t['train']['epochs'] for t in trials)}"
           f" trial-epochs{' (× samples)' if study.search else ''}; {r['workers_per_trial']} "
           f"worker(s) per trial, GPUs: {gpus}; ASHA "

@@ -103,9 +103,11 @@ def run_trial(config: dict[str, Any]) -> None:
 def resolved_trial(config: dict[str, Any]) -> dict[str, Any]:
     """The trial spec with this sample's searched values filled in (and its key to match)."""
     trial = config["trial"]
-    if not config.get("search"):
+    search = config.get("search") or {}
+    sampled = {**search.get("*", {}), **search.get(trial["train"]["recipe"], {})}
+    if not sampled:
         return trial
-    trial = {**trial, "train": {**trial["train"], **config["search"]}}
+    trial = {**trial, "train": {**trial["train"], **sampled}}
     return {**trial, "key": trial_key(trial)}
 
 
@@ -220,7 +222,8 @@ def run_study(study: Study, storage: str, name: str | None = None, resume: bool 
         ray.tune.with_resources(run_trial, DRIVER_RESOURCES),
         param_space={
             "trial": ray.tune.grid_search(todo),
-            **({"search": {k: _sampler(s) for k, s in study.search.items()}}
+            **({"search": {scope: {k: _sampler(s) for k, s in params.items()}
+                           for scope, params in study.search.items()}}
                if study.search else {}),
             "resources": res.__dict__,
             "train_storage": str(run_dir / "train"),

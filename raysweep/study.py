@@ -167,6 +167,7 @@ def make_trial(study: Study, arm: Arm, grid_point: dict, seed: int) -> dict[str,
         "variant": arm.variant or arm.model,
         "baseline": arm.baseline,
         "seed": seed,
+        "overrides": {**grid_point, **arm.overrides},  # what differs from the defaults
         "train": resolve(recipe, train),
     }
     trial["key"] = trial_key(trial)
@@ -374,26 +375,42 @@ def _parse_grid(grid: Any) -> dict[str, list]:
 
 
 def _parse_search(search: Any) -> tuple[dict, int]:
+    """{scope: {key: spec}}: scope "*" applies to every trial, a recipe name only to the
+    trials of that recipe (lr ranges differ between SGD and AdamW families)."""
     if search is None:
         return {}, 1
-    if not isinstance(search, dict) or set(search) - {"num_samples", "params"}:
-        raise StudyError("search must be a mapping with 'num_samples' and 'params'")
+    if not isinstance(search, dict) or set(search) - {"num_samples", "params", "by_recipe"}:
+        raise StudyError("search must be a mapping with 'num_samples', 'params' and/or "
+                         "'by_recipe'")
     n = search.get("num_samples", 1)
     if _int(1)(n):
         raise StudyError(f"search.num_samples={n!r} must be an integer >= 1")
-    params = search.get("params") or {}
+    scopes = {"*": _parse_params("search.params", search.get("params"))}
+    by_recipe = search.get("by_recipe") or {}
+    for recipe, params in by_recipe.items():
+        if recipe not in RECIPES:
+            raise StudyError(f"unknown recipe search.by_recipe.{recipe}; allowed: "
+                             f"{', '.join(RECIPES)}")
+        scopes[recipe] = _parse_params(f"search.by_recipe.{recipe}", params)
+    return {k: v for k, v in scopes.items() if v}, n
+
+
+def _parse_params(where: str, params: Any) -> dict:
+    params = params or {}
+    if not isinstance(params, dict):
+        raise StudyError(f"{where} must be a mapping of training key -> distribution")
     for key, spec in params.items():
         if key not in TRAIN_SCHEMA:
-            raise StudyError(f"unknown key search.params.{key}; allowed: {', '.join(TRAIN_SCHEMA)}")
+            raise StudyError(f"unknown key {where}.{key}; allowed: {', '.join(TRAIN_SCHEMA)}")
         if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in SEARCH_KINDS:
-            raise StudyError(f"search.params.{key}={spec!r} must be one of "
+            raise StudyError(f"{where}.{key}={spec!r} must be one of "
                              f"{{loguniform: [lo, hi]}}, {{uniform: [lo, hi]}}, {{choice: [...]}}")
         kind, args = next(iter(spec.items()))
         if not _valid_range(kind, args):
-            raise StudyError(f"search.params.{key}.{kind}={args!r} must be "
+            raise StudyError(f"{where}.{key}.{kind}={args!r} must be "
                              + ("a non-empty list" if kind == "choice" else "[lo, hi] with lo < hi"
                                 + (" and lo > 0" if kind == "loguniform" else "")))
-    return params, n
+    return params
 
 
 def _valid_range(kind: str, args: Any) -> bool:

@@ -125,3 +125,16 @@ def _wait_for_worker_after_epoch(run_dir, epoch, thread, timeout=180):
                 return workers[0].pid
         time.sleep(0.2)  # polling a condition, not waiting for it to happen by itself
     raise AssertionError("the trial never finished its first epoch")
+
+
+def test_search_samples_values_per_recipe_and_records_each_sample(ray_local, tmp_path):
+    path = write_study(tmp_path, "hpo", defaults={**TINY, "epochs": 1, "recipe": None,
+                                                  "lr": None, "scheduler": None},
+                       models=["resnet_20"], asha={"enabled": False},
+                       search={"num_samples": 2, "by_recipe": {
+                           "sgd": {"lr": {"loguniform": [0.01, 0.1]}},
+                           "adamw": {"lr": {"loguniform": [1e-6, 1e-5]}}}})
+    recs = read_records(run(path, tmp_path / "runs"))
+    assert len(recs) == 2 and len({r["key"] for r in recs}) == 2
+    for r in recs:  # resnet_20's recipe is sgd: only the sgd range applies
+        assert 0.01 <= r["config"]["lr"] <= 0.1 and r["status"] == "completed"

@@ -35,6 +35,8 @@ def study(tmp_path, **body):
      "resources.workers_per_trial=0 must be >= 1"),
     ({"models": ["resnet_20"], "search": {"params": {"lr": {"loguniform": [0, 1]}}}},
      "search.params.lr.loguniform=[0, 1] must be [lo, hi] with lo < hi and lo > 0"),
+    ({"models": ["resnet_20"], "search": {"by_recipe": {"adam": {}}}},
+     "unknown recipe search.by_recipe.adam; allowed: sgd"),
 ])
 def test_bad_study_is_one_clear_error(tmp_path, body, message):
     with pytest.raises(StudyError) as err:
