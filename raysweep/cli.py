@@ -17,6 +17,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return args.func(args) or 0
+    except BrokenPipeError:  # `raysweep show ablations | head`
+        sys.stderr.close()
+        return 0
     except Exception as exc:
         if args.debug or not _is_user_error(exc):
             raise

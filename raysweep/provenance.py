@@ -50,6 +50,9 @@ def write_provenance(run_dir: Path, study) -> None:
     so an incremental study keeps the history of what produced each batch of trials."""
     atomic_write_text(run_dir / "study.yaml", yaml.safe_dump(study.raw, sort_keys=False))
     path = run_dir / "provenance.json"
-    runs = json.loads(path.read_text()).get("runs", []) if path.is_file() else []
+    try:
+        runs = json.loads(path.read_text())["runs"] if path.is_file() else []
+    except (ValueError, KeyError, TypeError):
+        runs = []  # a damaged provenance file is replaced, never a reason to fail a run
     runs.append({"study_file": study.path, "argv": sys.argv, **environment()})
     atomic_write_text(path, json.dumps({"study": study.name, "runs": runs}, indent=1))
