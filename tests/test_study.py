@@ -113,3 +113,28 @@ def test_cli_show_lists_the_expanded_trials():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "resnet_20" in proc.stdout and "3 trials" in proc.stdout
+
+
+def test_shipped_studies_load_and_cover_the_zoo():
+    from models import list_models
+    from raysweep.study import list_spaces
+
+    assert {"smoke", "comparison", "ablations", "hpo"} <= set(list_spaces())
+    comparison = load_study("comparison")
+    assert {a.model for a in comparison.arms} == set(list_models())
+    ablations = load_study("ablations")
+    groups = {a.group for a in ablations.arms}
+    assert {"eca_kernel", "eca_position", "ghost_ratio", "improved_convnext", "coatnet_opt",
+            "training_tricks"} <= groups and any(g.startswith("stem_") for g in groups)
+    assert ablations.seeds == [0, 1, 2]
+    for g in groups:  # exactly one baseline arm per group
+        assert sum(a.baseline for a in ablations.arms if a.group == g) == 1
+    assert load_study("hpo").search
+
+
+def test_cli_show_ablations_lists_groups_and_budget():
+    proc = subprocess.run([sys.executable, "-m", "raysweep.cli", "show", "ablations",
+                           "--group", "ghost_ratio"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("ghost_ratio") == 12  # (baseline + 3 ratios) × 3 seeds
+    assert "12 trials; epoch budget 3600 trial-epochs" in proc.stdout
