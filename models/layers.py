@@ -18,3 +18,13 @@ def make_activation(name: str = "relu") -> nn.Module:
 def conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False),
                          nn.BatchNorm2d(cout))
+
+
+# "seed": the downsampling the seeds' models used (timm/paper defaults, comparable with
+# their tables); "cifar": a stride-1 stem that keeps the resolution a 32x32 image lacks.
+STEMS = ("seed", "cifar")
+
+
+def cifar_stem_conv(cin: int, cout: int, k: int = 3, bias: bool = True) -> nn.Conv2d:
+    """The stride-1 conv that replaces a patchify or strided stem conv in the "cifar" stem."""
+    return nn.Conv2d(cin, cout, k, 1, k // 2, bias=bias)

@@ -13,6 +13,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
+from raysweep.augment import BatchAugment, normalize
+
 NORMALISATION = {  # per-channel mean / std of the training split
     "cifar100": ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
@@ -145,6 +147,66 @@ class TensorDataset(Dataset):
 
     def __getitem__(self, i):
         return self.transform(self.images[i]), self.labels[i]
+
+
+class DeviceSplit:
+    """A split held once as uint8 on the worker's device, for the `tensor` pipeline; its
+    transform maps a uint8 batch and a generator to a normalised float batch."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, device, transform):
+        self.images, self.labels = images.to(device), labels.to(device)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+class TensorLoader:
+    """Batches of `indices` (in that order) cut from a DeviceSplit, augmented as whole
+    batches with one generator: no per-sample Python and no host-to-device copies."""
+
+    def __init__(self, split: DeviceSplit, indices: list[int], batch_size: int,
+                 drop_last: bool, gen: torch.Generator):
+        self.split, self.batch_size, self.gen = split, batch_size, gen
+        self.indices = torch.tensor(indices, dtype=torch.long, device=split.labels.device)
+        n = len(indices)
+        self.stop = n - n % batch_size if drop_last else n
+
+    def __len__(self) -> int:
+        return -(-self.stop // self.batch_size)
+
+    def __iter__(self):
+        for begin in range(0, self.stop, self.batch_size):
+            idx = self.indices[begin:min(begin + self.batch_size, self.stop)]
+            yield self.split.transform(self.split.images[idx], self.gen), self.split.labels[idx]
+
+
+def pipeline(train: dict) -> str:
+    """`tensor` (batched, on the worker's device) unless the study asks for torchvision's
+    per-sample DataLoader path."""
+    return "torchvision" if train["pipeline"] == "torchvision" else "tensor"
+
+
+def splits(train: dict, device) -> tuple:
+    """(train, test) datasets for the study's pipeline."""
+    tr, te = load_split(train, "train"), load_split(train, "test")
+    if pipeline(train) == "torchvision":
+        return (TensorDataset(*tr, train_transform(train["augment"], train["dataset"])),
+                TensorDataset(*te, test_transform(train["dataset"])))
+    mean, std = NORMALISATION[train["dataset"]]
+    return (DeviceSplit(*tr, device, BatchAugment(train["augment"], mean, std)),
+            DeviceSplit(*te, device, lambda x, gen: normalize(x, mean, std)))
+
+
+def batches(ds, indices: list[int], batch_size: int, workers: int, drop_last: bool,
+            seed: int, device):
+    """One pass over `indices` of either pipeline's dataset. The tensor path draws its
+    augmentations from a generator on the device seeded with `seed`; the DataLoader path
+    from the global torch RNG, which the caller seeds."""
+    if isinstance(ds, DeviceSplit):
+        return TensorLoader(ds, indices, batch_size, drop_last,
+                            torch.Generator(device).manual_seed(seed))
+    return loader(ds, indices, batch_size, workers, drop_last)
 
 
 def shard(n: int, rank: int, world: int, seed: int | None, epoch: int) -> list[int]:

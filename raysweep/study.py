@@ -24,6 +24,7 @@ SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 DATASETS = ("cifar100", "cifar10", "synthetic")
 AUGMENTS = ("basic", "trivialaugment", "trivialaugment_erasing", "mixup_cutmix", "autoaugment")
 AMP = ("auto", "bf16", "fp16", "off")
+PIPELINES = ("auto", "tensor", "torchvision")
 
 
 class StudyError(ValueError):
@@ -96,6 +97,7 @@ TRAIN_SCHEMA: dict[str, tuple] = {
     "channels_last": (_type(bool, "true or false"), False),
     "compile": (_type(bool, "true or false"), False),
     "loader_workers": (_int(0, 64), 0),                     # DataLoader processes per worker
+    "pipeline": (_choice(PIPELINES), "auto"),               # auto: tensor (batched, on device)
 }
 
 ASHA_SCHEMA = {

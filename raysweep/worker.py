@@ -46,9 +46,7 @@ def train_loop_per_worker(cfg: dict) -> None:
     if world > 1:
         model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
-    train_ds = data.TensorDataset(*data.load_split(t, "train"),
-                                  data.train_transform(t["augment"], t["dataset"]))
-    test_ds = data.TensorDataset(*data.load_split(t, "test"), data.test_transform(t["dataset"]))
+    train_ds, test_ds = data.splits(t, device)
     steps = len(train_ds) // world // t["batch_size"]
     if steps == 0:
         raise ValueError(f"batch_size={t['batch_size']} per worker is larger than the "
@@ -80,10 +78,11 @@ def train_loop_per_worker(cfg: dict) -> None:
     for epoch in range(start_epoch, t["epochs"] + 1):
         begin = time.perf_counter()
         # Seeding per (seed, epoch, rank) makes a resumed epoch draw the same augmentations.
-        torch.manual_seed(cfg["seed"] * 100_003 + epoch * 101 + rank)
-        train_loader = data.loader(train_ds, data.shard(len(train_ds), rank, world, cfg["seed"],
-                                                        epoch), t["batch_size"],
-                                   t["loader_workers"], drop_last=True)
+        epoch_seed = cfg["seed"] * 100_003 + epoch * 101 + rank
+        torch.manual_seed(epoch_seed)
+        train_loader = data.batches(train_ds, data.shard(len(train_ds), rank, world, cfg["seed"],
+                                                         epoch), t["batch_size"],
+                                    t["loader_workers"], True, epoch_seed, device)
         train_loss, seen = train_epoch(step_fn, train_loader, optimizer, scheduler, scaler,
                                        criterion, mix, device, amp_dtype, t)
         train_seconds = time.perf_counter() - begin
@@ -139,7 +138,7 @@ def evaluate(model, test_ds, rank, world, device, amp_dtype, t) -> dict:
     idx = data.shard(len(test_ds), rank, world, None, 0)
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top1, top5, n
     k = min(5, data.num_classes(t))
-    for images, labels in data.loader(test_ds, idx, 256, t["loader_workers"], drop_last=False):
+    for images, labels in data.batches(test_ds, idx, 256, t["loader_workers"], False, 0, device):
         images = images.to(device).contiguous(memory_format=_memory_format(t))
         labels = labels.to(device)
         with _autocast(device, amp_dtype):

@@ -1,0 +1,59 @@
+"""The results layer: tables and plots rebuilt from a run's stored trial records only.
+
+    from raysweep.results import report
+    report("runs/ablations")          # → runs/ablations/report/*.md|csv|tex|png, provenance
+
+It reads `records/*.json`, `provenance.json` and `study.yaml` of a run folder and never
+writes there (except into the default output folder `<run>/report/`), so it works with
+Ray stopped and on a copied results folder.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from raysweep.records import RECORDS_DIR, read_records
+from raysweep.results import export, plots, tables
+
+
+class NoRecordsError(ValueError):
+    """A folder with no readable trial record."""
+
+
+def report(run_dir: str | Path, out_dir: str | Path | None = None,
+           formats: tuple[str, ...] = ("md", "csv", "tex")) -> list[Path]:
+    """Write every table (in `formats`), plot and the provenance of `run_dir`'s records to
+    `out_dir` (default `<run_dir>/report`); returns the paths written."""
+    run_dir = Path(run_dir)
+    bad = [f for f in formats if f not in export.FORMATS]
+    if bad:
+        raise ValueError(f"format {bad[0]!r} is not one of {', '.join(export.FORMATS)}")
+    records = read_records(run_dir)
+    if not records:
+        raise NoRecordsError(f"no readable trial records in {run_dir / RECORDS_DIR}")
+    out = Path(out_dir) if out_dir is not None else run_dir / "report"
+    order, descriptions = study_groups(run_dir)
+    table1 = tables.comparison(records)
+    ablation = tables.ablations(records, order, descriptions)
+    all_tables = [table1, tables.families(table1), *ablation]
+    written = [p for t in all_tables for p in export.write_table(t, out, tuple(formats))]
+    written += plots.write_all(records, table1, ablation, out)
+    written += export.write_provenance(run_dir, out, records, all_tables)
+    return written
+
+
+def study_groups(run_dir: Path) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """Each ablation group's variant order and description from the run's study.yaml;
+    empty when the file is missing or unreadable (tables then sort variants by name)."""
+    try:
+        groups = yaml.safe_load((run_dir / "study.yaml").read_text()).get("groups") or {}
+        order = {g: [v for v in spec.get("variants") or {}] for g, spec in groups.items()}
+        descriptions = {g: spec["description"] for g, spec in groups.items()
+                        if spec.get("description")}
+    except (OSError, yaml.YAMLError, AttributeError, TypeError):
+        return {}, {}
+    return order, descriptions
+
+
+__all__ = ["NoRecordsError", "report"]

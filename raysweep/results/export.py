@@ -1,0 +1,186 @@
+"""Writing tables (CSV, Markdown, LaTeX) and the provenance files, each atomically."""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from raysweep import __version__
+from raysweep.records import RECORDS_DIR, atomic_write_text
+from raysweep.results.tables import Table
+
+FORMATS = ("md", "csv", "tex")
+UNKNOWN = "unknown"
+
+
+def slug(name: str) -> str:
+    """A file-name-safe form of a group or model name."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "_"
+
+
+def write_table(table: Table, out_dir: Path, formats: tuple[str, ...]) -> list[Path]:
+    written = []
+    for fmt in formats:
+        path = out_dir / f"{slug(table.name)}.{fmt}"
+        atomic_write_text(path, {"csv": to_csv, "md": to_markdown, "tex": to_latex}[fmt](table))
+        written.append(path)
+    return written
+
+
+def to_csv(table: Table) -> str:
+    buf = io.StringIO()
+    table.data.to_csv(buf, index=False)  # NaN → empty field
+    return buf.getvalue()
+
+
+# --- Markdown ---
+
+def _md_cell(text: Any) -> str:
+    return str(text).replace("|", r"\|").replace("\n", " ")
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    lines = ["| " + " | ".join(_md_cell(c) for c in frame.columns) + " |",
+             "|" + "|".join("---" for _ in frame.columns) + "|"]
+    lines += ["| " + " | ".join(_md_cell(v) for v in row) + " |"
+              for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def to_markdown(table: Table) -> str:
+    notes = "\n".join(f"- {_md_cell(n)}" for n in table.notes)
+    return f"## {table.title}\n\n{markdown_table(table.display)}\n\n{notes}\n"
+
+
+# --- LaTeX ---
+
+_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+        "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+        "±": r"$\pm$", "Δ": r"$\Delta$", "×": r"$\times$", "≥": r"$\geq$", "≤": r"$\leq$",
+        "−": "-", "–": "--", "—": "---", "<": r"\textless{}", ">": r"\textgreater{}"}
+
+
+def tex_escape(text: Any) -> str:
+    return "".join(_TEX.get(c, c) for c in str(text))
+
+
+def _align(column: pd.Series) -> str:
+    cells = [c for c in column if c]
+    numeric = cells and all(re.match(r"^[+\-]?\d", c) for c in cells)
+    return "r" if numeric else "l"
+
+
+def to_latex(table: Table) -> str:
+    frame = table.display
+    spec = "".join(_align(frame[c]) for c in frame.columns)
+    head = " & ".join(tex_escape(c) for c in frame.columns) + r" \\"
+    body = [" & ".join(tex_escape(v) for v in row) + r" \\"
+            for row in frame.itertuples(index=False)]
+    notes = " ".join(tex_escape(n) for n in table.notes)
+    return "\n".join([
+        f"% {tex_escape(table.title)}: written by raysweep report; needs \\usepackage{{booktabs}}",
+        r"\begin{table}[htbp]",
+        r"\centering",
+        r"\scriptsize",
+        f"\\caption{{{tex_escape(table.title)}}}",
+        f"\\label{{tab:{slug(table.name)}}}",
+        f"\\begin{{tabular}}{{{spec}}}",
+        r"\toprule",
+        head,
+        r"\midrule",
+        *body,
+        r"\bottomrule",
+        r"\end{tabular}",
+        r"\par\smallskip",
+        f"\\parbox{{\\linewidth}}{{\\footnotesize {notes}}}",
+        r"\end{table}",
+        "",
+    ])
+
+
+# --- provenance ---
+
+def run_provenance(run_dir: Path) -> dict | None:
+    """The engine's provenance.json, or None when it is missing or unreadable."""
+    try:
+        found = json.loads((run_dir / "provenance.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) else None
+
+
+def record_files(run_dir: Path, records: list[dict]) -> tuple[dict[str, str], list[str]]:
+    """sha256 of every record file the report used, and the names of those it skipped."""
+    used = {r["key"] for r in records}
+    hashes, skipped = {}, []
+    for path in sorted((run_dir / RECORDS_DIR).glob("*.json")):
+        if path.stem in used:
+            hashes[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
+        else:
+            skipped.append(path.name)
+    return hashes, skipped
+
+
+def write_provenance(run_dir: Path, out_dir: Path, records: list[dict],
+                     tables: list[Table]) -> list[Path]:
+    found = run_provenance(run_dir)
+    hashes, skipped = record_files(run_dir, records)
+    doc = {
+        "report": {"raysweep": __version__, "run_dir": str(run_dir.resolve()),
+                   "records_used": len(hashes), "records_skipped": skipped},
+        "study": (found or {}).get("study", UNKNOWN),
+        "runs": (found or {}).get("runs", UNKNOWN),
+        "record_sha256": hashes,
+        "tables": {t.name: {row: [{"key": k, "trial_id": i} for k, i in src]
+                            for row, src in t.sources.items()} for t in tables},
+    }
+    json_path, md_path = out_dir / "provenance.json", out_dir / "provenance.md"
+    atomic_write_text(json_path, json.dumps(doc, indent=1, default=str) + "\n")
+    atomic_write_text(md_path, provenance_markdown(doc))
+    return [md_path, json_path]
+
+
+_RUN_FIELDS = (("study file", "study_file"), ("git commit", "git_commit"),
+               ("raysweep", "raysweep"), ("torch", "torch"), ("torchvision", "torchvision"),
+               ("ray", "ray"), ("timm", "timm"), ("python", "python"), ("host", "host"),
+               ("platform", "platform"), ("CPUs", "cpus"), ("GPUs", "gpus"),
+               ("Ray cluster resources", "cluster_resources"), ("command", "argv"))
+
+
+def _value(value: Any) -> str:
+    if value is None or value == "" or value == []:
+        return "none" if value == [] else UNKNOWN
+    if isinstance(value, list):
+        return " ".join(map(str, value))
+    return str(value)
+
+
+def provenance_markdown(doc: dict) -> str:
+    out = ["# Provenance", "",
+           f"Run folder: `{doc['report']['run_dir']}`; study: {doc['study']}; "
+           f"{doc['report']['records_used']} trial records read (their sha256 are in "
+           "provenance.json)."]
+    if doc["report"]["records_skipped"]:
+        out.append("Skipped (unreadable) record files: "
+                   + ", ".join(doc["report"]["records_skipped"]) + ".")
+    runs = doc["runs"] if isinstance(doc["runs"], list) else []
+    if not runs:
+        out += ["", "What produced the run: unknown (no readable provenance.json in the run "
+                "folder)."]
+    for i, run in enumerate(runs, 1):
+        rows = pd.DataFrame({"field": [f for f, _ in _RUN_FIELDS],
+                             "value": [_value(run.get(k) if isinstance(run, dict) else None)
+                                       for _, k in _RUN_FIELDS]})
+        out += ["", f"## Run {i} of {len(runs)}", "", markdown_table(rows)]
+    for name, rows in doc["tables"].items():
+        frame = pd.DataFrame({
+            "row": list(rows),
+            "trials (key: Tune trial id)": [", ".join(f"{t['key']}: {t['trial_id'] or UNKNOWN}"
+                                                      for t in src) for src in rows.values()]})
+        out += ["", f"## {name}", "", markdown_table(frame)]
+    return "\n".join(out) + "\n"

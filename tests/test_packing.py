@@ -1,0 +1,45 @@
+"""GPU packing: fractional gpus_per_worker puts several trials on one GPU, and the
+resources a trial asks for are the study's (plan_resources is pure: no Ray needed)."""
+from __future__ import annotations
+
+import pytest
+
+from raysweep.driver import Resources, plan_resources
+from raysweep.study import StudyError, parse_study
+
+
+def study(**resources):
+    return parse_study({"name": "pack", "models": ["resnet_20"], "resources": resources},
+                       "pack.yaml")
+
+
+def test_quarter_gpu_workers_pack_four_trials_on_one_gpu():
+    res = plan_resources(study(gpus_per_worker=0.25), {"CPU": 16, "GPU": 1})
+    assert res.max_concurrent == 4
+    assert res.use_gpu and res.per_worker() == {"CPU": 1, "GPU": 0.25}
+
+
+@pytest.mark.parametrize("resources, cluster, concurrent", [
+    ({"gpus_per_worker": 0.125}, {"CPU": 16, "GPU": 1}, 8),
+    ({"gpus_per_worker": 0.125}, {"CPU": 4, "GPU": 1}, 4),        # CPUs bind first
+    ({"gpus_per_worker": 0.25, "workers_per_trial": 2}, {"CPU": 16, "GPU": 1}, 2),
+    ({"gpus_per_worker": 0.5}, {"CPU": 16, "GPU": 2}, 4),
+    ({"gpus_per_worker": 0.25, "max_concurrent": 3}, {"CPU": 16, "GPU": 1}, 3),
+    ({"gpus_per_worker": 0.5, "cpus_per_worker": 3}, {"CPU": 16, "GPU": 4}, 5),
+])
+def test_packed_concurrency_is_what_both_cpus_and_gpus_hold(resources, cluster, concurrent):
+    res = plan_resources(study(**resources), cluster)
+    assert res.max_concurrent == concurrent
+    assert res.per_worker()["GPU"] == resources["gpus_per_worker"]
+    assert res.per_worker()["CPU"] == resources.get("cpus_per_worker", 1)
+
+
+def test_auto_is_one_whole_gpu_per_worker_or_none_on_cpu():
+    assert plan_resources(study(), {"CPU": 16, "GPU": 2}) == Resources(1, 1.0, 1.0, 2)
+    cpu = plan_resources(study(), {"CPU": 2})
+    assert not cpu.use_gpu and cpu.per_worker() == {"CPU": 1} and cpu.max_concurrent == 2
+
+
+def test_a_fraction_beyond_the_cluster_is_refused():
+    with pytest.raises(StudyError, match="GPUs per trial"):
+        plan_resources(study(gpus_per_worker=0.75, workers_per_trial=2), {"CPU": 16, "GPU": 1})
