@@ -59,7 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--download", action="store_true", default=None,
                      help="download the dataset if it is missing")
     run.add_argument("--storage", default="runs",
-                     help="folder or URI for records and checkpoints (default: ./runs)")
+                     help="folder or URI (s3://bucket/prefix, file:///path) for records and "
+                     "checkpoints (default: ./runs)")
     run.add_argument("--name", help="run name (default: the study's); an existing run with "
                      "this name is continued: only trials without a finished record run")
     run.add_argument("--resume", action="store_true",

@@ -53,12 +53,18 @@ class Resources:
         return out
 
 
-def plan_resources(study: Study, cluster: dict[str, float]) -> Resources:
+def plan_resources(study: Study, cluster: dict[str, float],
+                   nodes: list[dict[str, float]] | None = None) -> Resources:
     """Size workers and trial concurrency from what the cluster has.
 
     The trial's Tune function and Train's controller take no CPU (DRIVER_RESOURCES), so a trial holds
     exactly its workers' resources and trials never wait on each other's drivers
-    (with Ray's 1-CPU default driver, two trials on 2 CPUs deadlock)."""
+    (with Ray's 1-CPU default driver, two trials on 2 CPUs deadlock).
+
+    `nodes` (each alive node's total resources; default: the cluster as one node) decide
+    what fits: a worker lives on one node, so the cluster's CPUs summed over nodes can
+    hold fewer workers than its total suggests. A trial whose workers do not fit on one
+    node spreads them across nodes (Train's default PACK placement)."""
     r = study.resources
     cpus, gpus = cluster.get("CPU", 0), cluster.get("GPU", 0)
     gpw = (1.0 if gpus else 0.0) if r["gpus_per_worker"] == "auto" else float(r["gpus_per_worker"])
@@ -71,11 +77,35 @@ def plan_resources(study: Study, cluster: dict[str, float]) -> Resources:
         raise StudyError(f"resources: {workers} workers × {gpw:g} GPU = {workers * gpw:g} GPUs per "
                          f"trial, but the cluster has {gpus:g} GPUs; allowed: <= {gpus:g} "
                          f"(or gpus_per_worker: 0 for CPU training)")
-    fit = math.floor(cpus / (workers * cpw) + 1e-9)
-    if gpw:
-        fit = min(fit, math.floor(gpus / (workers * gpw) + 1e-9))
+    nodes = nodes or [cluster]
+    held = sum(_workers_on(node, cpw, gpw) for node in nodes)
+    if held == 0:
+        big = max(nodes, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0)))
+        raise StudyError(f"resources: a worker needs {_shape(cpw, gpw)} on one node, but the "
+                         f"largest node has {_shape(big.get('CPU', 0), big.get('GPU', 0), gpw)}; "
+                         f"allowed: cpus_per_worker and gpus_per_worker that one node holds")
+    if held < workers:
+        raise StudyError(f"resources: {workers} workers per trial, but the cluster's nodes hold "
+                         f"only {held} workers of {_shape(cpw, gpw)} each; allowed: <= {held}")
+    fit = held // workers
     limit = r["max_concurrent"]
     return Resources(workers, cpw, gpw, fit if limit == "auto" else min(fit, limit))
+
+
+def _workers_on(node: dict[str, float], cpw: float, gpw: float) -> int:
+    fit = node.get("CPU", 0) / cpw
+    if gpw:
+        fit = min(fit, node.get("GPU", 0) / gpw)
+    return math.floor(fit + 1e-9)
+
+
+def _shape(cpus: float, gpus: float, show_gpus: float | None = None) -> str:
+    show = gpus if show_gpus is None else show_gpus
+    return f"{cpus:g} CPU" + (f" and {gpus:g} GPU" if show else "")
+
+
+def alive_nodes() -> list[dict[str, float]]:
+    return [n["Resources"] for n in ray.nodes() if n["Alive"]]
 
 
 def run_trial(config: dict[str, Any]) -> None:
@@ -91,8 +121,10 @@ def run_trial(config: dict[str, Any]) -> None:
             resources_per_worker=res.per_worker()),
         run_config=ray.train.RunConfig(
             # Named by the trial's identity (no timestamp): a resumed study finds the
-            # same Train run folder and continues from its latest checkpoint.
-            name=trial["key"], storage_path=config["train_storage"],
+            # same Train run folder and continues from its latest checkpoint. The name
+            # is what the dashboard's Train tab and Train state API list the run and
+            # its workers under.
+            name=train_run_name(trial), storage_path=config["train_storage"],
             callbacks=[TuneReportCallback()],
             failure_config=ray.train.FailureConfig(max_failures=config["max_failures"]),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)),
@@ -115,7 +147,7 @@ class RecordWriter(ray.tune.Callback):
     """Keeps `records/<key>.json` current as results arrive (on the driver, so it also
     sees trials that ASHA stops and trials whose workers die)."""
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path | rec.RemotePath):
         self.run_dir = run_dir
         self.open: dict[str, dict] = {}
 
@@ -199,16 +231,18 @@ class RecordWriter(ray.tune.Callback):
 
 
 def run_study(study: Study, storage: str, name: str | None = None, resume: bool = False,
-              timings: dict | None = None) -> Path:
+              timings: dict | None = None) -> Path | rec.RemotePath:
     """Run every trial of `study` that has no finished record under `storage/name`.
 
+    `storage` is a local folder or a URI (s3://…): on a multi-node cluster every node
+    writes checkpoints there, so it must be storage they all reach.
     Ray must already be initialised (see `raysweep.cluster.connect`)."""
     timings = timings if timings is not None else {}
-    run_dir = Path(os.path.expanduser(storage)).resolve() / (name or study.name)
+    run_dir = rec.run_location(storage, name or study.name)
     if resume and not (run_dir / rec.RECORDS_DIR).is_dir():
         raise StudyError(f"--resume: no run named {run_dir.name!r} under {run_dir.parent}")
     _check_writable(run_dir)
-    res = plan_resources(study, ray.cluster_resources())
+    res = plan_resources(study, ray.cluster_resources(), alive_nodes())
     trials = [_absolute_paths(t) for t in study.trials()]
     for train in {json.dumps(_data_keys(t["train"]), sort_keys=True) for t in trials}:
         data.check_available(json.loads(train))
@@ -246,8 +280,12 @@ def run_study(study: Study, storage: str, name: str | None = None, resume: bool 
 def _scheduler(study: Study):
     if not study.asha["enabled"]:
         return FIFOScheduler()
+    # max_t one past the budget: ASHA would otherwise STOP every trial at its last epoch,
+    # and a stopped Tune function kills its Train controller before the controller can
+    # release the workers' placement group (Train's cleaner then has to find it later).
     return ASHAScheduler(time_attr="epoch", metric=METRIC, mode="max",
-                         max_t=study.defaults["epochs"], grace_period=study.asha["grace_period"],
+                         max_t=study.defaults["epochs"] + 1,
+                         grace_period=study.asha["grace_period"],
                          reduction_factor=study.asha["reduction_factor"])
 
 
@@ -259,9 +297,17 @@ def _sampler(spec: dict):
 
 
 def _trial_name(trial) -> str:
-    spec = trial.config["trial"]
+    return f"{_label(trial.config['trial'])}-{trial.trial_id}"
+
+
+def train_run_name(trial: dict) -> str:
+    """`<group>.<variant>-s<seed>.<model>-<hash>`: readable, and stable across resumes."""
+    return f"{_label(trial)}.{trial['key']}"
+
+
+def _label(spec: dict) -> str:
     group = f"{spec['group']}." if spec["group"] else ""
-    return f"{group}{spec['variant']}-s{spec['seed']}-{trial.trial_id}"
+    return f"{group}{spec['variant']}-s{spec['seed']}"
 
 
 def _absolute_paths(trial: dict) -> dict:
@@ -275,14 +321,15 @@ def _data_keys(train: dict) -> dict:
                                   "train_size", "test_size", "synthetic_classes")}
 
 
-def _check_writable(run_dir: Path) -> None:
+def _check_writable(run_dir: Path | rec.RemotePath) -> None:
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".write-test"
         probe.write_text("ok")
         probe.unlink()
     except OSError as exc:
-        raise StudyError(f"storage path {str(run_dir)!r} is not writable: {exc.strerror}") from None
+        raise StudyError(f"storage path {str(run_dir)!r} is not writable: "
+                         f"{exc.strerror or exc}") from None
 
 
 def _error_text(trial) -> str:

@@ -26,6 +26,10 @@ A record (all accuracies in percent, times in seconds)::
 
 Records are written atomically (temp file, fsync, rename) so a crash never leaves a
 half-written record; readers skip and name a corrupt file instead of failing.
+
+A run folder may also live behind a URI (``s3://bucket/runs``, any scheme pyarrow.fs
+knows): it is then a `RemotePath`, written object by object (an object store replaces an
+object whole, so a reader never sees half a record). ``file://`` URIs are plain paths.
 """
 from __future__ import annotations
 
@@ -33,8 +37,12 @@ import json
 import os
 import tempfile
 import warnings
+from dataclasses import dataclass, field
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
+
+import pyarrow.fs as pafs
 
 STATUSES = ("running", "completed", "stopped", "errored", "diverged")
 HISTORY_KEYS = ("epoch", "train_loss", "val_loss", "top1", "top5", "lr", "epoch_seconds",
@@ -42,7 +50,76 @@ HISTORY_KEYS = ("epoch", "train_loss", "val_loss", "top1", "top5", "lr", "epoch_
 RECORDS_DIR = "records"
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+@dataclass(frozen=True, order=True)
+class RemotePath:
+    """The few `pathlib.Path` operations a run folder needs, on a pyarrow filesystem."""
+    scheme: str
+    path: str
+    fs: pafs.FileSystem = field(compare=False, repr=False)
+
+    def __truediv__(self, part: str) -> "RemotePath":
+        return RemotePath(self.scheme, f"{self.path.rstrip('/')}/{part}", self.fs)
+
+    def __str__(self) -> str:
+        return f"{self.scheme}://{self.path}"
+
+    @property
+    def name(self) -> str:
+        return self.path.rstrip("/").rsplit("/", 1)[-1]
+
+    @property
+    def parent(self) -> "RemotePath":
+        return RemotePath(self.scheme, self.path.rstrip("/").rsplit("/", 1)[0], self.fs)
+
+    def _type(self):
+        return self.fs.get_file_info(self.path).type
+
+    def is_file(self) -> bool:
+        return self._type() == pafs.FileType.File
+
+    def is_dir(self) -> bool:
+        return self._type() == pafs.FileType.Directory
+
+    def mkdir(self, parents: bool = False, exist_ok: bool = False) -> None:
+        self.fs.create_dir(self.path, recursive=parents)
+
+    def read_text(self) -> str:
+        with self.fs.open_input_stream(self.path) as f:
+            return f.read().decode()
+
+    def write_text(self, text: str) -> None:
+        with self.fs.open_output_stream(self.path) as f:
+            f.write(text.encode())
+
+    def unlink(self, missing_ok: bool = False) -> None:
+        if not (missing_ok and not self.is_file()):
+            self.fs.delete_file(self.path)
+
+    def glob(self, pattern: str) -> list["RemotePath"]:
+        found = self.fs.get_file_info(pafs.FileSelector(self.path, allow_not_found=True))
+        return [RemotePath(self.scheme, i.path, self.fs) for i in found
+                if i.type == pafs.FileType.File and fnmatch(i.base_name, pattern)]
+
+
+def run_location(storage: str, name: str) -> Path | RemotePath:
+    """`<storage>/<name>`: a local path (``~`` expanded, absolute) or a RemotePath."""
+    if "://" not in storage:
+        return Path(os.path.expanduser(storage)).resolve() / name
+    fs, path = pafs.FileSystem.from_uri(storage)
+    if isinstance(fs, pafs.LocalFileSystem):
+        return Path(path).resolve() / name
+    return RemotePath(storage.split("://", 1)[0], path, fs) / name
+
+
+def _location(run_dir) -> Path | RemotePath:
+    return run_dir if isinstance(run_dir, RemotePath) else Path(run_dir)
+
+
+def atomic_write_text(path: Path | RemotePath, text: str) -> None:
+    if isinstance(path, RemotePath):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -57,26 +134,26 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
-def write_record(run_dir: Path, record: dict[str, Any]) -> Path:
+def write_record(run_dir: Path | RemotePath, record: dict[str, Any]) -> Path | RemotePath:
     if record.get("status") not in STATUSES:
         raise ValueError(f"record status {record.get('status')!r} not in {STATUSES}")
-    path = Path(run_dir) / RECORDS_DIR / f"{record['key']}.json"
+    path = _location(run_dir) / RECORDS_DIR / f"{record['key']}.json"
     atomic_write_text(path, json.dumps(record, indent=1, sort_keys=True, default=str))
     return path
 
 
-def read_records(run_dir: Path) -> list[dict[str, Any]]:
+def read_records(run_dir: Path | RemotePath) -> list[dict[str, Any]]:
     """All readable records of a run, sorted by key; corrupt files are named and skipped."""
-    found = (_read(path) for path in sorted((Path(run_dir) / RECORDS_DIR).glob("*.json")))
+    found = (_read(path) for path in sorted((_location(run_dir) / RECORDS_DIR).glob("*.json")))
     return [r for r in found if r is not None]
 
 
-def read_record(run_dir: Path, key: str) -> dict[str, Any] | None:
-    path = Path(run_dir) / RECORDS_DIR / f"{key}.json"
+def read_record(run_dir: Path | RemotePath, key: str) -> dict[str, Any] | None:
+    path = _location(run_dir) / RECORDS_DIR / f"{key}.json"
     return _read(path) if path.is_file() else None
 
 
-def _read(path: Path) -> dict[str, Any] | None:
+def _read(path: Path | RemotePath) -> dict[str, Any] | None:
     try:
         rec = json.loads(path.read_text())
         if not isinstance(rec, dict) or "key" not in rec or "history" not in rec:

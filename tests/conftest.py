@@ -25,9 +25,10 @@ TINY = {"dataset": "synthetic", "synthetic_classes": 10, "train_size": 512, "tes
 @pytest.fixture(scope="session")
 def ray_local():
     """One local Ray for the engine tests, as `--local` starts it. The dashboard is on:
-    Train's placement-group cleaner and the State API need it."""
-    cluster.connect(local=True, address=None)
-    yield ray
+    Train's placement-group cleaner and the State API need it. Yields the dashboard URL
+    (State API calls must name it: other Ray instances may run on the machine)."""
+    url = cluster.connect(local=True, address=None)
+    yield url
     cluster.disconnect()
 
 

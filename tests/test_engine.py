@@ -15,15 +15,16 @@ from raysweep.records import read_records
 pytestmark = pytest.mark.slow
 
 
-def alive(class_name: str) -> list:
-    return list_actors(filters=[("class_name", "=", class_name), ("state", "=", "ALIVE")])
+def alive(class_name: str, address: str) -> list:
+    return list_actors(address=address,
+                       filters=[("class_name", "=", class_name), ("state", "=", "ALIVE")])
 
 
 def by_variant(records, variant, seed=0):
     return next(r for r in records if r["variant"] == variant and r["seed"] == seed)
 
 
-def test_study_runs_every_trial_and_asha_stops_the_hopeless_one(smoke_run_dir):
+def test_study_runs_every_trial_and_asha_stops_the_hopeless_one(smoke_run_dir, ray_local):
     records = read_records(smoke_run_dir)
     # (baseline, deeper, tiny_lr) × 2 seeds
     assert len(records) == 6
@@ -41,7 +42,7 @@ def test_study_runs_every_trial_and_asha_stops_the_hopeless_one(smoke_run_dir):
         stopped = by_variant(records, "tiny_lr", seed)
         assert stopped["status"] == "stopped" and stopped["stopped_at_epoch"] == 1
     # Its Train workers and controller are gone once the study is over.
-    assert alive("RayTrainWorker") == [] and alive("TrainController") == []
+    assert alive("RayTrainWorker", ray_local) == [] and alive("TrainController", ray_local) == []
 
 
 def test_synthetic_data_is_learnt_well_above_chance(smoke_run_dir):
@@ -99,7 +100,7 @@ def test_killed_worker_restarts_from_its_checkpoint_with_the_same_optimizer(ray_
     runs = tmp_path / "runs"
     worker = threading.Thread(target=run, args=(path, runs))
     worker.start()
-    pid = _wait_for_worker_after_epoch(runs / "restart", 1, worker)
+    pid = _wait_for_worker_after_epoch(runs / "restart", 1, worker, ray_local)
     os.kill(pid, signal.SIGKILL)
     worker.join(timeout=300)
     [r] = read_records(runs / "restart")
@@ -112,7 +113,7 @@ def test_killed_worker_restarts_from_its_checkpoint_with_the_same_optimizer(ray_
         before["optimizer_fingerprint"], rel=1e-9)
 
 
-def _wait_for_worker_after_epoch(run_dir, epoch, thread, timeout=180):
+def _wait_for_worker_after_epoch(run_dir, epoch, thread, address, timeout=180):
     """The pid of the trial's Train worker once `epoch` is in the record."""
     import time
 
@@ -120,7 +121,7 @@ def _wait_for_worker_after_epoch(run_dir, epoch, thread, timeout=180):
     while time.monotonic() < deadline and thread.is_alive():
         recs = read_records(run_dir) if (run_dir / "records").is_dir() else []
         if recs and recs[0]["history"] and recs[0]["history"][-1]["epoch"] >= epoch:
-            workers = alive("RayTrainWorker")
+            workers = alive("RayTrainWorker", address)
             if workers:
                 return workers[0].pid
         time.sleep(0.2)  # polling a condition, not waiting for it to happen by itself
