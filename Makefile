@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test env report clean
+.PHONY: demo test env results clean
 
 env: $(STAMP)
 
@@ -20,6 +20,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/raysweep run smoke --local --name demo
 	$(BIN)/raysweep report runs/demo
+
+# The committed results/showcase/: a small real CPU run and its report.
+results: $(STAMP)
+	$(BIN)/raysweep run showcase --local
+	$(BIN)/raysweep report runs/showcase --out results/showcase
 
 test: $(STAMP)
 	$(BIN)/pytest -q -ra

@@ -83,8 +83,14 @@ def train_loop_per_worker(cfg: dict) -> None:
         train_loader = data.batches(train_ds, data.shard(len(train_ds), rank, world, cfg["seed"],
                                                          epoch), t["batch_size"],
                                     t["loader_workers"], True, epoch_seed, device)
-        train_loss, seen = train_epoch(step_fn, train_loader, optimizer, scheduler, scaler,
-                                       criterion, mix, device, amp_dtype, t)
+        try:
+            train_loss, seen = train_epoch(step_fn, train_loader, optimizer, scheduler, scaler,
+                                           criterion, mix, device, amp_dtype, t)
+        except torch.OutOfMemoryError:
+            # A retry would fail the same way: say what to change, in the trial's record.
+            raise RuntimeError(
+                f"out of memory on {device} at batch_size={t['batch_size']} per worker "
+                f"(model {cfg['model']}); lower batch_size or add workers") from None
         train_seconds = time.perf_counter() - begin
         val = evaluate(model, test_ds, rank, world, device, amp_dtype, t)
         metrics = {

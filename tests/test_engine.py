@@ -139,3 +139,17 @@ def test_search_samples_values_per_recipe_and_records_each_sample(ray_local, tmp
     assert len(recs) == 2 and len({r["key"] for r in recs}) == 2
     for r in recs:  # resnet_20's recipe is sgd: only the sgd range applies
         assert 0.01 <= r["config"]["lr"] <= 0.1 and r["status"] == "completed"
+
+
+def test_zoo_models_train_an_epoch_through_the_engine(ray_local, tmp_path):
+    """Issue 3's and issue 4's own designs, one --local epoch each on a sliver of data."""
+    names = ["resnet_20", "ecanet20_adaptive", "ghost_resnet_20", "improved_resnet20_convnext",
+             "coatnet_cifar_opt", "lsknet_tiny"]
+    path = write_study(tmp_path, "zoo", defaults={**TINY, "epochs": 1, "train_size": 32,
+                                                  "test_size": 32},
+                       models=names, asha={"enabled": False})
+    recs = {r["model"]: r for r in read_records(run(path, tmp_path / "runs"))}
+    assert set(recs) == set(names)
+    for r in recs.values():
+        assert r["status"] == "completed", r["error"]
+        assert [h["epoch"] for h in r["history"]] == [1] and r["params"] > 0
