@@ -27,7 +27,7 @@ results: $(STAMP)
 	$(BIN)/raysweep report runs/showcase --out results/showcase
 
 test: $(STAMP)
-	$(BIN)/pytest -q -ra
+	$(BIN)/pytest -q -ra --durations=10
 
 clean:
 	rm -rf $(VENV) runs
