@@ -120,12 +120,17 @@ def atomic_write_text(path: Path | RemotePath, text: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
         return
-    path = Path(path)
+    atomic_write(Path(path), lambda f: f.write(text), binary=False)
+
+
+def atomic_write(path: Path, write, binary: bool = True) -> None:
+    """Call `write(file)` on a temp file beside `path`, fsync, rename over `path`:
+    a crash leaves the old file whole and no temp file behind."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb" if binary else "w") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

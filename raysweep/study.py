@@ -116,6 +116,10 @@ RESOURCES_SCHEMA = {
 
 SEARCH_KINDS = ("loguniform", "uniform", "choice")
 
+# Training keys that say where the data is and how it is read, not what is trained:
+# they are not part of a trial's identity.
+NOT_IDENTITY = ("data_dir", "download", "data_checksums", "loader_workers")
+
 
 # --- the data classes that come out ---
 
@@ -179,9 +183,7 @@ def make_trial(study: Study, arm: Arm, grid_point: dict, seed: int) -> dict[str,
 def trial_key(trial: dict[str, Any]) -> str:
     """A trial's identity: its model plus a hash of everything that shapes its result."""
     ident = {k: trial[k] for k in ("model", "model_options", "group", "variant", "seed", "train")}
-    # data_dir and download say where the data is, not what is trained.
-    ident["train"] = {k: v for k, v in ident["train"].items()
-                      if k not in ("data_dir", "download", "data_checksums", "loader_workers")}
+    ident["train"] = {k: v for k, v in ident["train"].items() if k not in NOT_IDENTITY}
     blob = json.dumps(ident, sort_keys=True, default=list)
     return f"{trial['model']}-{hashlib.sha1(blob.encode()).hexdigest()[:10]}"
 

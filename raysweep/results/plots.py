@@ -2,8 +2,6 @@
 so a report never needs a display or touches the global backend)."""
 from __future__ import annotations
 
-import os
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 
@@ -13,6 +11,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from models.registry import FAMILIES
+from raysweep.records import atomic_write
 from raysweep.results import stats as st
 from raysweep.results.export import slug
 from raysweep.results.tables import Table
@@ -21,19 +20,9 @@ MAX_LEGEND = 12
 
 
 def save(fig: Figure, path: Path) -> Path:
-    """Write the PNG to a temp file beside `path`, then rename: never a half-written plot."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write the PNG atomically (temp file, fsync, rename): never a half-written plot."""
     FigureCanvasAgg(fig)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png", dpi=120, bbox_inches="tight")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120, bbox_inches="tight"))
     return path
 
 

@@ -14,10 +14,10 @@ from typing import Any, Callable, Iterable
 import numpy as np
 from scipy import stats as sps
 
+from raysweep.study import NOT_IDENTITY  # the keys `study.trial_key` leaves out
+
 NAN = float("nan")
 ALPHA = 0.05
-# Where the data is, not what is trained (the same keys `study.trial_key` leaves out).
-NOT_IDENTITY = ("data_dir", "download", "data_checksums", "loader_workers")
 
 
 def num(value: Any) -> float:
