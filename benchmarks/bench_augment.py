@@ -46,13 +46,13 @@ def drain(loader) -> int:
     return sum(len(x) for x, _ in loader)
 
 
-def batched(images: torch.Tensor, device) -> callable:
+def batched(images: torch.Tensor, device, per_call: int = BATCH) -> callable:
     aug = augment.BatchAugment("trivialaugment_erasing", MEAN, STD)
     imgs, gen = images.to(device), torch.Generator(device).manual_seed(0)
 
     def run() -> int:
-        for begin in range(0, len(imgs), BATCH):
-            aug(imgs[begin:begin + BATCH], gen)
+        for begin in range(0, len(imgs), per_call):
+            aug(imgs[begin:begin + per_call], gen)
         return len(imgs)
     return run
 
@@ -77,9 +77,16 @@ def main() -> None:
     for name, r in rates.items():
         print(f"{name:52s} {r:10.0f} images/s per core  {r / base:6.2f}x PIL")
     if torch.cuda.is_available():
-        gpu = interleaved({"gpu": batched(images, "cuda")}, args.repeats + 1, "cuda")["gpu"]
-        print(f"{'batched tensor on ' + torch.cuda.get_device_name():52s} {gpu:10.0f} images/s"
-              f"          {gpu / base:6.2f}x PIL per core")
+        # 64k images (the set tiled): enough work per repeat to time a GPU.
+        tiled = images.repeat(-(-65536 // len(images)), 1, 1, 1)[:65536]
+        chunk = data.augment_chunk(BATCH, "cuda")
+        gpu = interleaved({f"batch {BATCH} per call": batched(tiled, "cuda"),
+                           f"{chunk} per call (TensorLoader on a GPU)":
+                               batched(tiled, "cuda", chunk)},
+                          args.repeats + 2, "cuda")
+        for name, rate in gpu.items():
+            label = f"batched tensor on {torch.cuda.get_device_name()}, {name}"
+            print(f"{label:52s} {rate:10.0f} images/s          {rate / base:6.2f}x PIL per core")
     else:
         print("no GPU here: GPU figure not measured")
 

@@ -126,7 +126,9 @@ def cmd_run(args) -> int:
           f"({timings['trials_total'] - timings['trials_run']} already finished); "
           f"Ray start {timings['ray_start_seconds']:.1f} s, "
           f"Tune {timings.get('tune_seconds', 0):.1f} s, "
-          f"{timings['resources'].max_concurrent} trial(s) at once")
+          f"{timings.get('max_concurrent', 0)} trial(s) at once"
+          + (f", GPU share per worker {'/'.join(f'{g:g}' for g in timings['gpu_shares'])}"
+             if any(timings.get("gpu_shares", [])) else ""))
     print(f"records: {run_dir / 'records'}")
     return 0
 
@@ -181,7 +183,7 @@ def cmd_show(args) -> int:
         print(f"{t['key']:<34} {t['group'] or '-':<18} {t['variant']:<22} {t['model']:<28} "
               f"{t['seed']:>4} {t['train']['epochs']:>6} {t['train']['recipe']:<14} {extra}")
     r = study.resources
-    gpus = "1 per worker on a GPU cluster, 0 on CPU" if r["gpus_per_worker"] == "auto" \
+    gpus = "auto (by model size on a GPU cluster, 0 on CPU)" if r["gpus_per_worker"] == "auto" \
         else f"{r['gpus_per_worker']} per worker"
     searched = sorted({f"{k} ({scope})" for scope, p in study.search.items() for k in p})
     samples = f" × {study.num_samples} samples of {', '.join(searched)}" if study.search else ""

@@ -5,6 +5,7 @@ builds and fits a Ray Train `TorchTrainer`, and a Tune callback keeps one record
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -21,7 +22,7 @@ from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-from models import get_entry
+from models import count_flops, create_model, get_entry
 from raysweep import data
 from raysweep import records as rec
 from raysweep.provenance import write_provenance
@@ -54,7 +55,8 @@ class Resources:
 
 
 def plan_resources(study: Study, cluster: dict[str, float],
-                   nodes: list[dict[str, float]] | None = None) -> Resources:
+                   nodes: list[dict[str, float]] | None = None,
+                   gpu_share: float | None = None) -> Resources:
     """Size workers and trial concurrency from what the cluster has.
 
     The trial's Tune function and Train's controller take no CPU (DRIVER_RESOURCES), so a trial holds
@@ -64,10 +66,16 @@ def plan_resources(study: Study, cluster: dict[str, float],
     `nodes` (each alive node's total resources; default: the cluster as one node) decide
     what fits: a worker lives on one node, so the cluster's CPUs summed over nodes can
     hold fewer workers than its total suggests. A trial whose workers do not fit on one
-    node spreads them across nodes (Train's default PACK placement)."""
+    node spreads them across nodes (Train's default PACK placement).
+
+    `gpu_share` replaces `gpus_per_worker: auto` (one whole GPU, or none on a CPU
+    cluster) with the share `plan_trials` picked from a model's size."""
     r = study.resources
     cpus, gpus = cluster.get("CPU", 0), cluster.get("GPU", 0)
-    gpw = (1.0 if gpus else 0.0) if r["gpus_per_worker"] == "auto" else float(r["gpus_per_worker"])
+    if r["gpus_per_worker"] != "auto":
+        gpw = float(r["gpus_per_worker"])
+    else:
+        gpw = (gpu_share or 1.0) if gpus else 0.0
     cpw, workers = float(r["cpus_per_worker"]), r["workers_per_trial"]
     if workers * cpw > cpus:
         raise StudyError(f"resources: {workers} workers × {cpw:g} CPU = {workers * cpw:g} CPUs per "
@@ -92,6 +100,42 @@ def plan_resources(study: Study, cluster: dict[str, float],
     return Resources(workers, cpw, gpw, fit if limit == "auto" else min(fit, limit))
 
 
+# Forward FLOPs per 32×32 image under which one trial leaves most of a modern GPU idle
+# (its step is bound by kernel launches, not arithmetic): `gpus_per_worker: auto` then
+# packs such trials several to a GPU: resnet_20/32 (0.08/0.14 GFLOPs) get a quarter,
+# resnet_56 and convnext_tiny (0.25/0.18) a half, resnet18 and coatnet_cifar_opt (1.1) a
+# whole GPU (`raysweep list models` prints each model's FLOPs). benchmarks/README.md has
+# the packing measurement behind the quarter.
+AUTO_GPU_SHARES = ((0.15e9, 0.25), (0.6e9, 0.5))
+
+
+def auto_gpu_share(flops: int) -> float:
+    return next((share for limit, share in AUTO_GPU_SHARES if flops < limit), 1.0)
+
+
+@functools.lru_cache(maxsize=None)
+def _model_flops(model: str, options_json: str) -> int:
+    return count_flops(create_model(model, **json.loads(options_json)))
+
+
+def plan_trials(study: Study, trials: list[dict], cluster: dict[str, float],
+                nodes: list[dict[str, float]] | None = None) -> int:
+    """Give each trial (in place) the resources its workers ask for; returns how many
+    trials may run at once. With `gpus_per_worker: auto` on a GPU cluster, a one-worker
+    trial of a small model gets a fraction of a GPU (`auto_gpu_share`); DDP trials keep
+    whole GPUs (two ranks of one trial on one GPU would only contend)."""
+    auto = (study.resources["gpus_per_worker"] == "auto" and cluster.get("GPU", 0) > 0
+            and study.resources["workers_per_trial"] == 1)
+    plans: dict[float | None, Resources] = {}
+    for trial in trials:
+        share = auto_gpu_share(_model_flops(trial["model"], json.dumps(
+            trial["model_options"], sort_keys=True))) if auto else None
+        if share not in plans:
+            plans[share] = plan_resources(study, cluster, nodes, gpu_share=share)
+        trial["resources"] = plans[share].__dict__
+    return max((p.max_concurrent for p in plans.values()), default=1)
+
+
 def _workers_on(node: dict[str, float], cpw: float, gpw: float) -> int:
     fit = node.get("CPU", 0) / cpw
     if gpw:
@@ -111,7 +155,7 @@ def alive_nodes() -> list[dict[str, float]]:
 def run_trial(config: dict[str, Any]) -> None:
     """The Tune function of one trial: build and fit its TorchTrainer."""
     trial = resolved_trial(config)
-    res = Resources(**config["resources"])
+    res = Resources(**trial["resources"])
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={**trial, "cpus_per_worker": res.cpus_per_worker,
@@ -167,8 +211,8 @@ class RecordWriter(ray.tune.Callback):
                 "family": entry.family, "innovation": entry.innovation,
                 "params": None, "flops": None, "status": "running",
                 "stopped_at_epoch": None, "error": None, "epochs": spec["train"]["epochs"],
-                "history": [], "restarts": 0, "workers": trial.config["resources"]["workers"],
-                "gpus_per_worker": trial.config["resources"]["gpus_per_worker"],
+                "history": [], "restarts": 0, "workers": spec["resources"]["workers"],
+                "gpus_per_worker": spec["resources"]["gpus_per_worker"],
                 "device": None, "hosts": None, "started_at": _now(), "finished_at": None,
             }
         return self.open[spec["key"]]
@@ -242,14 +286,15 @@ def run_study(study: Study, storage: str, name: str | None = None, resume: bool 
     if resume and not (run_dir / rec.RECORDS_DIR).is_dir():
         raise StudyError(f"--resume: no run named {run_dir.name!r} under {run_dir.parent}")
     _check_writable(run_dir)
-    res = plan_resources(study, ray.cluster_resources(), alive_nodes())
     trials = [_absolute_paths(t) for t in study.trials()]
     for train in {json.dumps(_data_keys(t["train"]), sort_keys=True) for t in trials}:
         data.check_available(json.loads(train))
     done = {r["key"] for r in rec.read_records(run_dir) if r["status"] in FINISHED}
     todo = [t for t in trials if t["key"] not in done] if not study.search else trials
+    concurrent = plan_trials(study, todo, ray.cluster_resources(), alive_nodes())
     write_provenance(run_dir, study)
-    timings.update(trials_total=len(trials), trials_run=len(todo), resources=res)
+    timings.update(trials_total=len(trials), trials_run=len(todo), max_concurrent=concurrent,
+                   gpu_shares=sorted({t["resources"]["gpus_per_worker"] for t in todo}))
     if not todo:
         return run_dir
     tuner = ray.tune.Tuner(
@@ -259,13 +304,12 @@ def run_study(study: Study, storage: str, name: str | None = None, resume: bool 
             **({"search": {scope: {k: _sampler(s) for k, s in params.items()}
                            for scope, params in study.search.items()}}
                if study.search else {}),
-            "resources": res.__dict__,
             "train_storage": str(run_dir / "train"),
             "max_failures": study.resources["max_failures"],
         },
         tune_config=ray.tune.TuneConfig(
             scheduler=_scheduler(study), num_samples=study.num_samples,
-            max_concurrent_trials=res.max_concurrent,
+            max_concurrent_trials=concurrent,
             trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
         run_config=ray.tune.RunConfig(
             name="tune", storage_path=str(run_dir), verbose=0,

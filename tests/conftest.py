@@ -1,13 +1,12 @@
-"""Shared fixtures: a real local Ray, a CIFAR-100 copy in torchvision's on-disk format,
+"""Shared fixtures: a real local Ray, study-writing helpers,
 and one real small study run whose records several test modules read."""
 from __future__ import annotations
 
-import pickle
+import subprocess
+import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-import ray
 import yaml
 
 from raysweep import cluster
@@ -61,20 +60,15 @@ def smoke_run_dir(ray_local, tmp_path_factory) -> Path:
     return run(path, folder / "runs")
 
 
-def write_cifar100(root: Path, n_train: int = 200, n_test: int = 100, seed: int = 0) -> Path:
-    """A CIFAR-100 copy in the exact `cifar-100-python` pickle layout torchvision reads
-    (only the MD5 sums differ from the official archive)."""
-    rng = np.random.default_rng(seed)
-    folder = Path(root) / "cifar-100-python"
-    folder.mkdir(parents=True, exist_ok=True)
-    for split, n in (("train", n_train), ("test", n_test)):
-        fine = rng.integers(0, 100, n).tolist()
-        entry = {"filenames": [f"img_{i}.png" for i in range(n)], "batch_label": split,
-                 "fine_labels": fine, "coarse_labels": [f // 5 for f in fine],
-                 "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8)}
-        with open(folder / split, "wb") as f:
-            pickle.dump(entry, f)
-    with open(folder / "meta", "wb") as f:
-        pickle.dump({"fine_label_names": [f"class_{i}" for i in range(100)],
-                     "coarse_label_names": [f"super_{i}" for i in range(20)]}, f)
-    return Path(root)
+def raysweep(*args, timeout=300) -> subprocess.CompletedProcess:
+    """The real CLI in a child process, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "raysweep.cli", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def one_error_line(proc) -> str:
+    """A user error: exit status 2, one `raysweep: error:` line, no traceback."""
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert lines[-1].startswith("raysweep: error: ") and "Traceback" not in proc.stderr
+    return lines[-1]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from raysweep.driver import Resources, plan_resources
+from raysweep.driver import Resources, plan_resources, plan_trials
 from raysweep.study import StudyError, parse_study
 
 
@@ -43,3 +43,28 @@ def test_auto_is_one_whole_gpu_per_worker_or_none_on_cpu():
 def test_a_fraction_beyond_the_cluster_is_refused():
     with pytest.raises(StudyError, match="GPUs per trial"):
         plan_resources(study(gpus_per_worker=0.75, workers_per_trial=2), {"CPU": 16, "GPU": 1})
+
+
+def _trials(study_obj):
+    return [dict(t) for t in study_obj.trials()]
+
+
+def test_auto_packs_small_models_and_gives_big_ones_a_whole_gpu():
+    s = parse_study({"name": "pack", "models": ["resnet_20", "resnet_56", "resnet18"]}, "p.yaml")
+    trials = _trials(s)
+    concurrent = plan_trials(s, trials, {"CPU": 16, "GPU": 1})
+    shares = {t["model"]: t["resources"]["gpus_per_worker"] for t in trials}
+    assert shares == {"resnet_20": 0.25, "resnet_56": 0.5, "resnet18": 1.0}
+    assert concurrent == 4  # what the smallest share allows; Ray's GPU accounting does the rest
+
+
+@pytest.mark.parametrize("resources, cluster, share", [
+    ({}, {"CPU": 16}, 0.0),                                        # CPU cluster: no GPU
+    ({"gpus_per_worker": 0.5}, {"CPU": 16, "GPU": 1}, 0.5),        # the study's own value wins
+    ({"workers_per_trial": 2}, {"CPU": 16, "GPU": 2}, 1.0),        # DDP ranks keep whole GPUs
+])
+def test_auto_share_applies_only_to_one_worker_trials_on_gpus(resources, cluster, share):
+    s = parse_study({"name": "pack", "models": ["resnet_20"], "resources": resources}, "p.yaml")
+    trials = _trials(s)
+    plan_trials(s, trials, cluster)
+    assert [t["resources"]["gpus_per_worker"] for t in trials] == [share]
