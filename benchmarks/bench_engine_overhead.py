@@ -3,9 +3,11 @@ worker-group set-up and teardown, i.e. everything that is not training or evalua
 
     .venv/bin/python -m benchmarks.bench_engine_overhead [--trials 4]
 
-Runs a study of `--trials` one-epoch resnet_20 trials on a small synthetic set, one at
-a time, and splits the wall time with the records (setup_seconds, epoch_seconds) and
-run_study's timings (tune_seconds)."""
+Runs the same study of `--trials` one-epoch resnet_20 trials on a small synthetic set,
+one trial at a time, twice on one local Ray: with `--local`'s inline trials (the loop
+runs in the trial's Tune process) and with a Ray Train worker group per trial (as on a
+cluster, `--train-workers`). The wall time is split with the records (setup_seconds,
+epoch_seconds) and run_study's timings (tune_seconds)."""
 from __future__ import annotations
 
 import argparse
@@ -23,6 +25,18 @@ from raysweep.records import read_records
 from raysweep.study import load_study
 
 
+def measure(path: Path, storage: Path, inline: bool) -> dict[str, float]:
+    timings: dict = {}
+    records = read_records(run_study(load_study(str(path)), str(storage), name=f"inline{inline}",
+                                     timings=timings, inline=inline))
+    assert {r["runner"] for r in records} == {"inline" if inline else "train-workers"}
+    epoch = statistics.mean(h["epoch_seconds"] for r in records for h in r["history"])
+    setup = statistics.mean(s for r in records for s in r.get("setup_seconds") or [])
+    per_trial = timings["tune_seconds"] / len(records)
+    return {"trials": len(records), "per_trial": per_trial, "epoch": epoch, "setup": setup,
+            "fixed": per_trial - epoch}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--trials", type=int, default=4)
@@ -37,25 +51,22 @@ def main() -> None:
         begin = time.perf_counter()
         cluster.connect(local=True, address=None)
         ray_start = time.perf_counter() - begin
-        timings: dict = {}
-        run_dir = run_study(load_study(str(path)), str(Path(tmp) / "runs"), timings=timings)
+        runs = {"inline (--local)": measure(path, Path(tmp) / "runs", True),
+                "Train workers (--train-workers)": measure(path, Path(tmp) / "runs", False)}
         begin = time.perf_counter()
         cluster.disconnect()
         ray_stop = time.perf_counter() - begin
-        records = read_records(run_dir)
-    epoch = [h["epoch_seconds"] for r in records for h in r["history"]]
-    setup = [s for r in records for s in r.get("setup_seconds") or []]
-    per_trial = timings["tune_seconds"] / len(records)
-    print(f"# {len(records)} one-epoch resnet_20 trials (512 synthetic images), one at a time; "
+    print(f"# {args.trials} one-epoch resnet_20 trials (512 synthetic images), one at a time; "
           f"{machine()}")
-    print(f"Ray start (local, with dashboard)       {ray_start:7.2f} s once per run")
-    print(f"Ray shutdown                            {ray_stop:7.2f} s once per run")
-    print(f"Tune wall time per trial                {per_trial:7.2f} s")
-    print(f"  training + evaluation (epoch_seconds) {statistics.mean(epoch):7.2f} s")
-    print(f"  launch → first epoch (setup_seconds)  {statistics.mean(setup):7.2f} s "
-          f"(worker group, data, model)")
-    print(f"  fixed cost per trial (wall - epochs)  {per_trial - statistics.mean(epoch):7.2f} s "
-          f"(of which after the last epoch: {per_trial - statistics.mean(epoch) - statistics.mean(setup):.2f} s)")
+    print(f"Ray start (local, with dashboard) {ray_start:6.2f} s, shutdown {ray_stop:5.2f} s, "
+          "once per run")
+    print(f"{'runner':32s} {'wall/trial':>10s} {'epoch':>7s} {'fixed':>7s} {'launch→epoch 1':>15s}")
+    for name, m in runs.items():
+        print(f"{name:32s} {m['per_trial']:9.2f}s {m['epoch']:6.2f}s {m['fixed']:6.2f}s "
+              f"{m['setup']:14.2f}s")
+    inline, train = runs.values()
+    print(f"fixed cost per trial: inline {inline['fixed']:.2f} s = "
+          f"{inline['fixed'] / train['fixed']:.2f}x the Train-worker path's {train['fixed']:.2f} s")
 
 
 if __name__ == "__main__":

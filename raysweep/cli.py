@@ -51,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("space")
     run.add_argument("--local", action="store_true",
                      help="start Ray on this machine (GPU if there is one, else CPU)")
+    run.add_argument("--train-workers", action="store_true",
+                     help="with --local: run each trial in a Ray Train worker group, as on a "
+                     "cluster (default there: inside the trial's Tune process, seconds faster)")
     run.add_argument("--address", help="join a running Ray cluster (default: auto when one runs)")
     run.add_argument("--epochs", type=int, help="epoch budget per trial")
     run.add_argument("--seeds", type=int, help="repeat every trial with seeds 0..N-1")
@@ -116,7 +119,8 @@ def cmd_run(args) -> int:
     if url:
         print(f"raysweep: Ray dashboard at {url}", flush=True)
     try:
-        run_dir = driver.run_study(study, args.storage, args.name, args.resume, timings)
+        run_dir = driver.run_study(study, args.storage, args.name, args.resume, timings,
+                                   inline=args.local and not args.train_workers)
     finally:
         cluster.disconnect()
     rows = [r for r in read_records(run_dir) if r["key"] in {t["key"] for t in study.trials()}
@@ -126,7 +130,7 @@ def cmd_run(args) -> int:
           f"({timings['trials_total'] - timings['trials_run']} already finished); "
           f"Ray start {timings['ray_start_seconds']:.1f} s, "
           f"Tune {timings.get('tune_seconds', 0):.1f} s, "
-          f"{timings.get('max_concurrent', 0)} trial(s) at once"
+          f"{timings.get('max_concurrent', 0)} trial(s) at once ({timings.get('runner')})"
           + (f", GPU share per worker {'/'.join(f'{g:g}' for g in timings['gpu_shares'])}"
              if any(timings.get("gpu_shares", [])) else ""))
     print(f"records: {run_dir / 'records'}")

@@ -27,11 +27,11 @@ from raysweep import data
 from raysweep import records as rec
 from raysweep.provenance import write_provenance
 from raysweep.study import Study, StudyError, trial_key
-from raysweep.worker import train_loop_per_worker
+from raysweep.worker import CHECKPOINT_FILE, train_inline, train_loop_per_worker
 
 # A trial's Tune function only waits on its Train run: it holds no CPU (Tune needs a
 # non-empty bundle, so it holds a token 1 MiB of logical memory instead).
-DRIVER_RESOURCES = {"cpu": 0, "memory": 2**20}
+DRIVER_RESOURCES = {"CPU": 0, "memory": 2**20}
 METRIC = "top1"          # validation top-1, percent
 FINISHED = ("completed", "stopped", "diverged")
 
@@ -153,13 +153,17 @@ def alive_nodes() -> list[dict[str, float]]:
 
 
 def run_trial(config: dict[str, Any]) -> None:
-    """The Tune function of one trial: build and fit its TorchTrainer."""
+    """The Tune function of one trial: build and fit its TorchTrainer, or (inline) run the
+    train loop right here."""
     trial = resolved_trial(config)
     res = Resources(**trial["resources"])
+    loop_config = {**trial, "cpus_per_worker": res.cpus_per_worker, "launched_at": time.time()}
+    if config["inline"]:
+        train_inline(loop_config, earlier_checkpoint(Path(config["tune_dir"]), trial))
+        return
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={**trial, "cpus_per_worker": res.cpus_per_worker,
-                           "launched_at": time.time()},
+        train_loop_config=loop_config,
         scaling_config=ray.train.ScalingConfig(
             num_workers=res.workers, use_gpu=res.use_gpu,
             resources_per_worker=res.per_worker()),
@@ -174,6 +178,23 @@ def run_trial(config: dict[str, Any]) -> None:
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)),
     )
     trainer.fit()
+
+
+def trial_resources(config: dict[str, Any]) -> ray.tune.PlacementGroupFactory:
+    """What a trial's Tune function holds: its worker's CPUs/GPU when the loop runs inline,
+    else next to nothing (DRIVER_RESOURCES; the Train workers hold the rest)."""
+    if not config["inline"]:
+        return ray.tune.PlacementGroupFactory([DRIVER_RESOURCES])
+    res = Resources(**config["trial"]["resources"])
+    return ray.tune.PlacementGroupFactory([res.per_worker()])
+
+
+def earlier_checkpoint(tune_dir: Path, trial: dict) -> str | None:
+    """The newest checkpoint an earlier run of this inline trial left (its Tune trial
+    folders are named after the trial's identity), so a resumed study continues it."""
+    found = sorted(tune_dir.glob(f"{train_run_name(trial)}-*/checkpoint_*/{CHECKPOINT_FILE}"),
+                   key=lambda p: p.stat().st_mtime)
+    return str(found[-1].parent) if found else None
 
 
 def resolved_trial(config: dict[str, Any]) -> dict[str, Any]:
@@ -214,6 +235,7 @@ class RecordWriter(ray.tune.Callback):
                 "history": [], "restarts": 0, "workers": spec["resources"]["workers"],
                 "gpus_per_worker": spec["resources"]["gpus_per_worker"],
                 "device": None, "hosts": None, "started_at": _now(), "finished_at": None,
+                "runner": "inline" if trial.config["inline"] else "train-workers",
             }
         return self.open[spec["key"]]
 
@@ -236,7 +258,7 @@ class RecordWriter(ray.tune.Callback):
         entry["optimizer_fingerprint"] = result.get("optimizer_fingerprint")
         if result.get("resumed_optimizer_fingerprint") is not None:
             entry["resumed_optimizer_fingerprint"] = result["resumed_optimizer_fingerprint"]
-        for key in ("params", "flops", "restarts", "device", "hosts", "world_size"):
+        for key in ("params", "flops", "restarts", "device", "hosts", "world_size", "worker_pid"):
             record[key] = result.get(key, record.get(key))
         record["reported_rank"] = result.get("rank")
         if result.get("setup_seconds") is not None:
@@ -275,11 +297,13 @@ class RecordWriter(ray.tune.Callback):
 
 
 def run_study(study: Study, storage: str, name: str | None = None, resume: bool = False,
-              timings: dict | None = None) -> Path | rec.RemotePath:
+              timings: dict | None = None, inline: bool = False) -> Path | rec.RemotePath:
     """Run every trial of `study` that has no finished record under `storage/name`.
 
     `storage` is a local folder or a URI (s3://…): on a multi-node cluster every node
     writes checkpoints there, so it must be storage they all reach.
+    `inline` (what `--local` asks for) runs one-worker trials inside their Tune function
+    instead of a Train worker group; it applies only with local storage.
     Ray must already be initialised (see `raysweep.cluster.connect`)."""
     timings = timings if timings is not None else {}
     run_dir = rec.run_location(storage, name or study.name)
@@ -292,28 +316,38 @@ def run_study(study: Study, storage: str, name: str | None = None, resume: bool 
     done = {r["key"] for r in rec.read_records(run_dir) if r["status"] in FINISHED}
     todo = [t for t in trials if t["key"] not in done] if not study.search else trials
     concurrent = plan_trials(study, todo, ray.cluster_resources(), alive_nodes())
+    inline = inline and study.resources["workers_per_trial"] == 1 and isinstance(run_dir, Path)
     write_provenance(run_dir, study)
-    timings.update(trials_total=len(trials), trials_run=len(todo), max_concurrent=concurrent,
+    timings.update(runner="inline" if inline else "train-workers", trials_total=len(trials), trials_run=len(todo), max_concurrent=concurrent,
                    gpu_shares=sorted({t["resources"]["gpus_per_worker"] for t in todo}))
     if not todo:
         return run_dir
     tuner = ray.tune.Tuner(
-        ray.tune.with_resources(run_trial, DRIVER_RESOURCES),
+        ray.tune.with_resources(run_trial, trial_resources),
         param_space={
             "trial": ray.tune.grid_search(todo),
             **({"search": {scope: {k: _sampler(s) for k, s in params.items()}
                            for scope, params in study.search.items()}}
                if study.search else {}),
             "train_storage": str(run_dir / "train"),
+            "inline": inline, "tune_dir": str(run_dir / "tune"),
             "max_failures": study.resources["max_failures"],
         },
         tune_config=ray.tune.TuneConfig(
             scheduler=_scheduler(study), num_samples=study.num_samples,
             max_concurrent_trials=concurrent,
-            trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
+            # The next trial starts in the last one's process: with inline trials that
+            # process already holds torch and the model zoo (seconds per trial).
+            reuse_actors=True,
+            trial_name_creator=_trial_name, trial_dirname_creator=_trial_dirname),
         run_config=ray.tune.RunConfig(
             name="tune", storage_path=str(run_dir), verbose=0,
-            callbacks=[RecordWriter(run_dir)]),
+            callbacks=[RecordWriter(run_dir)],
+            # Inline trials are retried by Tune (from their latest checkpoint), Train
+            # runs by Train (their Tune function only fails once Train has given up).
+            failure_config=ray.tune.FailureConfig(
+                max_failures=study.resources["max_failures"] if inline else 0),
+            checkpoint_config=ray.tune.CheckpointConfig(num_to_keep=2)),
     )
     begin = time.perf_counter()
     tuner.fit()
@@ -342,6 +376,11 @@ def _sampler(spec: dict):
 
 def _trial_name(trial) -> str:
     return f"{_label(trial.config['trial'])}-{trial.trial_id}"
+
+
+def _trial_dirname(trial) -> str:
+    # Named by the trial's identity, so `earlier_checkpoint` finds it after a resume.
+    return f"{train_run_name(resolved_trial(trial.config))}-{trial.trial_id}"
 
 
 def train_run_name(trial: dict) -> str:

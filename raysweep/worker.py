@@ -1,7 +1,11 @@
-"""The train loop every Ray Train worker runs: one backbone, DDP across the trial's workers.
+"""The train loop of one trial: one backbone, DDP across the trial's workers.
 
-Per epoch it reports rank 0's metrics with a checkpoint; on a restart (worker failure or
-a resumed study) it continues from the latest checkpoint at the next epoch.
+It runs in one of two places (a *session*): on every rank of a Ray Train worker group
+(`train_loop_per_worker`, the default), or, for a one-worker trial under `--local`,
+inside the trial's Tune function itself (`train_inline`), which saves starting a Train
+controller and a worker process per trial. Per epoch it reports rank 0's metrics with a
+checkpoint; on a restart (worker failure or a resumed study) it continues from the
+latest checkpoint at the next epoch.
 """
 from __future__ import annotations
 
@@ -14,8 +18,10 @@ import tempfile
 import time
 from contextlib import nullcontext
 
+import ray
 import ray.train
 import ray.train.torch
+import ray.tune
 import torch
 import torch.distributed as dist
 import torch.nn as nn
@@ -32,10 +38,56 @@ class CheckpointError(ValueError):
     """A checkpoint that is not a raysweep trial checkpoint or is damaged."""
 
 
+class TrainSession:
+    """A rank of a Ray Train worker group; Train restarts the group on a worker failure."""
+
+    def __init__(self):
+        ctx = ray.train.get_context()
+        self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+        self.device = ray.train.torch.get_device()
+
+    def checkpoint(self):
+        return ray.train.get_checkpoint()
+
+    def report(self, metrics: dict, directory: str | None) -> None:
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory)
+                         if directory else None)
+
+
+class InlineSession:
+    """The trial's Tune function as its only worker: Tune retries a failed trial from its
+    latest checkpoint, and `earlier` is the checkpoint a killed driver's run left."""
+
+    rank, world = 0, 1
+
+    def __init__(self, earlier: str | None):
+        # Ray sets CUDA_VISIBLE_DEVICES to the trial's GPU (or its fraction of one).
+        self.device = torch.device("cuda", 0) if ray.get_gpu_ids() else torch.device("cpu")
+        self.earlier = earlier
+
+    def checkpoint(self):
+        found = ray.tune.get_checkpoint()
+        if found is None and self.earlier:
+            found = ray.tune.Checkpoint.from_directory(self.earlier)
+        return found
+
+    def report(self, metrics: dict, directory: str | None) -> None:
+        ray.tune.report(metrics, checkpoint=ray.tune.Checkpoint.from_directory(directory)
+                        if directory else None)
+
+
 def train_loop_per_worker(cfg: dict) -> None:
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = ray.train.torch.get_device()
+    """Entry point of every Ray Train worker."""
+    train(cfg, TrainSession())
+
+
+def train_inline(cfg: dict, earlier_checkpoint: str | None = None) -> None:
+    """Entry point of a trial that runs inside its Tune function (no Train workers)."""
+    train(cfg, InlineSession(earlier_checkpoint))
+
+
+def train(cfg: dict, session) -> None:
+    rank, world, device = session.rank, session.world, session.device
     torch.set_num_threads(max(1, int(cfg["cpus_per_worker"])))
     t = cfg["train"]
 
@@ -58,9 +110,10 @@ def train_loop_per_worker(cfg: dict) -> None:
     step_fn = torch.compile(model) if t["compile"] else model
 
     start_epoch, restarts, resumed_fingerprint, history = 1, 0, None, []
-    ckpt = ray.train.get_checkpoint()
+    ckpt = session.checkpoint()
     if ckpt:
-        state = load_checkpoint(ckpt.path)
+        with ckpt.as_directory() as folder:
+            state = load_checkpoint(folder)
         _unwrap(model).load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -100,6 +153,8 @@ def train_loop_per_worker(cfg: dict) -> None:
             "images_per_s": seen * world / train_seconds,
             "params": params, "flops": flops, "world_size": world, "rank": rank,
             "hosts": hosts, "restarts": restarts, "device": str(device),
+            # rank 0's process, the one to look at (Tune's own "pid" is the trial's Tune actor)
+            "worker_pid": os.getpid(),
             "setup_seconds": setup_seconds if epoch == start_epoch else None,
             "diverged": not math.isfinite(train_loss),
             # lets a record show that a restarted trial continued with the saved optimizer
@@ -110,7 +165,7 @@ def train_loop_per_worker(cfg: dict) -> None:
             else None,
         }
         history.append({k: metrics[k] for k in (*HISTORY_KEYS, "optimizer_fingerprint")})
-        _report(metrics, history, model, optimizer, scheduler, scaler, epoch, restarts, rank)
+        _report(session, metrics, history, model, optimizer, scheduler, scaler, epoch, restarts)
         if metrics["diverged"]:
             return  # the driver records "diverged at epoch e"; nothing more to learn
 
@@ -197,11 +252,11 @@ def optimizer_fingerprint(optimizer: torch.optim.Optimizer) -> float:
                      for v in st.values() if torch.is_tensor(v) and v.is_floating_point()))
 
 
-def _report(metrics, history, model, optimizer, scheduler, scaler, epoch, restarts,
-            rank) -> None:
+def _report(session, metrics, history, model, optimizer, scheduler, scaler, epoch,
+            restarts) -> None:
     # Only rank 0 writes a checkpoint; every rank must call report (it is a barrier).
-    if rank != 0:
-        ray.train.report(metrics, checkpoint=None)
+    if session.rank != 0:
+        session.report(metrics, None)
         return
     with tempfile.TemporaryDirectory() as tmp:
         torch.save({
@@ -211,7 +266,7 @@ def _report(metrics, history, model, optimizer, scheduler, scaler, epoch, restar
             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
             "rng_cpu": torch.get_rng_state(),
         }, os.path.join(tmp, CHECKPOINT_FILE))
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        session.report(metrics, tmp)
 
 
 def load_checkpoint(path: str) -> dict:

@@ -60,13 +60,18 @@ def test_record_carries_model_facts_and_timings(smoke_run_dir):
     assert list((smoke_run_dir / "tune").glob(f"*{r['trial_id']}*/events.out.tfevents.*"))
 
 
-def test_same_config_and_seed_give_the_same_first_epoch(ray_local, tmp_path):
+def test_same_config_and_seed_give_the_same_first_epoch_on_either_runner(ray_local, tmp_path):
+    """The same trial in a Train worker group, again, and inline in its Tune process
+    (`--local`): one train loop, so the same numbers."""
     path = write_study(tmp_path, "repeat", defaults={**TINY, "epochs": 1},
                        models=["resnet_20"], seeds=[7], asha={"enabled": False})
-    first = read_records(run(path, tmp_path / "runs", "a"))[0]["history"][0]
-    second = read_records(run(path, tmp_path / "runs", "b"))[0]["history"][0]
-    assert first["train_loss"] == pytest.approx(second["train_loss"], rel=1e-6)
-    assert first["top1"] == second["top1"]
+    runs = [read_records(run(path, tmp_path / "runs", name, inline=inline))[0]
+            for name, inline in (("a", False), ("b", False), ("c", True))]
+    assert [r["runner"] for r in runs] == ["train-workers", "train-workers", "inline"]
+    first = runs[0]["history"][0]
+    for other in runs[1:]:
+        assert other["history"][0]["train_loss"] == pytest.approx(first["train_loss"], rel=1e-6)
+        assert other["history"][0]["top1"] == first["top1"]
 
 
 def test_two_cpu_workers_train_with_gloo_ddp_and_rank0_reports(ray_local, tmp_path):
@@ -112,8 +117,9 @@ def test_zoo_models_train_an_epoch_through_the_engine(ray_local, tmp_path):
     path = write_study(tmp_path, "zoo", defaults={**TINY, "epochs": 1, "train_size": 32,
                                                   "test_size": 32},
                        models=names, asha={"enabled": False})
-    recs = {r["model"]: r for r in read_records(run(path, tmp_path / "runs"))}
+    recs = {r["model"]: r for r in read_records(run(path, tmp_path / "runs", inline=True))}
     assert set(recs) == set(names)
     for r in recs.values():
         assert r["status"] == "completed", r["error"]
+        assert r["runner"] == "inline"
         assert [h["epoch"] for h in r["history"]] == [1] and r["params"] > 0

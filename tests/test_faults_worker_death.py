@@ -1,6 +1,7 @@
-"""Fault: a Train worker process killed (SIGKILL) mid-study. Train restarts the worker
-group and the loop continues from the last epoch checkpoint: one continuous history,
-the restart counted, the optimizer state carried over."""
+"""Fault: the process that trains a trial killed (SIGKILL) mid-study: a Train worker
+(Train restarts the worker group) or, for an inline `--local` trial, its Tune process
+(Tune retries the trial). Either way the loop continues from the last epoch checkpoint:
+one continuous history, the restart counted, the optimizer state carried over."""
 from __future__ import annotations
 
 import os
@@ -9,7 +10,6 @@ import threading
 import time
 
 import pytest
-from ray.util.state import list_actors
 
 from conftest import TINY, run, write_study
 from raysweep.records import read_records
@@ -17,16 +17,19 @@ from raysweep.records import read_records
 pytestmark = pytest.mark.slow
 
 
-def test_killed_worker_restarts_from_its_checkpoint_with_the_same_optimizer(ray_local, tmp_path):
+@pytest.mark.parametrize("inline", [False, True], ids=["train-worker", "inline-tune-process"])
+def test_killed_worker_restarts_from_its_checkpoint_with_the_same_optimizer(
+        ray_local, tmp_path, inline):
     path = write_study(tmp_path, "restart", defaults={**TINY, "epochs": 4, "train_size": 1024},
                        models=["resnet_20"], asha={"enabled": False})
     runs = tmp_path / "runs"
-    worker = threading.Thread(target=run, args=(path, runs))
+    worker = threading.Thread(target=run, args=(path, runs), kwargs={"inline": inline})
     worker.start()
-    pid = _wait_for_worker_after_epoch(runs / "restart", 1, worker, ray_local)
+    pid = _wait_for_worker_after_epoch(runs / "restart", 1, worker)
     os.kill(pid, signal.SIGKILL)
     worker.join(timeout=300)
     [r] = read_records(runs / "restart")
+    assert r["runner"] == ("inline" if inline else "train-workers")
     assert r["status"] == "completed" and r["restarts"] == 1
     assert [h["epoch"] for h in r["history"]] == [1, 2, 3, 4]
     resumed = [h for h in r["history"] if "resumed_optimizer_fingerprint" in h]
@@ -36,15 +39,13 @@ def test_killed_worker_restarts_from_its_checkpoint_with_the_same_optimizer(ray_
         before["optimizer_fingerprint"], rel=1e-9)
 
 
-def _wait_for_worker_after_epoch(run_dir, epoch, thread, address, timeout=180):
-    """The pid of the trial's Train worker once `epoch` is in the record."""
+def _wait_for_worker_after_epoch(run_dir, epoch, thread, timeout=180):
+    """The pid of the trial's training process (rank 0's, from its record) once `epoch`
+    is in the record."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and thread.is_alive():
         recs = read_records(run_dir) if (run_dir / "records").is_dir() else []
         if recs and recs[0]["history"] and recs[0]["history"][-1]["epoch"] >= epoch:
-            workers = list_actors(address=address, filters=[
-                ("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
-            if workers:
-                return workers[0].pid
+            return recs[0]["worker_pid"]
         time.sleep(0.2)  # polling a condition, not waiting for it to happen by itself
     raise AssertionError("the trial never finished its first epoch")
