@@ -336,9 +336,11 @@ def run_study(study: Study, storage: str, name: str | None = None, resume: bool 
         tune_config=ray.tune.TuneConfig(
             scheduler=_scheduler(study), num_samples=study.num_samples,
             max_concurrent_trials=concurrent,
-            # The next trial starts in the last one's process: with inline trials that
-            # process already holds torch and the model zoo (seconds per trial).
-            reuse_actors=True,
+            # Inline: the next trial starts in the last one's process, which already holds
+            # torch and the model zoo (seconds per trial). Not for Train trials: a reused
+            # Tune process that ASHA stopped can keep its Train run's workers, and the next
+            # trial then waits for their resources forever.
+            reuse_actors=inline,
             trial_name_creator=_trial_name, trial_dirname_creator=_trial_dirname),
         run_config=ray.tune.RunConfig(
             name="tune", storage_path=str(run_dir), verbose=0,

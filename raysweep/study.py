@@ -338,7 +338,8 @@ def _parse_groups(groups: Any, only: list[str] | None) -> list[Arm]:
             raise StudyError(f"--group {only[0]!r}: this study has no groups")
         return []
     if not isinstance(groups, dict):
-        raise StudyError(f"groups must be a mapping of group name -> baseline/variants")
+        raise StudyError(f"groups={str(groups)[:80]!s} is not allowed; allowed: a mapping of "
+                         f"group name -> {{baseline, variants}}")
     for name in only or []:
         if name not in groups:
             close = difflib.get_close_matches(name, list(groups), n=1)
@@ -365,7 +366,8 @@ def _parse_grid(grid: Any) -> dict[str, list]:
     if grid is None:
         return {}
     if not isinstance(grid, dict):
-        raise StudyError(f"grid must be a mapping of training key -> list of values")
+        raise StudyError(f"grid={str(grid)[:80]!s} is not allowed; allowed: a mapping of "
+                         f"training key -> list of values")
     for key, values in grid.items():
         if key not in TRAIN_SCHEMA:
             raise StudyError(f"unknown key grid.{key}; allowed: {', '.join(TRAIN_SCHEMA)}")
