@@ -318,7 +318,8 @@ def run_study(study: Study, storage: str, name: str | None = None, resume: bool 
     concurrent = plan_trials(study, todo, ray.cluster_resources(), alive_nodes())
     inline = inline and study.resources["workers_per_trial"] == 1 and isinstance(run_dir, Path)
     write_provenance(run_dir, study)
-    timings.update(runner="inline" if inline else "train-workers", trials_total=len(trials), trials_run=len(todo), max_concurrent=concurrent,
+    timings.update(runner="inline" if inline else "train-workers", trials_total=len(trials),
+                   trials_run=len(todo), max_concurrent=concurrent,
                    gpu_shares=sorted({t["resources"]["gpus_per_worker"] for t in todo}))
     if not todo:
         return run_dir

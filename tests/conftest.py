@@ -60,10 +60,10 @@ def smoke_run_dir(ray_local, tmp_path_factory) -> Path:
     return run(path, folder / "runs")
 
 
-def raysweep(*args, timeout=300) -> subprocess.CompletedProcess:
-    """The real CLI in a child process, as a user runs it."""
+def raysweep(*args, timeout=300, **popen) -> subprocess.CompletedProcess:
+    """The real CLI in a child process, as a user runs it (`popen`: env, cwd)."""
     return subprocess.run([sys.executable, "-m", "raysweep.cli", *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, **popen)
 
 
 def one_error_line(proc) -> str:

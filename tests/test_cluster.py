@@ -220,11 +220,6 @@ def two_nodes(tmp_path_factory):
         cluster.stop()
 
 
-def _raysweep(env, *args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "raysweep.cli", *map(str, args)], env=env,
-                          capture_output=True, text=True, timeout=timeout, cwd=ROOT)
-
-
 @pytest.mark.slow
 def test_a_job_runs_a_two_worker_trial_across_two_nodes(two_nodes, tmp_path):
     """`ray job submit` to the head's dashboard runs `raysweep run --address ...` there;

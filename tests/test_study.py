@@ -1,12 +1,9 @@
 """Study files: validation errors name key, value and what is allowed; expansion is exact."""
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
-from conftest import write_study
+from conftest import raysweep, write_study
 from raysweep.study import StudyError, apply_override, load_study
 
 
@@ -99,9 +96,7 @@ def test_groups_filter_and_unknown_group(tmp_path):
 
 def test_cli_rejects_a_bad_study_before_ray_starts(tmp_path):
     path = write_study(tmp_path, "bad", models=["resnet_20"], defaults={"epochs": -3})
-    proc = subprocess.run([sys.executable, "-m", "raysweep.cli", "run", str(path), "--local",
-                           "--storage", str(tmp_path / "runs")],
-                          capture_output=True, text=True, timeout=120)
+    proc = raysweep("run", path, "--local", "--storage", tmp_path / "runs", timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "raysweep: error: defaults.epochs=-3 must be >= 1"]
@@ -109,8 +104,7 @@ def test_cli_rejects_a_bad_study_before_ray_starts(tmp_path):
 
 
 def test_cli_show_lists_the_expanded_trials():
-    proc = subprocess.run([sys.executable, "-m", "raysweep.cli", "show", "smoke"],
-                          capture_output=True, text=True, timeout=120)
+    proc = raysweep("show", "smoke", timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "resnet_20" in proc.stdout and "3 trials" in proc.stdout
 
@@ -133,8 +127,7 @@ def test_shipped_studies_load_and_cover_the_zoo():
 
 
 def test_cli_show_ablations_lists_groups_and_budget():
-    proc = subprocess.run([sys.executable, "-m", "raysweep.cli", "show", "ablations",
-                           "--group", "ghost_ratio"], capture_output=True, text=True, timeout=120)
+    proc = raysweep("show", "ablations", "--group", "ghost_ratio", timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("ghost_ratio") == 12  # (baseline + 3 ratios) × 3 seeds
     assert "12 trials; epoch budget 3600 trial-epochs" in proc.stdout
