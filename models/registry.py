@@ -9,6 +9,7 @@ values), and the seeds' parameter count where they give one.
 from __future__ import annotations
 
 import difflib
+import functools
 import fnmatch
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -19,8 +20,7 @@ FAMILIES = ("baseline", "attention", "lightweight", "modern_conv", "hybrid", "ml
 RECIPES = ("sgd", "sgd_ghostnet", "adamw", "adamw_convnext", "adamw_mixer")
 
 
-class UnknownModelError(ValueError):
-    """A model name or option a study asked for that the registry does not have."""
+from raysweep.errors import UnknownModelError  # noqa: E402  (one error base for the CLI)
 
 
 @dataclass(frozen=True)
@@ -115,6 +115,28 @@ def create_model(name: str, num_classes: int = 100, **overrides) -> nn.Module:
     entry = get_entry(name)
     entry.check_options(overrides)
     return entry.builder(num_classes=num_classes, **overrides)
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    params: int     # trainable parameters
+    flops: int      # forward FLOPs of one 32×32 image (a multiply-add counts 2)
+
+
+@functools.lru_cache(maxsize=None)
+def _facts(name: str, num_classes: int, options_json: str) -> ModelFacts:
+    import json
+
+    model = create_model(name, num_classes=num_classes, **json.loads(options_json))
+    return ModelFacts(count_params(model), count_flops(model))
+
+
+def model_facts(name: str, num_classes: int = 100, **options) -> ModelFacts:
+    """Parameter and FLOP counts of a model without training it."""
+    import json
+
+    get_entry(name).check_options(options)
+    return _facts(name, num_classes, json.dumps(options, sort_keys=True))
 
 
 def count_params(model: nn.Module) -> int:

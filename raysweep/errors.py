@@ -1,0 +1,43 @@
+"""Every error a user can cause, under one base class.
+
+The CLI prints a `RaysweepError` as one line (`raysweep: error: ...`) and exits with
+status 2; anything else is a bug and keeps its traceback. A message names the bad value
+and what is allowed, on one line.
+"""
+from __future__ import annotations
+
+
+class RaysweepError(ValueError):
+    """A user error: bad input, missing data, a damaged file, an impossible request."""
+
+
+class StudyError(RaysweepError):
+    """A study file, override or command-line value that cannot be run."""
+
+
+class UnknownModelError(RaysweepError):
+    """A model name or model option that the registry does not have."""
+
+
+class ResourceError(StudyError):
+    """A trial shape that the cluster (or any node type it can grow) can never hold."""
+
+
+class DataError(RaysweepError):
+    """The data a study asks for is missing or unreadable."""
+
+
+class CheckpointError(RaysweepError):
+    """A checkpoint that is not a raysweep trial checkpoint, or is damaged."""
+
+
+class RecordError(RaysweepError):
+    """A trial record that is not a valid record of this raysweep's record version."""
+
+
+class NoRecordsError(RaysweepError):
+    """A run folder with no readable trial record."""
+
+
+class RunLockedError(RaysweepError):
+    """Another `raysweep run` holds the run folder."""

@@ -1,0 +1,127 @@
+"""Resource planning: what each trial runs on and how many run at once. Pure functions of
+the study and the cluster's nodes (no Ray), so every rule is testable without a cluster.
+
+A trial's Tune function and Train's controller take no CPU (the driver module gives them
+a token of memory), so a trial holds exactly its workers' resources and trials never
+wait on each other's drivers (with Ray's 1-CPU default driver, two trials on 2 CPUs
+deadlock).
+"""
+from __future__ import annotations
+
+import functools
+import json
+import math
+from dataclasses import dataclass
+
+from raysweep.errors import ResourceError
+from raysweep.trial import TrialResources, TrialSpec
+
+Node = dict[str, float]   # one node's total resources, as Ray reports them ("CPU", "GPU", ...)
+
+
+@dataclass(frozen=True)
+class Plan:
+    resources: TrialResources
+    max_concurrent: int       # trials of this shape that fit at once
+
+
+def plan_resources(resources: dict, cluster: Node, nodes: list[Node] | None = None,
+                   gpu_share: float | None = None) -> Plan:
+    """Size one trial's workers from a study's `resources` section and check that the
+    cluster holds them.
+
+    `nodes` (each alive node's total resources; default: the cluster as one node) decide
+    what fits: a worker lives on one node, so the cluster's CPUs summed over nodes can
+    hold fewer workers than its total suggests. A trial whose workers do not fit on one
+    node spreads them across nodes (Train's default PACK placement).
+
+    `gpu_share` replaces `gpus_per_worker: auto` (one whole GPU, or none on a CPU
+    cluster) with the share `plan_trials` picked from a model's size."""
+    cpus, gpus = cluster.get("CPU", 0), cluster.get("GPU", 0)
+    if resources["gpus_per_worker"] != "auto":
+        gpw = float(resources["gpus_per_worker"])
+    else:
+        gpw = (gpu_share or 1.0) if gpus else 0.0
+    cpw, workers = float(resources["cpus_per_worker"]), resources["workers_per_trial"]
+    if workers * cpw > cpus:
+        raise ResourceError(f"resources: {workers} workers × {cpw:g} CPU = {workers * cpw:g} CPUs "
+                            f"per trial, but the cluster has {cpus:g} CPUs; allowed: "
+                            f"workers_per_trial × cpus_per_worker <= {cpus:g}")
+    if workers * gpw > gpus:
+        raise ResourceError(f"resources: {workers} workers × {gpw:g} GPU = {workers * gpw:g} GPUs "
+                            f"per trial, but the cluster has {gpus:g} GPUs; allowed: <= {gpus:g} "
+                            f"(or gpus_per_worker: 0 for CPU training)")
+    nodes = nodes or [cluster]
+    held = sum(workers_on(node, cpw, gpw) for node in nodes)
+    if held == 0:
+        big = max(nodes, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0)))
+        raise ResourceError(f"resources: a worker needs {shape(cpw, gpw)} on one node, but the "
+                            f"largest node has {shape(big.get('CPU', 0), big.get('GPU', 0), gpw)}; "
+                            f"allowed: cpus_per_worker and gpus_per_worker that one node holds")
+    if held < workers:
+        raise ResourceError(f"resources: {workers} workers per trial, but the cluster's nodes "
+                            f"hold only {held} workers of {shape(cpw, gpw)} each; allowed: <= {held}")
+    fit = held // workers
+    limit = resources["max_concurrent"]
+    return Plan(TrialResources(workers, cpw, gpw), fit if limit == "auto" else min(fit, limit))
+
+
+# Forward FLOPs per 32×32 image under which one trial leaves most of a modern GPU idle
+# (its step is bound by kernel launches, not arithmetic): `gpus_per_worker: auto` then
+# packs such trials several to a GPU: resnet_20/32 (0.08/0.14 GFLOPs) get a quarter,
+# resnet_56 and convnext_tiny (0.25/0.18) a half, resnet18 and coatnet_cifar_opt (1.1) a
+# whole GPU (`raysweep list models` prints each model's FLOPs). benchmarks/README.md has
+# the packing measurement behind the quarter.
+AUTO_GPU_SHARES = ((0.15e9, 0.25), (0.6e9, 0.5))
+
+
+def auto_gpu_share(flops: int) -> float:
+    return next((share for limit, share in AUTO_GPU_SHARES if flops < limit), 1.0)
+
+
+@functools.lru_cache(maxsize=None)
+def _model_flops(model: str, options_json: str) -> int:
+    from models import model_facts
+
+    return model_facts(model, **json.loads(options_json)).flops
+
+
+def plan_trials(resources: dict, specs: list[TrialSpec], cluster: Node,
+                nodes: list[Node] | None = None) -> tuple[dict[str, TrialResources], int]:
+    """Each trial's resources (by key) and how many trials may run at once. With
+    `gpus_per_worker: auto` on a GPU cluster, a one-worker trial of a small model gets a
+    fraction of a GPU (`auto_gpu_share`); DDP trials keep whole GPUs (two ranks of one
+    trial on one GPU would only contend)."""
+    auto = (resources["gpus_per_worker"] == "auto" and cluster.get("GPU", 0) > 0
+            and resources["workers_per_trial"] == 1)
+    plans: dict[float | None, Plan] = {}
+    out = {}
+    for spec in specs:
+        share = auto_gpu_share(_model_flops(spec.model, json.dumps(
+            spec.model_options, sort_keys=True))) if auto else None
+        if share not in plans:
+            plans[share] = plan_resources(resources, cluster, nodes, gpu_share=share)
+        out[spec.key] = plans[share].resources
+    return out, max((p.max_concurrent for p in plans.values()), default=1)
+
+
+def workers_on(node: Node, cpw: float, gpw: float) -> int:
+    fit = node.get("CPU", 0) / cpw
+    if gpw:
+        fit = min(fit, node.get("GPU", 0) / gpw)
+    return math.floor(fit + 1e-9)
+
+
+def shape(cpus: float, gpus: float, show_gpus: float | None = None) -> str:
+    show = gpus if show_gpus is None else show_gpus
+    return f"{cpus:g} CPU" + (f" and {gpus:g} GPU" if show else "")
+
+
+def check_divides(batch_size: int, workers: int, where: str = "defaults.batch_size") -> int:
+    """Images per worker per step; a global batch that the workers cannot split evenly
+    is refused (DDP averages equal shares)."""
+    if batch_size % workers:
+        raise ResourceError(f"{where}={batch_size} is not divisible by workers_per_trial="
+                            f"{workers}: each worker takes batch_size / workers images per "
+                            f"step; allowed: a worker count that divides {batch_size}")
+    return batch_size // workers
