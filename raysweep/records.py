@@ -1,31 +1,17 @@
-"""Trial records: one JSON file per trial, the only thing the results layer reads.
+"""Trial records: one JSON file per trial (`raysweep.trial.TrialRecord`), the only thing
+the results layer reads.
 
-Layout of a run folder (``<storage>/<study name>/``)::
+Layout of a run folder (``<storage>/<run name>/``)::
 
     study.yaml            the resolved study that produced the run
-    provenance.json       git commit, versions, hardware, command line
-    records/<key>.json    one record per trial (schema below)
-    <Tune experiment files and per-trial Train folders with checkpoints>
-
-A record (all accuracies in percent, times in seconds)::
-
-    key            trial identity: "<model>-<hash of the resolved trial config>"
-    trial_id       Ray Tune's trial id (changes across resumes; key does not)
-    study, group, variant, baseline (bool), model, model_options, seed
-    config         the fully resolved trial config (recipe values filled in)
-    family, innovation, params, flops     from the model registry
-    status         "running" | "completed" | "stopped" | "errored" | "diverged"
-    stopped_at_epoch   last epoch of a trial ASHA stopped or that diverged, else null
-    error          error text for errored/diverged trials, else null
-    epochs         the epoch budget of the trial
-    history        [{epoch, train_loss, val_loss, top1, top5, lr, epoch_seconds,
-                     images_per_s}, ...] one entry per finished epoch, rank 0's numbers
-    workers, gpus_per_worker, device, hosts
-    restarts       how often Train restarted the worker group
-    started_at, finished_at   ISO-8601 UTC
+    provenance.json       git commit, versions, hardware, command line (credentials removed)
+    records/<key>.json    one TrialRecord per trial (its fields and units: raysweep/trial.py)
+    checkpoints/<key>/    the trial's latest intact checkpoints (raysweep.checkpoints)
+    tune/, train/         Ray Tune's and Ray Train's own files
 
 Records are written atomically (temp file, fsync, rename) so a crash never leaves a
-half-written record; readers skip and name a corrupt file instead of failing.
+half-written record; readers skip and name a file that is not a valid record of this
+version (unreadable JSON, a missing field, another record_version) instead of failing.
 
 A run folder may also live behind a URI (``s3://bucket/runs``, any scheme pyarrow.fs
 knows): it is then a `RemotePath`, written object by object (an object store replaces an
@@ -44,9 +30,9 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-STATUSES = ("running", "completed", "stopped", "errored", "diverged")
-HISTORY_KEYS = ("epoch", "train_loss", "val_loss", "top1", "top5", "lr", "epoch_seconds",
-                "images_per_s")
+from raysweep.errors import RecordError
+from raysweep.trial import TrialRecord
+
 RECORDS_DIR = "records"
 
 
@@ -139,35 +125,35 @@ def atomic_write(path: Path, write, binary: bool = True) -> None:
         raise
 
 
-def write_record(run_dir: Path | RemotePath, record: dict[str, Any]) -> Path | RemotePath:
-    if record.get("status") not in STATUSES:
-        raise ValueError(f"record status {record.get('status')!r} not in {STATUSES}")
-    path = _location(run_dir) / RECORDS_DIR / f"{record['key']}.json"
-    atomic_write_text(path, json.dumps(record, indent=1, sort_keys=True, default=str))
+def write_record(run_dir: Path | RemotePath, record: TrialRecord) -> Path | RemotePath:
+    path = _location(run_dir) / RECORDS_DIR / f"{record.key}.json"
+    atomic_write_text(path, json.dumps(record.to_dict(), indent=1, sort_keys=True, allow_nan=False))
     return path
 
 
-def read_records(run_dir: Path | RemotePath) -> list[dict[str, Any]]:
-    """All readable records of a run, sorted by key; corrupt files are named and skipped."""
+def read_records(run_dir: Path | RemotePath) -> list[TrialRecord]:
+    """All valid records of a run, sorted by key; other files are named and skipped."""
     found = (_read(path) for path in sorted((_location(run_dir) / RECORDS_DIR).glob("*.json")))
     return [r for r in found if r is not None]
 
 
-def read_record(run_dir: Path | RemotePath, key: str) -> dict[str, Any] | None:
+def read_record(run_dir: Path | RemotePath, key: str) -> TrialRecord | None:
     path = _location(run_dir) / RECORDS_DIR / f"{key}.json"
     return _read(path) if path.is_file() else None
 
 
-def _read(path: Path | RemotePath) -> dict[str, Any] | None:
+def load_record(path: Path | RemotePath) -> TrialRecord:
+    """One record file; a RecordError (one line naming the file) if it is not valid."""
     try:
-        rec = json.loads(path.read_text())
-        if not isinstance(rec, dict) or "key" not in rec or "history" not in rec:
-            raise ValueError("not a raysweep trial record")
+        data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        warnings.warn(f"skipping unreadable record {path}: {exc}", stacklevel=3)
+        raise RecordError(f"{path}: unreadable record: {exc}") from None
+    return TrialRecord.from_dict(data, where=str(path))
+
+
+def _read(path: Path | RemotePath) -> TrialRecord | None:
+    try:
+        return load_record(path)
+    except RecordError as exc:
+        warnings.warn(f"skipping {exc}", stacklevel=3)
         return None
-    return rec
-
-
-def last_epoch(record: dict[str, Any]) -> int:
-    return record["history"][-1]["epoch"] if record["history"] else 0
