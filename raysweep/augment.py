@@ -1,6 +1,10 @@
-"""Seed 002's training augmentation, batched: a whole uint8 batch (N, 3, H, W) on any
+"""Paper 002's training augmentation, batched: a whole uint8 batch (N, 3, H, W) on any
 device goes through random crop, flip, TrivialAugmentWide (or AutoAugment) and
 RandomErasing with independent randomness per sample, drawn from one `torch.Generator`.
+
+The draws (`Draws`) can be made for a larger batch than the one augmented: every worker
+of a trial draws for the whole chunk of global batches and applies only its own rows, so
+an image gets the same augmentation whichever worker (and however many) trains on it.
 
 The kernels reproduce torchvision's tensor kernels (`transforms.v2.functional`) with a
 per-sample magnitude instead of one scalar per call, and the op tables are torchvision's
@@ -55,7 +59,8 @@ class BatchAugment:
             self.aa_probs = torch.tensor([[prob for _, prob, _ in p] for p in policies])
             self.aa_bins = torch.tensor([[b or 0 for _, _, b in p] for p in policies])
 
-    def __call__(self, images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, gen: "torch.Generator | Draws") -> torch.Tensor:
+        gen = gen if isinstance(gen, Draws) else Draws(gen, len(images))
         x = hflip(random_crop(images, gen, padding=4), gen)
         if self.policy == "ta":
             x = self.trivial_augment(x, gen)
@@ -64,17 +69,19 @@ class BatchAugment:
         x = normalize(x, self.mean, self.std)
         return random_erasing(x, gen) if self.erasing else x
 
-    def trivial_augment(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def trivial_augment(self, x: torch.Tensor, gen: "Draws") -> torch.Tensor:
         op, magnitude = self.draw_trivial_augment(len(x), gen)
         return apply_ops(x, op.to(x.device), magnitude.to(x.device))
 
-    def draw_trivial_augment(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def draw_trivial_augment(self, n: int, gen: "torch.Generator | Draws"
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
         """(op id, signed magnitude) per sample: the op uniform over the 14, a uniform
         magnitude bin and, for signed ops, a random sign (`v2.TrivialAugmentWide.forward`)."""
+        gen = gen if isinstance(gen, Draws) else Draws(gen, n)
         op = self.ops[_randint(len(self.ops), n, gen).cpu()]
         return op, self._signed_magnitude(op, _randint(TA_BINS, n, gen).cpu(), n, gen)
 
-    def auto_augment(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def auto_augment(self, x: torch.Tensor, gen: "Draws") -> torch.Tensor:
         """A uniform sub-policy per sample; each of its two steps runs with its probability
         (as `v2.AutoAugment.forward` per image)."""
         n = len(x)
@@ -92,17 +99,37 @@ class BatchAugment:
         return torch.where(flip, -1.0, 1.0).double() * self.mags[op, bins]
 
 
-def _randint(high: int, n: int, gen: torch.Generator) -> torch.Tensor:
-    return torch.randint(high, (n,), generator=gen, device=gen.device)
+class Draws:
+    """The random numbers of a batch that is part of a larger one: each draw is made for
+    all `total` rows from `gen` and then cut to `rows` (default: all of them)."""
+
+    def __init__(self, gen: torch.Generator, total: int, rows: torch.Tensor | None = None):
+        self.gen, self.total = gen, total
+        self.rows = rows.to(gen.device) if rows is not None else None
+        self.device = gen.device
+
+    def randint(self, high: int) -> torch.Tensor:
+        return self._cut(torch.randint(high, (self.total,), generator=self.gen,
+                                       device=self.device))
+
+    def rand(self, *tail: int) -> torch.Tensor:
+        return self._cut(torch.rand(self.total, *tail, generator=self.gen, device=self.device))
+
+    def _cut(self, drawn: torch.Tensor) -> torch.Tensor:
+        return drawn if self.rows is None else drawn[self.rows]
 
 
-def _rand(gen: torch.Generator, *shape: int) -> torch.Tensor:
-    return torch.rand(*shape, generator=gen, device=gen.device)
+def _randint(high: int, n: int, gen: Draws) -> torch.Tensor:
+    return gen.randint(high)
+
+
+def _rand(gen: Draws, *shape: int) -> torch.Tensor:
+    return gen.rand(*shape[1:])
 
 
 # --- crop, flip, normalise, erase ---
 
-def random_crop(x: torch.Tensor, gen: torch.Generator, padding: int) -> torch.Tensor:
+def random_crop(x: torch.Tensor, gen: Draws, padding: int) -> torch.Tensor:
     """`RandomCrop(size, padding)` with zero fill: a per-sample window of the padded batch."""
     n, _, h, w = x.shape
     padded = nnf.pad(x, (padding,) * 4)
@@ -114,7 +141,7 @@ def random_crop(x: torch.Tensor, gen: torch.Generator, padding: int) -> torch.Te
     return out.permute(0, 3, 1, 2).contiguous()
 
 
-def hflip(x: torch.Tensor, gen: torch.Generator, p: float = 0.5) -> torch.Tensor:
+def hflip(x: torch.Tensor, gen: Draws, p: float = 0.5) -> torch.Tensor:
     flip = (_rand(gen, len(x)) < p).to(x.device)
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
@@ -126,7 +153,7 @@ def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
     return torch.addcmul(-mean_t / std_t, x.float(), 1 / (255 * std_t))
 
 
-def random_erasing(x: torch.Tensor, gen: torch.Generator, p: float = 0.5,
+def random_erasing(x: torch.Tensor, gen: Draws, p: float = 0.5,
                    scale=(0.02, 0.33), ratio=(0.3, 3.3), attempts: int = 10) -> torch.Tensor:
     """`RandomErasing(p, scale, ratio, value=0)`: per sample, the first of 10 drawn
     rectangles that fits, as torchvision's rejection loop; none fits → left as is."""

@@ -28,18 +28,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _is_user_error(exc: Exception) -> bool:
-    from models import UnknownModelError
-    from raysweep.data import DataError
-    from raysweep.study import StudyError
-    from raysweep.worker import CheckpointError
+    from raysweep.errors import RaysweepError
 
-    user = (StudyError, UnknownModelError, DataError, CheckpointError, FileNotFoundError)
-    try:
-        from raysweep.results import NoRecordsError
-        user += (NoRecordsError,)
-    except ImportError:
-        pass
-    return isinstance(exc, user)
+    return isinstance(exc, RaysweepError)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -57,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--address", help="join a running Ray cluster (default: auto when one runs)")
     run.add_argument("--epochs", type=int, help="epoch budget per trial")
     run.add_argument("--seeds", type=int, help="repeat every trial with seeds 0..N-1")
-    run.add_argument("--dataset", help="cifar100 | cifar10 | synthetic")
+    run.add_argument("--dataset", help="a dataset name (raysweep.datasets.DATASETS)")
     run.add_argument("--data-dir", help="where the dataset is (or goes, with --download)")
     run.add_argument("--download", action="store_true", default=None,
                      help="download the dataset if it is missing")
@@ -87,6 +78,8 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("space")
     show.add_argument("--group", action="append")
     show.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    show.add_argument("--workers-per-trial", type=int,
+                      help="plan for this many workers per trial (keys do not change)")
     show.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     show.set_defaults(func=cmd_show)
 
@@ -123,8 +116,8 @@ def cmd_run(args) -> int:
                                    inline=args.local and not args.train_workers)
     finally:
         cluster.disconnect()
-    rows = [r for r in read_records(run_dir) if r["key"] in {t["key"] for t in study.trials()}
-            or study.search]
+    keys = {t.key for t in study.trials()}
+    rows = [r for r in read_records(run_dir) if r.key in keys or r.sampled_from in keys]
     print(summary_table(rows))
     print(f"\n{timings['trials_run']} of {timings['trials_total']} trials run "
           f"({timings['trials_total'] - timings['trials_run']} already finished); "
@@ -137,19 +130,25 @@ def cmd_run(args) -> int:
     return 0
 
 
-def summary_table(records: list[dict]) -> str:
-    head = f"{'trial':<34} {'group/variant':<26} {'seed':>4} {'status':<18} {'ep':>4} " \
-           f"{'top1':>6} {'top5':>6} {'sec':>7}"
+def summary_table(records) -> str:
+    """One line per trial: its label, status, last epoch and accuracies (val and test)."""
+    head = (f"{'trial':<34} {'label':<30} {'status':<16} {'ep':>4} {'val top1':>8} "
+            f"{'test top1':>9} {'sec':>7}")
     lines = [head, "-" * len(head)]
-    for r in sorted(records, key=lambda r: (r["group"] or "", r["variant"], r["seed"])):
-        last = r["history"][-1] if r["history"] else {}
-        status = r["status"] + (f"@{r['stopped_at_epoch']}" if r["stopped_at_epoch"] else "")
-        where = f"{r['group']}/{r['variant']}" if r["group"] else r["variant"]
-        secs = sum(h["epoch_seconds"] for h in r["history"])
-        lines.append(f"{r['key']:<34} {where:<26} {r['seed']:>4} {status:<18} "
-                     f"{last.get('epoch', 0):>4} {_fmt(last.get('top1')):>6} "
-                     f"{_fmt(last.get('top5')):>6} {secs:>7.1f}")
+    for r in sorted(records, key=lambda r: (_label(r), r.key)):
+        last = r.history[-1] if r.history else None
+        status = r.status + (f"@{r.stopped_at_epoch}" if r.stopped_at_epoch else "")
+        secs = sum(h.epoch_seconds for h in r.history)
+        lines.append(f"{r.key:<34} {_label(r):<30} {status:<16} {r.last_epoch:>4} "
+                     f"{_fmt(last and last.val_top1):>8} {_fmt(last and last.test_top1):>9} "
+                     f"{secs:>7.1f}")
     return "\n".join(lines)
+
+
+def _label(record) -> str:
+    first = record.labels[0]
+    sample = f"-n{record.sample}" if record.sample is not None else ""
+    return f"{first.group + '.' if first.group else ''}{first.variant}{sample}-s{record.seed}"
 
 
 def _fmt(x) -> str:
@@ -157,7 +156,7 @@ def _fmt(x) -> str:
 
 
 def cmd_list(args) -> int:
-    from models import count_flops, count_params, create_model, get_entry, list_models
+    from models import get_entry, list_models, model_facts
     from raysweep.study import list_spaces
 
     if args.what == "spaces":
@@ -167,9 +166,9 @@ def cmd_list(args) -> int:
     print(f"{'model':<30} {'family':<12} {'params(M)':>9} {'FLOPs(M)':>9} {'recipe':<15} "
           f"{'innov':<5} options")
     for name in list_models(args.pattern):
-        entry, model = get_entry(name), create_model(name)
-        print(f"{name:<30} {entry.family:<12} {count_params(model) / 1e6:>9.4f} "
-              f"{count_flops(model) / 1e6:>9.1f} {entry.recipe:<15} "
+        entry, facts = get_entry(name), model_facts(name)
+        print(f"{name:<30} {entry.family:<12} {facts.params / 1e6:>9.4f} "
+              f"{facts.flops / 1e6:>9.1f} {entry.recipe:<15} "
               f"{'yes' if entry.innovation else '':<5} {entry.describe_options()}")
     return 0
 
@@ -177,25 +176,28 @@ def cmd_list(args) -> int:
 def cmd_show(args) -> int:
     from raysweep.study import load_study
 
-    study = load_study(args.space, args.set, {}, args.group)
+    cli = {"resources.workers_per_trial": args.workers_per_trial}
+    study = load_study(args.space, args.set, cli, args.group)
     trials = study.trials()
     print(f"study {study.name} ({study.path})")
-    print(f"{'key':<34} {'group':<18} {'variant':<22} {'model':<28} {'seed':>4} {'epochs':>6} "
-          f"{'recipe':<14} options/overrides")
+    print(f"{'key':<34} {'label':<34} {'model':<28} {'epochs':>6} {'batch':>6} "
+          f"{'peak lr':>8} {'recipe':<14} options/overrides")
     for t in trials:
-        extra = " ".join(f"{k}={v}" for k, v in {**t["model_options"], **t["overrides"]}.items())
-        print(f"{t['key']:<34} {t['group'] or '-':<18} {t['variant']:<22} {t['model']:<28} "
-              f"{t['seed']:>4} {t['train']['epochs']:>6} {t['train']['recipe']:<14} {extra}")
+        extra = " ".join(f"{k}={v}" for k, v in {**t.model_options, **t.overrides}.items())
+        also = f" (+{len(t.labels) - 1} more labels)" if len(t.labels) > 1 else ""
+        print(f"{t.key:<34} {t.label + also:<34} {t.model:<28} {t.train.epochs:>6} "
+              f"{t.train.batch_size:>6} {t.train.peak_lr:>8.3g} {t.train.recipe:<14} {extra}")
     r = study.resources
     gpus = "auto (by model size on a GPU cluster, 0 on CPU)" if r["gpus_per_worker"] == "auto" \
         else f"{r['gpus_per_worker']} per worker"
     searched = sorted({f"{k} ({scope})" for scope, p in study.search.items() for k in p})
-    samples = f" × {study.num_samples} samples of {', '.join(searched)}" if study.search else ""
-    print(f"\n{len(trials)} trials{samples}; epoch budget {sum(t['train']['epochs'] for t in trials)}"
+    samples = (f" × {study.num_samples} {study.search_algorithm} samples of "
+               f"{', '.join(searched)}") if study.search else ""
+    print(f"\n{len(trials)} trials{samples}; epoch budget {sum(t.train.epochs for t in trials)}"
           f" trial-epochs{' (× samples)' if study.search else ''}; {r['workers_per_trial']} "
           f"worker(s) per trial, GPUs: {gpus}; ASHA "
           + (f"grace {study.asha['grace_period']}, reduction {study.asha['reduction_factor']}"
-             if study.asha["enabled"] else "off"))
+             " on validation top-1" if study.asha["enabled"] else "off"))
     return 0
 
 
@@ -204,13 +206,14 @@ def cmd_report(args) -> int:
 
     warnings.simplefilter("always")
     formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
+    from raysweep.errors import NoRecordsError, StudyError
+
     bad = [f for f in formats if f not in ("md", "csv", "tex")]
     if bad:
-        from raysweep.study import StudyError
         raise StudyError(f"--format {bad[0]!r} is not a format; allowed: md, csv, tex")
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
-        raise FileNotFoundError(f"run folder {str(run_dir)!r} does not exist")
+        raise NoRecordsError(f"run folder {str(run_dir)!r} does not exist")
     for path in report(run_dir, args.out, formats):
         print(path)
     return 0

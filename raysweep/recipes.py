@@ -1,10 +1,22 @@
-"""Training recipes (seed 002 §3.4.3, seed 001 Table 3, seed 004 §4).
+"""Training recipes (paper 002 §3.4.3, paper 001 Table 3, paper 004 §4).
 
-Units: `lr` is per 128 images per worker (the worker loop scales it linearly with the
-batch size); `weight_decay` is the decoupled (AdamW) or L2 (SGD) coefficient per step;
-`warmup_epochs` is in epochs.
+Every recipe states its peak learning rate at a **global batch of 1024 images per
+optimizer step** (paper 002 §3.4.1: 128 per GPU × 8 V100s, gradients averaged by DDP), so
+the same study is the same optimisation problem on 1 GPU or 8: the global batch is split
+over the workers, and nothing is rescaled behind the user's back. A study that changes
+`batch_size` either states the lr for that batch, or asks for `lr_scaling: linear|sqrt`
+from `lr_base_batch`; the lr actually used is `TrainConfig.peak_lr`, in every record.
+
+Units: `lr` per optimizer step; `weight_decay` per step (L2 for SGD, decoupled for
+AdamW); `warmup_epochs` in epochs; `batch_size` in images per step over all workers.
 """
 from __future__ import annotations
+
+import math
+
+from raysweep.trial import TrainConfig
+
+PAPER_GLOBAL_BATCH = 1024   # paper 002 §3.4.1: 128 images per GPU × 8 GPUs
 
 RECIPES: dict[str, dict] = {
     "sgd": dict(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4,
@@ -15,22 +27,46 @@ RECIPES: dict[str, dict] = {
                   warmup_epochs=10, scheduler="warmup_cosine"),
     "adamw_convnext": dict(optimizer="adamw", lr=4e-3, betas=(0.9, 0.999), weight_decay=0.05,
                            warmup_epochs=20, scheduler="warmup_cosine"),
-    # seed 002: wd 0.05 for B/16, 0.01 for the tiny mixer (a study sets the latter per model)
+    # paper 002: wd 0.05 for B/16, 0.01 for the tiny mixer (a study sets the latter per model)
     "adamw_mixer": dict(optimizer="adamw", lr=1e-3, betas=(0.9, 0.999), weight_decay=0.05,
                         warmup_epochs=10, scheduler="warmup_cosine"),
 }
 
 SCHEDULERS = ("cosine", "warmup_cosine", "multistep", "step_halve_5")
+LR_SCALINGS = ("none", "linear", "sqrt")
 
 
-def resolve(recipe: str, train: dict) -> dict:
-    """The recipe's values, overridden by every non-null key of `train`."""
-    out = dict(RECIPES[recipe])
-    out.update({k: v for k, v in train.items() if v is not None or k not in out})
-    out["recipe"] = recipe
+def resolve(recipe: str, train: dict, val_fraction: float,
+            fingerprint: str | None = None) -> TrainConfig:
+    """The recipe's values, overridden by every non-null key of `train` (a study's
+    training section), as a TrainConfig. `val_fraction` is the study's or the dataset's
+    default."""
+    values = dict(RECIPES[recipe])
+    values.update({k: v for k, v in train.items() if v is not None or k not in values})
+    values["recipe"] = recipe
+    values["val_fraction"] = val_fraction
+    values["data_fingerprint"] = fingerprint
+    if values["optimizer"] == "sgd":
+        values["betas"] = None
+    else:
+        values["momentum"] = None
+        values["betas"] = tuple(values["betas"])
+    if values["dataset"] != "synthetic":
+        values["synthetic_classes"] = None
     # Warmup only means something to the warmup schedule; other schedules start at full lr.
-    if out["scheduler"] != "warmup_cosine":
-        out["warmup_epochs"] = 0
+    if values["scheduler"] != "warmup_cosine":
+        values["warmup_epochs"] = 0
     # A warmup longer than a short study would never reach the peak lr.
-    out["warmup_epochs"] = min(out["warmup_epochs"], max(out["epochs"] // 5, 0))
-    return out
+    values["warmup_epochs"] = min(values["warmup_epochs"], max(values["epochs"] // 5, 0))
+    fields = set(TrainConfig.__dataclass_fields__)
+    return rescale(TrainConfig(**{k: v for k, v in values.items() if k in fields},
+                               peak_lr=values["lr"]))
+
+
+def rescale(train: TrainConfig) -> TrainConfig:
+    """`peak_lr` from the stated `lr`, once, on the driver: `lr` itself with
+    `lr_scaling: none`, else scaled from `lr_base_batch` to `batch_size` (linearly, or by
+    the square root)."""
+    ratio = train.batch_size / train.lr_base_batch
+    factor = {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[train.lr_scaling]
+    return train.replace(peak_lr=train.lr * factor)

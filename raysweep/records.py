@@ -69,13 +69,26 @@ class RemotePath:
     def mkdir(self, parents: bool = False, exist_ok: bool = False) -> None:
         self.fs.create_dir(self.path, recursive=parents)
 
-    def read_text(self) -> str:
+    def read_bytes(self) -> bytes:
         with self.fs.open_input_stream(self.path) as f:
-            return f.read().decode()
+            return f.read()
+
+    def read_text(self) -> str:
+        return self.read_bytes().decode()
+
+    def write_bytes(self, data: bytes) -> None:
+        with self.fs.open_output_stream(self.path) as f:
+            f.write(data)
 
     def write_text(self, text: str) -> None:
-        with self.fs.open_output_stream(self.path) as f:
-            f.write(text.encode())
+        self.write_bytes(text.encode())
+
+    def iterdir(self) -> list["RemotePath"]:
+        found = self.fs.get_file_info(pafs.FileSelector(self.path, allow_not_found=True))
+        return [RemotePath(self.scheme, i.path, self.fs) for i in found]
+
+    def rmtree(self) -> None:
+        self.fs.delete_dir(self.path)
 
     def unlink(self, missing_ok: bool = False) -> None:
         if not (missing_ok and not self.is_file()):
@@ -99,6 +112,22 @@ def run_location(storage: str, name: str) -> Path | RemotePath:
 
 def _location(run_dir) -> Path | RemotePath:
     return run_dir if isinstance(run_dir, RemotePath) else Path(run_dir)
+
+
+def location(text: str) -> Path | RemotePath:
+    """A run folder from its `str()` form (a path or a URI), as workers receive it."""
+    if "://" not in text:
+        return Path(text)
+    parent, _, name = text.rstrip("/").rpartition("/")
+    return run_location(parent, name)
+
+
+def atomic_write_bytes(path: Path | RemotePath, data: bytes) -> None:
+    if isinstance(path, RemotePath):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        return
+    atomic_write(Path(path), lambda f: f.write(data))
 
 
 def atomic_write_text(path: Path | RemotePath, text: str) -> None:

@@ -8,27 +8,31 @@ from __future__ import annotations
 
 import copy
 import difflib
-import hashlib
 import itertools
-import json
+import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from raysweep.recipes import RECIPES, SCHEDULERS, resolve
+from raysweep import datasets
+from raysweep.errors import StudyError, UnknownModelError
+from raysweep.planning import check_divides
+from raysweep.recipes import LR_SCALINGS, RECIPES, SCHEDULERS, resolve
+from raysweep.trial import ArmLabel, TrialSpec
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 
-DATASETS = ("cifar100", "cifar10", "synthetic")
 AUGMENTS = ("basic", "trivialaugment", "trivialaugment_erasing", "mixup_cutmix", "autoaugment")
 AMP = ("auto", "bf16", "fp16", "off")
 PIPELINES = ("auto", "tensor", "torchvision")
+COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
+SEARCH_ALGORITHMS = ("random", "tpe")
 
-
-class StudyError(ValueError):
-    """A study file, override or command-line value that cannot be run."""
+__all__ = ["Study", "StudyError", "load_study", "parse_study", "apply_override", "find_space",
+           "list_spaces"]
 
 
 # --- the schema: key -> (check, default). A check returns an error text or None. ---
@@ -53,11 +57,21 @@ def _num(lo=None, hi=None, null=False, lo_open=False):
             return None
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             return "must be a number" + (" or null" if null else "")
+        if not math.isfinite(v):
+            return "must be a finite number"
         if lo is not None and (v <= lo if lo_open else v < lo):
             return f"must be {'>' if lo_open else '>='} {lo}"
         if hi is not None and v > hi:
             return f"must be <= {hi}"
         return None
+    return check
+
+
+def _below(hi):
+    """A number in [0, hi)."""
+    def check(v):
+        problem = _num(0)(v)
+        return problem or (f"must be < {hi}" if v >= hi else None)
     return check
 
 
@@ -78,24 +92,29 @@ def _type(t, name):
 TRAIN_SCHEMA: dict[str, tuple] = {
     "recipe": (_choice(tuple(RECIPES), null=True), None),   # null: the model's own recipe
     "epochs": (_int(1), 300),
-    "batch_size": (_int(1), 128),                            # images per worker per step
-    "lr": (_num(0, lo_open=True, null=True), None),         # per 128 images per worker
+    "batch_size": (_int(1), 1024),                          # global: images per step, all workers
+    "lr": (_num(0, lo_open=True, null=True), None),         # peak lr (null: the recipe's)
+    "lr_scaling": (_choice(LR_SCALINGS), "none"),           # how lr is scaled to batch_size
+    "lr_base_batch": (_int(1), 1024),                       # the global batch lr is stated for
     "weight_decay": (_num(0, null=True), None),
     "momentum": (_num(0, 1, null=True), None),
     "warmup_epochs": (_int(0, null=True), None),
     "scheduler": (_choice(SCHEDULERS, null=True), None),
-    "label_smoothing": (_num(0, 0.99), 0.0),
+    "label_smoothing": (_below(1), 0.0),
     "augment": (_choice(AUGMENTS), "trivialaugment_erasing"),
-    "dataset": (_choice(DATASETS), "cifar100"),
+    "sync_bn": (_type(bool, "true or false"), True),        # BatchNorm over the global batch
+    "dataset": (_choice(tuple(datasets.DATASETS)), "cifar100"),
     "data_dir": (_type(str, "a path"), "~/.cache/raysweep/data"),
     "download": (_type(bool, "true or false"), False),
-    "data_checksums": (_type(bool, "true or false"), True),  # verify CIFAR files' MD5
+    "data_checksums": (_type(bool, "true or false"), True),  # verify the dataset files
     "train_size": (_int(1, null=True), None),              # first N train images (null: all)
     "test_size": (_int(1, null=True), None),
+    "val_fraction": (lambda v: None if v is None else _below(1)(v), None),  # null: dataset's
+    "split_seed": (_int(0), 0),                             # seed of the validation split
     "synthetic_classes": (_int(2, 1000), 10),
     "amp": (_choice(AMP), "auto"),                          # auto: bf16 on GPU, off on CPU
     "channels_last": (_type(bool, "true or false"), False),
-    "compile": (_type(bool, "true or false"), False),
+    "compile": (_choice(COMPILE_MODES), "off"),              # torch.compile mode
     "loader_workers": (_int(0, 64), 0),                     # DataLoader processes per worker
     "pipeline": (_choice(PIPELINES), "auto"),               # auto: tensor (batched, on device)
 }
@@ -115,10 +134,6 @@ RESOURCES_SCHEMA = {
 }
 
 SEARCH_KINDS = ("loguniform", "uniform", "choice")
-
-# Training keys that say where the data is and how it is read, not what is trained:
-# they are not part of a trial's identity.
-NOT_IDENTITY = ("data_dir", "download", "data_checksums", "loader_workers")
 
 
 # --- the data classes that come out ---
@@ -141,51 +156,51 @@ class Study:
     defaults: dict[str, Any]
     arms: list[Arm]
     grid: dict[str, list]
-    search: dict[str, Any]
-    num_samples: int
+    search: dict[str, Any]          # scope ("*" or a recipe) -> {key: distribution}
+    search_algorithm: str           # random | tpe
+    num_samples: int                # search samples per arm and seed
     seeds: list[int]
     asha: dict[str, Any]
     resources: dict[str, Any]
     raw: dict[str, Any]
 
-    def trials(self) -> list[dict[str, Any]]:
-        """The expanded grid: every arm × grid point × seed, as resolved trial specs."""
-        out = []
+    def trials(self) -> list[TrialSpec]:
+        """The expanded grid: every arm × grid point × seed, as resolved trial specs, one
+        per identity. Arms that resolve to the same trial (a baseline shared by several
+        ablation groups) are one trial carrying every arm's label."""
+        by_key: dict[str, TrialSpec] = {}
         keys = list(self.grid)
         for arm in self.arms:
             for point in itertools.product(*(self.grid[k] for k in keys)) or [()]:
                 for seed in self.seeds:
-                    out.append(make_trial(self, arm, dict(zip(keys, point)), seed))
-        return out
+                    spec = make_trial(self, arm, dict(zip(keys, point)), seed)
+                    known = by_key.get(spec.key)
+                    by_key[spec.key] = spec if known is None else known.with_labels(
+                        known.labels + tuple(x for x in spec.labels if x not in known.labels))
+        return list(by_key.values())
+
+    def searched_keys(self, recipe: str) -> dict[str, dict]:
+        """The distributions a search samples for trials of `recipe`."""
+        return {**self.search.get("*", {}), **self.search.get(recipe, {})}
 
 
-def make_trial(study: Study, arm: Arm, grid_point: dict, seed: int) -> dict[str, Any]:
+def make_trial(study: Study, arm: Arm, grid_point: dict, seed: int) -> TrialSpec:
     from models import get_entry
 
     entry = get_entry(arm.model)
     train = {**study.defaults, **grid_point, **arm.overrides}
     recipe = train.pop("recipe") or entry.recipe
-    trial = {
-        "study": study.name,
-        "model": arm.model,
-        "model_options": dict(arm.options),
-        "group": arm.group,
-        "variant": arm.variant or arm.model,
-        "baseline": arm.baseline,
-        "seed": seed,
-        "overrides": {**grid_point, **arm.overrides},  # what differs from the defaults
-        "train": resolve(recipe, train),
-    }
-    trial["key"] = trial_key(trial)
-    return trial
-
-
-def trial_key(trial: dict[str, Any]) -> str:
-    """A trial's identity: its model plus a hash of everything that shapes its result."""
-    ident = {k: trial[k] for k in ("model", "model_options", "group", "variant", "seed", "train")}
-    ident["train"] = {k: v for k, v in ident["train"].items() if k not in NOT_IDENTITY}
-    blob = json.dumps(ident, sort_keys=True, default=list)
-    return f"{trial['model']}-{hashlib.sha1(blob.encode()).hexdigest()[:10]}"
+    train["data_dir"] = str(Path(os.path.expanduser(train["data_dir"])).resolve())
+    val_fraction = train.pop("val_fraction")
+    if val_fraction is None:
+        val_fraction = datasets.info(train["dataset"]).val_fraction
+    resolved = resolve(recipe, train, val_fraction)
+    fingerprint = datasets.fingerprint(resolved)
+    if fingerprint:
+        resolved = resolved.replace(data_fingerprint=fingerprint)
+    label = ArmLabel(arm.group, arm.variant or arm.model, arm.baseline)
+    return TrialSpec(study.name, arm.model, dict(arm.options), seed, resolved, (label,),
+                     overrides={**grid_point, **arm.overrides})
 
 
 # --- loading ---
@@ -299,13 +314,45 @@ def parse_study(raw: dict, path: str, only_groups: list[str] | None = None) -> S
     if not arms:
         raise StudyError(f"{path}: the study names no models and no groups")
     grid = _parse_grid(raw.get("grid"))
-    search, num_samples = _parse_search(raw.get("search"))
-    return Study(name, path, defaults, arms, grid, search, num_samples,
+    search, algorithm, num_samples = _parse_search(raw.get("search"))
+    _check_batches(defaults, arms, grid, resources["workers_per_trial"])
+    if asha["enabled"] or search:
+        _check_validation(defaults, arms, grid, "asha.enabled=true" if asha["enabled"]
+                          else "search")
+    return Study(name, path, defaults, arms, grid, search, algorithm, num_samples,
                  _parse_seeds(raw.get("seeds", 1)), asha, resources, raw)
 
 
+def _arm_values(key: str, defaults: dict, arm: Arm, grid: dict) -> list:
+    """Every value `key` takes in an arm's trials."""
+    if key in arm.overrides:
+        return [arm.overrides[key]]
+    return list(grid.get(key, [defaults[key]]))
+
+
+def _check_batches(defaults: dict, arms: list[Arm], grid: dict, workers: int) -> None:
+    for arm in arms:
+        for batch in _arm_values("batch_size", defaults, arm, grid):
+            check_divides(batch, workers)
+
+
+def _check_validation(defaults: dict, arms: list[Arm], grid: dict, decider: str) -> None:
+    """A study that decides (ASHA, search) needs a validation split in every trial: the
+    test split never drives a decision."""
+    for arm in arms:
+        for dataset in _arm_values("dataset", defaults, arm, grid):
+            for fraction in _arm_values("val_fraction", defaults, arm, grid):
+                if fraction is None:
+                    fraction = datasets.info(dataset).val_fraction
+                if fraction == 0:
+                    raise StudyError(
+                        f"{decider} decides on validation top-1, but val_fraction=0 leaves "
+                        f"{arm.variant or arm.model} no validation split; allowed: "
+                        f"val_fraction > 0, or asha.enabled: false and no search")
+
+
 def _parse_arm(where: str, data: Any, **tags) -> Arm:
-    from models import UnknownModelError, get_entry
+    from models import get_entry
 
     if isinstance(data, str):
         data = {"model": data}
@@ -380,14 +427,19 @@ def _parse_grid(grid: Any) -> dict[str, list]:
     return grid
 
 
-def _parse_search(search: Any) -> tuple[dict, int]:
+def _parse_search(search: Any) -> tuple[dict, str, int]:
     """{scope: {key: spec}}: scope "*" applies to every trial, a recipe name only to the
     trials of that recipe (lr ranges differ between SGD and AdamW families)."""
     if search is None:
-        return {}, 1
-    if not isinstance(search, dict) or set(search) - {"num_samples", "params", "by_recipe"}:
-        raise StudyError("search must be a mapping with 'num_samples', 'params' and/or "
-                         "'by_recipe'")
+        return {}, "random", 1
+    allowed = {"algorithm", "num_samples", "params", "by_recipe"}
+    if not isinstance(search, dict) or set(search) - allowed:
+        raise StudyError("search must be a mapping with 'algorithm', 'num_samples', 'params' "
+                         "and/or 'by_recipe'")
+    algorithm = search.get("algorithm", "random")
+    if algorithm not in SEARCH_ALGORITHMS:
+        raise StudyError(f"search.algorithm={algorithm!r} must be one of "
+                         f"{', '.join(SEARCH_ALGORITHMS)}")
     n = search.get("num_samples", 1)
     if _int(1)(n):
         raise StudyError(f"search.num_samples={n!r} must be an integer >= 1")
@@ -398,7 +450,7 @@ def _parse_search(search: Any) -> tuple[dict, int]:
             raise StudyError(f"unknown recipe search.by_recipe.{recipe}; allowed: "
                              f"{', '.join(RECIPES)}")
         scopes[recipe] = _parse_params(f"search.by_recipe.{recipe}", params)
-    return {k: v for k, v in scopes.items() if v}, n
+    return {k: v for k, v in scopes.items() if v}, algorithm, n
 
 
 def _parse_params(where: str, params: Any) -> dict:
@@ -416,6 +468,10 @@ def _parse_params(where: str, params: Any) -> dict:
             raise StudyError(f"{where}.{key}.{kind}={args!r} must be "
                              + ("a non-empty list" if kind == "choice" else "[lo, hi] with lo < hi"
                                 + (" and lo > 0" if kind == "loguniform" else "")))
+        for value in args:  # every value a search can draw must be a valid training value
+            problem = TRAIN_SCHEMA[key][0](value)
+            if problem:
+                raise StudyError(f"{where}.{key}.{kind} value {value!r} {problem}")
     return params
 
 
@@ -423,7 +479,8 @@ def _valid_range(kind: str, args: Any) -> bool:
     if kind == "choice":
         return isinstance(args, list) and bool(args)
     return (isinstance(args, list) and len(args) == 2
-            and all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args)
+            and all(isinstance(a, (int, float)) and not isinstance(a, bool)
+                    and math.isfinite(a) for a in args)
             and args[0] < args[1] and (kind != "loguniform" or args[0] > 0))
 
 

@@ -3,6 +3,7 @@
     TrainConfig   the resolved training config of a trial (recipe values + study overrides)
     TrialSpec     one trial of a study: model, options, seed, TrainConfig, the study's labels
     TrialResources  what one trial runs on (not part of its identity)
+    Launch        how a trial runs this time (run folder, runner, resources)
     EpochResult   one finished epoch (an entry of a record's history)
     Segment       one stretch of epochs trained by one launch of a trial
     TrialRecord   everything known about a trial: the only thing the tables read
@@ -107,7 +108,8 @@ class TrialSpec:
     labels: tuple[ArmLabel, ...]
     overrides: dict[str, Any] = field(default_factory=dict)  # values differing from the defaults (display)
     searched: dict[str, Any] = field(default_factory=dict)   # values a search sampled into `train`
-    sample: int | None = None   # the search sample's index; None for grid trials
+    sample: int | None = None   # the search sample's number (1, 2, ...); None for grid trials
+    sampled_from: str | None = None  # key of the unsampled spec a search drew this trial from
 
     def identity(self, seed: bool = True) -> dict[str, Any]:
         ident = {"model": self.model, "model_options": self.model_options,
@@ -140,7 +142,8 @@ class TrialSpec:
         from raysweep.recipes import rescale
 
         train = rescale(self.train.replace(**values))
-        return dataclasses.replace(self, train=train, searched=dict(values), sample=sample)
+        return dataclasses.replace(self, train=train, searched=dict(values), sample=sample,
+                                   sampled_from=self.key)
 
 
 def identity_key(model: str, identity: dict[str, Any]) -> str:
@@ -165,6 +168,15 @@ class TrialResources:
         if self.use_gpu:
             out["GPU"] = self.gpus_per_worker
         return out
+
+
+@dataclass(frozen=True)
+class Launch:
+    """How a trial runs this time: where its run folder is, which runner, on what."""
+    run_dir: str                # the run folder, a path or a URI (checkpoints live under it)
+    runner: str                 # inline | train-workers | fused
+    resources: TrialResources
+    launched_at: float          # time.time() when the trial's Tune function started it
 
 
 @dataclass
@@ -216,6 +228,7 @@ class TrialRecord:
     train: TrainConfig
     searched: dict[str, Any]
     sample: int | None
+    sampled_from: str | None    # key of the unsampled spec a search drew this trial from
     family: str                 # technique family (models.registry.FAMILIES)
     innovation: bool            # one of the papers' own designs
     params: int | None          # trainable parameters
@@ -236,7 +249,7 @@ class TrialRecord:
         return cls(key=spec.key, arm_key=spec.arm_key, study=spec.study, model=spec.model,
                    model_options=dict(spec.model_options), seed=spec.seed,
                    labels=list(spec.labels), train=spec.train, searched=dict(spec.searched),
-                   sample=spec.sample, family=family, innovation=innovation, params=None,
+                   sample=spec.sample, sampled_from=spec.sampled_from, family=family, innovation=innovation, params=None,
                    flops=None, status="running", stopped_at_epoch=None, error=None,
                    history=[], segments=[], restarts=0, trial_ids=[], started_at=now,
                    finished_at=None)

@@ -1,240 +1,262 @@
 """The train loop of one trial: one backbone, DDP across the trial's workers.
 
 It runs in one of two places (a *session*): on every rank of a Ray Train worker group
-(`train_loop_per_worker`, the default), or, for a one-worker trial under `--local`,
-inside the trial's Tune function itself (`train_inline`), which saves starting a Train
-controller and a worker process per trial. Per epoch it reports rank 0's metrics with a
-checkpoint; on a restart (worker failure or a resumed study) it continues from the
-latest checkpoint at the next epoch.
+(`train_loop_per_worker`), or, for a one-worker trial under `--local`, inside the trial's
+Tune function itself (`train_inline`), which saves starting a Train controller and a
+worker process per trial. Both run `train`, so both train the same way.
+
+The optimisation problem does not depend on the worker count: the global batch is split
+over the workers (`data.train_batches`), DDP averages their gradients, BatchNorm sees the
+global batch (`sync_bn`), and the lr schedule counts global steps. Each epoch it
+evaluates the validation and test splits, writes a checkpoint (rank 0,
+`raysweep.checkpoints`) and reports the epoch; a restarted or resumed trial continues
+from its newest intact checkpoint, on any worker count.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import random
 import socket
-import tempfile
 import time
 from contextlib import nullcontext
+from datetime import datetime, timezone
 
 import ray
-import ray.train
-import ray.train.torch
-import ray.tune
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from models import count_flops, count_params, create_model
-from raysweep import data
-from raysweep.records import HISTORY_KEYS
-
-CHECKPOINT_FILE = "state.pt"
-CHECKPOINT_FORMAT = "raysweep-checkpoint-v1"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that is not a raysweep trial checkpoint or is damaged."""
+from models import create_model, model_facts
+from raysweep import checkpoints, data, sync_bn
+from raysweep.planning import check_divides
+from raysweep.records import location
+from raysweep.trial import EpochResult, Launch, Segment, TrainConfig, TrialSpec, finite
 
 
 class TrainSession:
     """A rank of a Ray Train worker group; Train restarts the group on a worker failure."""
 
     def __init__(self):
+        import ray.train
+        import ray.train.torch
+
         ctx = ray.train.get_context()
         self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
         self.device = ray.train.torch.get_device()
-
-    def checkpoint(self):
-        return ray.train.get_checkpoint()
-
-    def report(self, metrics: dict, directory: str | None) -> None:
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory)
-                         if directory else None)
+        self._report = ray.train.report
 
 
 class InlineSession:
-    """The trial's Tune function as its only worker: Tune retries a failed trial from its
-    latest checkpoint, and `earlier` is the checkpoint a killed driver's run left."""
+    """The trial's Tune function as its only worker; Tune retries a failed trial."""
 
     rank, world = 0, 1
 
-    def __init__(self, earlier: str | None):
+    def __init__(self):
+        import ray.tune
+
         # Ray sets CUDA_VISIBLE_DEVICES to the trial's GPU (or its fraction of one).
         self.device = torch.device("cuda", 0) if ray.get_gpu_ids() else torch.device("cpu")
-        self.earlier = earlier
-
-    def checkpoint(self):
-        found = ray.tune.get_checkpoint()
-        if found is None and self.earlier:
-            found = ray.tune.Checkpoint.from_directory(self.earlier)
-        return found
-
-    def report(self, metrics: dict, directory: str | None) -> None:
-        ray.tune.report(metrics, checkpoint=ray.tune.Checkpoint.from_directory(directory)
-                        if directory else None)
+        self._report = ray.tune.report
 
 
-def train_loop_per_worker(cfg: dict) -> None:
+def train_loop_per_worker(config: dict) -> None:
     """Entry point of every Ray Train worker."""
-    train(cfg, TrainSession())
+    train(config["spec"], config["launch"], TrainSession())
 
 
-def train_inline(cfg: dict, earlier_checkpoint: str | None = None) -> None:
+def train_inline(spec: TrialSpec, launch: Launch) -> None:
     """Entry point of a trial that runs inside its Tune function (no Train workers)."""
-    train(cfg, InlineSession(earlier_checkpoint))
+    train(spec, launch, InlineSession())
 
 
-def train(cfg: dict, session) -> None:
+@dataclasses.dataclass
+class Optimisation:
+    """What a checkpoint saves and a resume restores."""
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+
+    def state(self) -> dict:
+        return {"model": _unwrap(self.model).state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict()}
+
+    def restore(self, state: dict) -> None:
+        _unwrap(self.model).load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+
+
+def train(spec: TrialSpec, launch: Launch, session) -> None:
     rank, world, device = session.rank, session.world, session.device
-    torch.set_num_threads(max(1, int(cfg["cpus_per_worker"])))
-    t = cfg["train"]
+    t = spec.train
+    torch.set_num_threads(max(1, int(launch.resources.cpus_per_worker)))
+    check_divides(t.batch_size, world)
+    splits = data.prepare(t, device)
+    steps = data.steps_per_epoch(len(splits.train), t.batch_size)
+    _seed_all(spec.seed)  # same init on every rank; DDP also broadcasts rank 0's weights
+    opt = build(spec, t, splits.classes, steps, device, world)
+    run_dir = location(launch.run_dir)
+    state = checkpoints.latest(run_dir, spec.key)
+    history, segments = [], []
+    if state:
+        opt.restore(state)
+        history = [EpochResult(**h) for h in state["history"]]
+        segments = [Segment(**s) for s in state["segments"]]
+    segments.append(_segment(launch, world, device, history, opt, state))
+    amp = _amp_dtype(t.amp, device)
+    step_model = opt.model if t.compile == "off" else torch.compile(opt.model, mode=t.compile)
+    loop = Loop(spec, opt, step_model, splits, steps, device, amp, rank, world)
+    facts = model_facts(spec.model, splits.classes, **spec.model_options)
+    first = {"params": facts.params, "flops": facts.flops,
+             "raysweep_segments": json.dumps([dataclasses.asdict(s) for s in segments]),
+             "raysweep_history": json.dumps([dataclasses.asdict(h) for h in history])}
+    if history and history[-1].epoch >= t.epochs:
+        # Finished before a driver died unrecorded: report the last epoch again.
+        session._report(_metrics(history[-1], first))
+        return
+    for epoch in range(_last_epoch(history) + 1, t.epochs + 1):
+        result = loop.epoch(epoch, segment=len(segments) - 1)
+        history.append(result)
+        if rank == 0:
+            checkpoints.save(run_dir, spec.key, epoch, {
+                **opt.state(), "history": [dataclasses.asdict(h) for h in history],
+                "segments": [dataclasses.asdict(s) for s in segments]})
+        session._report(_metrics(result, first if epoch == segments[-1].first_epoch else {}))
+        if result.train_loss is None:
+            return  # diverged: the driver records it; nothing more to learn
 
-    _seed_all(cfg["seed"])  # same init on every rank; DDP also broadcasts rank 0's weights
-    model = create_model(cfg["model"], num_classes=data.num_classes(t), **cfg["model_options"])
-    params, flops = count_params(model), count_flops(model) if rank == 0 else None
+
+def build(spec: TrialSpec, t: TrainConfig, classes: int, steps: int, device,
+          world: int) -> Optimisation:
+    model = create_model(spec.model, num_classes=classes, **spec.model_options)
+    if t.sync_bn and world > 1:
+        model = sync_bn.convert(model, device)
     model = model.to(device, memory_format=_memory_format(t))
     if world > 1:
         model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
-    train_ds, test_ds = data.splits(t, device)
-    steps = len(train_ds) // world // t["batch_size"]
-    if steps == 0:
-        raise ValueError(f"batch_size={t['batch_size']} per worker is larger than the "
-                         f"{len(train_ds) // world} training images each of {world} workers gets")
     optimizer = make_optimizer(model, t)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(t, steps))
-    amp_dtype = _amp_dtype(t["amp"], device)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    step_fn = torch.compile(model) if t["compile"] else model
+    scaler = torch.amp.GradScaler(device.type, enabled=_amp_dtype(t.amp, device) == torch.float16)
+    return Optimisation(model, optimizer, scheduler, scaler)
 
-    start_epoch, restarts, resumed_fingerprint, history = 1, 0, None, []
-    ckpt = session.checkpoint()
-    if ckpt:
-        with ckpt.as_directory() as folder:
-            state = load_checkpoint(folder)
-        _unwrap(model).load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        start_epoch, restarts = state["epoch"] + 1, state["restarts"] + 1
-        resumed_fingerprint = optimizer_fingerprint(optimizer)
-        history = state["history"]
-    hosts = _gather_hosts(world)
-    criterion = nn.CrossEntropyLoss(label_smoothing=t["label_smoothing"])
-    mix = data.batch_mix(t["augment"], data.num_classes(t))
-    # launch → first epoch: Ray Train's worker-group set-up plus ours (data, model).
-    # After a worker restart the launch time is stale, so it is only measured once.
-    setup_seconds = time.time() - cfg["launched_at"] if not restarts else None
 
-    for epoch in range(start_epoch, t["epochs"] + 1):
+class Loop:
+    """One trial's epochs: train on this worker's share of the global batches, then
+    evaluate the validation and test splits (sums over all workers)."""
+
+    def __init__(self, spec, opt, step_model, splits, steps, device, amp, rank, world):
+        self.spec, self.opt, self.step_model, self.splits = spec, opt, step_model, splits
+        self.steps, self.device, self.amp, self.rank, self.world = steps, device, amp, rank, world
+        t = spec.train
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
+        self.mix = data.batch_mix(t.augment, splits.classes)
+
+    def epoch(self, epoch: int, segment: int) -> EpochResult:
+        t, seed = self.spec.train, self.spec.seed
         begin = time.perf_counter()
-        # Seeding per (seed, epoch, rank) makes a resumed epoch draw the same augmentations.
-        epoch_seed = cfg["seed"] * 100_003 + epoch * 101 + rank
-        torch.manual_seed(epoch_seed)
-        train_loader = data.batches(train_ds, data.shard(len(train_ds), rank, world, cfg["seed"],
-                                                         epoch), t["batch_size"],
-                                    t["loader_workers"], True, epoch_seed, device)
+        # Randomness inside the model (dropout, DropPath, MixUp) comes from each worker's
+        # own torch RNG, seeded per (seed, epoch, rank) so a resumed epoch draws the same.
+        torch.manual_seed(seed * 100_003 + epoch * 101 + self.rank)
+        order = data.epoch_order(len(self.splits.train), seed, epoch)[:self.steps * t.batch_size]
+        batches = data.train_batches(self.splits.train, order, t.batch_size, self.rank,
+                                     self.world, seed * 100_003 + epoch, t.loader_workers)
         try:
-            train_loss, seen = train_epoch(step_fn, train_loader, optimizer, scheduler, scaler,
-                                           criterion, mix, device, amp_dtype, t)
+            train_loss = self.train_epoch(batches)
         except torch.OutOfMemoryError:
             # A retry would fail the same way: say what to change, in the trial's record.
             raise RuntimeError(
-                f"out of memory on {device} at batch_size={t['batch_size']} per worker "
-                f"(model {cfg['model']}); lower batch_size or add workers") from None
+                f"out of memory on {self.device} at {t.batch_size // self.world} images per "
+                f"worker (batch_size={t.batch_size} over {self.world} workers, model "
+                f"{self.spec.model}); lower batch_size or add workers") from None
         train_seconds = time.perf_counter() - begin
-        val = evaluate(model, test_ds, rank, world, device, amp_dtype, t)
-        metrics = {
-            "epoch": epoch, "train_loss": train_loss, **val,
-            "lr": optimizer.param_groups[0]["lr"],
-            "epoch_seconds": time.perf_counter() - begin,
-            "images_per_s": seen * world / train_seconds,
-            "params": params, "flops": flops, "world_size": world, "rank": rank,
-            "hosts": hosts, "restarts": restarts, "device": str(device),
-            # rank 0's process, the one to look at (Tune's own "pid" is the trial's Tune actor)
-            "worker_pid": os.getpid(),
-            "setup_seconds": setup_seconds if epoch == start_epoch else None,
-            "diverged": not math.isfinite(train_loss),
-            # lets a record show that a restarted trial continued with the saved optimizer
-            "optimizer_fingerprint": optimizer_fingerprint(optimizer),
-            "resumed_optimizer_fingerprint": resumed_fingerprint if epoch == start_epoch else None,
-            # a JSON string, not a list: Tune's TensorBoard logger keeps only scalars/strings
-            "resumed_history_json": json.dumps(history) if epoch == start_epoch and history
-            else None,
-        }
-        history.append({k: metrics[k] for k in (*HISTORY_KEYS, "optimizer_fingerprint")})
-        _report(session, metrics, history, model, optimizer, scheduler, scaler, epoch, restarts)
-        if metrics["diverged"]:
-            return  # the driver records "diverged at epoch e"; nothing more to learn
+        val = self.evaluate(self.splits.val) if self.splits.val is not None else None
+        test = self.evaluate(self.splits.test)
+        return EpochResult(
+            epoch=epoch, train_loss=finite(train_loss),
+            val_loss=val[0] if val else None, val_top1=val[1] if val else None,
+            val_top5=val[2] if val else None,
+            test_loss=test[0], test_top1=test[1], test_top5=test[2],
+            lr=self.opt.optimizer.param_groups[0]["lr"],
+            epoch_seconds=time.perf_counter() - begin,
+            images_per_s=self.steps * t.batch_size / train_seconds, segment=segment,
+            optimizer_fingerprint=optimizer_fingerprint(self.opt.optimizer))
+
+    def train_epoch(self, batches) -> float:
+        """Mean training loss per image over the epoch, all workers."""
+        opt, t = self.opt, self.spec.train
+        self.step_model.train()
+        fmt = _memory_format(t)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        seen = 0
+        for images, labels in batches:
+            images = images.to(self.device, non_blocking=True).contiguous(memory_format=fmt)
+            labels = labels.to(self.device, non_blocking=True)
+            if self.mix is not None:
+                images, labels = self.mix(images, labels)
+            with _autocast(self.device, self.amp):
+                loss = self.criterion(self.step_model(images), labels)
+            opt.optimizer.zero_grad(set_to_none=True)
+            opt.scaler.scale(loss).backward()
+            opt.scaler.step(opt.optimizer)
+            opt.scaler.update()
+            opt.scheduler.step()
+            loss_sum += loss.detach().double() * len(images)
+            seen += len(images)
+        sums = torch.stack([loss_sum, torch.tensor(float(seen), dtype=torch.float64,
+                                                    device=self.device)])
+        if self.world > 1:
+            dist.all_reduce(sums)
+        return (sums[0] / sums[1].clamp(min=1)).item()
+
+    @torch.no_grad()
+    def evaluate(self, split) -> tuple[float, float, float]:
+        """(loss, top-1 %, top-5 %) over the whole split, summed across ranks."""
+        model, t = self.opt.model, self.spec.train
+        model.eval()
+        sums = torch.zeros(4, dtype=torch.float64, device=self.device)  # loss, top1, top5, n
+        k = min(5, self.splits.classes)
+        for images, labels in data.eval_batches(split, self.rank, self.world, t.loader_workers):
+            images = images.to(self.device).contiguous(memory_format=_memory_format(t))
+            labels = labels.to(self.device)
+            with _autocast(self.device, self.amp):
+                logits = model(images).float()
+            hits = logits.topk(k, dim=1).indices.eq(labels[:, None])
+            sums += torch.stack([
+                nn.functional.cross_entropy(logits, labels, reduction="sum").double(),
+                hits[:, 0].sum().double(), hits.any(dim=1).sum().double(),
+                torch.tensor(float(len(labels)), dtype=torch.float64, device=self.device)])
+        if self.world > 1:
+            dist.all_reduce(sums)
+        loss, top1, top5, n = sums.tolist()
+        return loss / n, 100 * top1 / n, 100 * top5 / n
 
 
-def train_epoch(model, loader, optimizer, scheduler, scaler, criterion, mix, device,
-                amp_dtype, t) -> tuple[float, int]:
-    model.train()
-    loss_sum, seen = torch.zeros((), device=device), 0
-    fmt = _memory_format(t)
-    for images, labels in loader:
-        images = images.to(device, non_blocking=True).contiguous(memory_format=fmt)
-        labels = labels.to(device, non_blocking=True)
-        if mix is not None:
-            images, labels = mix(images, labels)
-        with _autocast(device, amp_dtype):
-            loss = criterion(model(images), labels)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        loss_sum += loss.detach() * len(images)
-        seen += len(images)
-    return (loss_sum / max(seen, 1)).item(), seen
+def make_optimizer(model: nn.Module, t: TrainConfig) -> torch.optim.Optimizer:
+    """At `peak_lr`, the lr the driver resolved for the global batch (never rescaled here)."""
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=t.peak_lr, momentum=t.momentum,
+                               weight_decay=t.weight_decay, nesterov=False)
+    return torch.optim.AdamW(model.parameters(), lr=t.peak_lr, betas=tuple(t.betas),
+                             weight_decay=t.weight_decay)
 
 
-@torch.no_grad()
-def evaluate(model, test_ds, rank, world, device, amp_dtype, t) -> dict:
-    """Loss, top-1 and top-5 (percent) over the whole test split, summed across ranks."""
-    model.eval()
-    idx = data.shard(len(test_ds), rank, world, None, 0)
-    sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top1, top5, n
-    k = min(5, data.num_classes(t))
-    for images, labels in data.batches(test_ds, idx, 256, t["loader_workers"], False, 0, device):
-        images = images.to(device).contiguous(memory_format=_memory_format(t))
-        labels = labels.to(device)
-        with _autocast(device, amp_dtype):
-            logits = model(images).float()
-        topk = logits.topk(k, dim=1).indices
-        hits = topk.eq(labels[:, None])
-        sums += torch.stack([
-            nn.functional.cross_entropy(logits, labels, reduction="sum").double(),
-            hits[:, 0].sum().double(), hits.any(dim=1).sum().double(),
-            torch.tensor(float(len(labels)), dtype=torch.float64, device=device)])
-    if world > 1:
-        dist.all_reduce(sums)
-    loss, top1, top5, n = sums.tolist()
-    return {"val_loss": loss / n, "top1": 100 * top1 / n, "top5": 100 * top5 / n}
-
-
-def make_optimizer(model: nn.Module, t: dict) -> torch.optim.Optimizer:
-    lr = t["lr"] * t["batch_size"] / 128  # recipe lr is per 128 images per worker
-    if t["optimizer"] == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=lr, momentum=t["momentum"],
-                               weight_decay=t["weight_decay"], nesterov=False)
-    return torch.optim.AdamW(model.parameters(), lr=lr, betas=tuple(t["betas"]),
-                             weight_decay=t["weight_decay"])
-
-
-def lr_factor(t: dict, steps_per_epoch: int):
-    """The schedule as a multiplier of the peak lr per optimizer step."""
-    total, warm = t["epochs"] * steps_per_epoch, t["warmup_epochs"] * steps_per_epoch
-    kind = t["scheduler"]
+def lr_factor(t: TrainConfig, steps_per_epoch: int):
+    """The schedule as a multiplier of the peak lr per global optimizer step."""
+    total, warm = t.epochs * steps_per_epoch, t.warmup_epochs * steps_per_epoch
+    kind = t.scheduler
 
     def factor(step: int) -> float:
         epoch = step // steps_per_epoch
         if kind == "multistep":  # ×0.1 at 50% and 75% of the budget
-            return 0.1 ** sum(epoch >= m * t["epochs"] for m in (0.5, 0.75))
-        if kind == "step_halve_5":  # seed 004: halve every 5 epochs
+            return 0.1 ** sum(epoch >= m * t.epochs for m in (0.5, 0.75))
+        if kind == "step_halve_5":  # paper 004: halve every 5 epochs
             return 0.5 ** (epoch // 5)
         if step < warm:
             return (step + 1) / warm
@@ -244,46 +266,37 @@ def lr_factor(t: dict, steps_per_epoch: int):
     return factor
 
 
-# --- checkpoints ---
-
 def optimizer_fingerprint(optimizer: torch.optim.Optimizer) -> float:
     """Sum of |x| over the optimizer's state tensors (momentum, Adam moments)."""
     return float(sum(v.double().abs().sum() for st in optimizer.state.values()
                      for v in st.values() if torch.is_tensor(v) and v.is_floating_point()))
 
 
-def _report(session, metrics, history, model, optimizer, scheduler, scaler, epoch,
-            restarts) -> None:
-    # Only rank 0 writes a checkpoint; every rank must call report (it is a barrier).
-    if session.rank != 0:
-        session.report(metrics, None)
-        return
-    with tempfile.TemporaryDirectory() as tmp:
-        torch.save({
-            "format": CHECKPOINT_FORMAT, "epoch": epoch, "restarts": restarts,
-            "history": history,
-            "model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-            "rng_cpu": torch.get_rng_state(),
-        }, os.path.join(tmp, CHECKPOINT_FILE))
-        session.report(metrics, tmp)
+def _metrics(result: EpochResult, extra: dict) -> dict:
+    """What a worker reports per epoch: the scalars Tune's scheduler reads (`epoch`,
+    `val_top1`) and the full EpochResult as JSON for the record writer."""
+    flat = {k: v for k, v in dataclasses.asdict(result).items() if v is not None}
+    return {**flat, **extra, "raysweep_result": json.dumps(dataclasses.asdict(result))}
 
 
-def load_checkpoint(path: str) -> dict:
-    """A trial checkpoint, loaded with weights_only=True (never executes pickled code)."""
-    file = os.path.join(path, CHECKPOINT_FILE)
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"checkpoint {file!r} is unreadable: {type(exc).__name__}: "
-                              f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"checkpoint {file!r} is not a {CHECKPOINT_FORMAT} checkpoint")
-    torch.set_rng_state(state["rng_cpu"])
-    return state
+def _segment(launch: Launch, world: int, device, history, opt, state) -> Segment:
+    return Segment(
+        first_epoch=_last_epoch(history) + 1, runner=launch.runner, workers=world,
+        cpus_per_worker=launch.resources.cpus_per_worker,
+        gpus_per_worker=launch.resources.gpus_per_worker, device=str(device),
+        hosts=_gather_hosts(world),
+        started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        setup_seconds=time.time() - launch.launched_at,
+        resumed_from_epoch=history[-1].epoch if history else None,
+        resumed_optimizer_fingerprint=optimizer_fingerprint(opt.optimizer) if state else None,
+        worker_pid=os.getpid())
 
 
 # --- small helpers ---
+
+def _last_epoch(history: list[EpochResult]) -> int:
+    return history[-1].epoch if history else 0
+
 
 def _seed_all(seed: int) -> None:
     random.seed(seed)
@@ -294,8 +307,8 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
-def _memory_format(t: dict):
-    return torch.channels_last if t["channels_last"] else torch.contiguous_format
+def _memory_format(t: TrainConfig):
+    return torch.channels_last if t.channels_last else torch.contiguous_format
 
 
 def _amp_dtype(amp: str, device: torch.device):
@@ -311,8 +324,7 @@ def _autocast(device, dtype):
 
 
 def _gather_hosts(world: int) -> str:
-    """`hostname/node id` of every rank, comma-joined in rank order (where DDP placed them).
-    A string, not a list, so Tune's TensorBoard logger can keep it."""
+    """`hostname/node id` of every rank, comma-joined in rank order (where DDP placed them)."""
     me = f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:12]}"
     if world == 1:
         return me

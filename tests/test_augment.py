@@ -1,5 +1,6 @@
 """The batched tensor augmentation (raysweep.augment) against torchvision's per-sample
-pipeline (data.train_transform), on CPU: kernels, draws, output distribution."""
+pipeline (data.train_transform), on CPU: kernels, draws, output distribution; and the
+loader that splits global batches over workers with worker-invariant draws."""
 from __future__ import annotations
 
 import collections
@@ -9,15 +10,16 @@ import torch
 from torchvision.transforms import v2
 
 from raysweep import augment as A
-from raysweep import data
+from raysweep import data, datasets
 from raysweep.study import StudyError, parse_study
 
-MEAN, STD = data.NORMALISATION["synthetic"]
+SYNTHETIC = datasets.info("synthetic")
+MEAN, STD = SYNTHETIC.mean, SYNTHETIC.std
 
 
 @pytest.fixture(scope="module")
 def images() -> torch.Tensor:
-    return data.synthetic(10, 600, "train")[0]
+    return datasets.synthetic(10, 600, "train")[0]
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -26,7 +28,7 @@ def gen(seed: int = 0) -> torch.Generator:
 
 def per_sample(augment: str, imgs: torch.Tensor, seed: int = 0) -> torch.Tensor:
     torch.manual_seed(seed)
-    transform = data.train_transform(augment, "synthetic")
+    transform = data.train_transform(augment, SYNTHETIC)
     return torch.stack([transform(im) for im in imgs])
 
 
@@ -136,33 +138,55 @@ def test_pixel_statistics_match_torchvision_per_sample_pipeline(images, augment)
     assert 0.5 * (h_ours - h_theirs).abs().sum() < 0.02  # total variation distance
 
 
-def test_tensor_loader_yields_the_shard_in_order_and_drops_the_tail():
-    imgs = torch.arange(10, dtype=torch.uint8).view(10, 1, 1, 1).expand(10, 3, 32, 32).contiguous()
-    labels = torch.arange(10)
-    split = data.DeviceSplit(imgs, labels, "cpu", lambda x, g: x.float())
-    order = [7, 3, 9, 0, 4, 1, 8]
-    got = list(data.batches(split, order, 3, 0, True, 0, torch.device("cpu")))
-    assert [y.tolist() for _, y in got] == [[7, 3, 9], [0, 4, 1]]
-    assert all(torch.equal(x[:, 0, 0, 0], y.float()) for x, y in got)
-    assert len(list(data.batches(split, order, 3, 0, False, 0, torch.device("cpu")))) == 3
+def numbered(n: int) -> torch.Tensor:
+    """n images whose every pixel is their own index (so a batch shows its rows)."""
+    return torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 3, 32, 32).contiguous()
 
 
-def test_tensor_loader_draws_depend_only_on_the_seed(images):
+def test_workers_split_every_global_batch_and_the_tail_is_dropped():
+    split = data.DeviceSplit(numbered(10), torch.arange(10), "cpu", lambda x, d: x.float())
+    order = torch.tensor([7, 3, 9, 0, 4, 1, 8, 2, 6])
+    one = [y.tolist() for _, y in data.train_batches(split, order, 4, 0, 1, 0, 0)]
+    assert one == [[7, 3, 9, 0], [4, 1, 8, 2]]  # 9 // 4 = 2 steps; image 6 is dropped
+    halves = [[y.tolist() for _, y in data.train_batches(split, order, 4, r, 2, 0, 0)]
+              for r in (0, 1)]
+    assert halves == [[[7, 3], [4, 1]], [[9, 0], [8, 2]]]
+    for x, y in data.train_batches(split, order, 4, 1, 2, 0, 0):
+        assert torch.equal(x[:, 0, 0, 0], y.float())
+
+
+@pytest.mark.parametrize("chunk", [data.AUGMENT_CHUNK, 64])  # one augmentation call; nine
+def test_an_image_gets_the_same_augmentation_on_any_worker_count(images, chunk, monkeypatch):
+    monkeypatch.setattr(data, "AUGMENT_CHUNK", chunk)
+    n, batch = 256, 32
+    split = data.DeviceSplit(images[:n], torch.arange(n), "cpu",
+                             A.BatchAugment("trivialaugment_erasing", MEAN, STD))
+    order = data.epoch_order(n, seed=5, epoch=2)
+    alone = {int(i): x for xs, ys in data.train_batches(split, order, batch, 0, 1, 11, 0)
+             for x, i in zip(xs, ys)}
+    for world in (2, 4):
+        shared = {int(i): x for r in range(world)
+                  for xs, ys in data.train_batches(split, order, batch, r, world, 11, 0)
+                  for x, i in zip(xs, ys)}
+        assert shared.keys() == alone.keys()
+        assert all(torch.equal(shared[i], alone[i]) for i in alone)
+
+
+def test_loader_draws_depend_only_on_the_draw_seed(images):
     split = data.DeviceSplit(images, torch.zeros(len(images), dtype=torch.long), "cpu",
                              A.BatchAugment("trivialaugment_erasing", MEAN, STD))
-    order = list(range(0, 600, 2))
-    first = [x for x, _ in data.batches(split, order, 100, 0, True, 11, torch.device("cpu"))]
-    again = [x for x, _ in data.batches(split, order, 100, 0, True, 11, torch.device("cpu"))]
-    other = [x for x, _ in data.batches(split, order, 100, 0, True, 12, torch.device("cpu"))]
+    order = torch.arange(0, 600, 2)
+    first = [x for x, _ in data.train_batches(split, order, 100, 0, 1, 11, 0)]
+    again = [x for x, _ in data.train_batches(split, order, 100, 0, 1, 11, 0)]
+    other = [x for x, _ in data.train_batches(split, order, 100, 0, 1, 12, 0)]
     assert all(torch.equal(a, b) for a, b in zip(first, again))
     assert not torch.equal(first[0], other[0])
 
 
-def test_pipeline_key_is_checked_and_defaults_to_tensor():
+def test_pipeline_key_is_checked():
     body = {"name": "p", "models": ["resnet_20"]}
-    study = parse_study(body, "p.yaml")
-    assert study.defaults["pipeline"] == "auto" and data.pipeline(study.defaults) == "tensor"
-    study = parse_study({**body, "defaults": {"pipeline": "torchvision"}}, "p.yaml")
-    assert data.pipeline(study.defaults) == "torchvision"
+    assert parse_study(body, "p.yaml").defaults["pipeline"] == "auto"
+    assert parse_study({**body, "defaults": {"pipeline": "torchvision"}},
+                       "p.yaml").defaults["pipeline"] == "torchvision"
     with pytest.raises(StudyError, match="defaults.pipeline='pil' must be one of auto, tensor"):
         parse_study({**body, "defaults": {"pipeline": "pil"}}, "p.yaml")

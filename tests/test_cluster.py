@@ -9,6 +9,7 @@ The Ray clusters these tests start use token authentication with a token of thei
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import secrets
@@ -25,11 +26,16 @@ import pyarrow.fs as pafs
 import pytest
 import yaml
 
+import factories
 from conftest import TINY, write_study
 from raysweep import records
-from raysweep.driver import Resources, _check_writable, plan_resources, train_run_name
+from raysweep.driver import _check_writable
+from raysweep.errors import StudyError
+from raysweep.planning import plan_resources
 from raysweep.provenance import write_provenance
-from raysweep.study import StudyError, load_study, parse_study
+from raysweep.study import load_study, parse_study
+from raysweep.trainable import train_run_name
+from raysweep.trial import TrialResources
 
 ROOT = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -63,7 +69,8 @@ def test_cluster_yaml_passes_the_launchers_validation():
 # --- planning from per-node resources ---
 
 def _study(**resources):
-    return parse_study({"name": "c", "models": ["resnet_20"], "resources": resources}, "c.yaml")
+    return parse_study({"name": "c", "models": ["resnet_20"], "resources": resources},
+                       "c.yaml").resources
 
 
 def _total(nodes):
@@ -72,8 +79,8 @@ def _total(nodes):
 
 def test_a_trial_needing_more_gpus_than_a_node_spreads_over_nodes():
     nodes = [{"CPU": 0}, {"CPU": 4, "GPU": 1}, {"CPU": 4, "GPU": 1}]
-    assert plan_resources(_study(workers_per_trial=2), _total(nodes), nodes) == \
-        Resources(2, 1.0, 1.0, 1)
+    plan = plan_resources(_study(workers_per_trial=2), _total(nodes), nodes)
+    assert plan.resources == TrialResources(2, 1.0, 1.0) and plan.max_concurrent == 1
     # an 8-GPU node and two 1-GPU nodes: 10 one-GPU workers, one 8-worker DDP trial at a time
     nodes = [{"CPU": 0}, {"CPU": 96, "GPU": 8}, {"CPU": 4, "GPU": 1}, {"CPU": 4, "GPU": 1}]
     assert plan_resources(_study(workers_per_trial=8), _total(nodes), nodes).max_concurrent == 1
@@ -107,12 +114,13 @@ def test_records_and_provenance_go_through_a_pyarrow_filesystem(tmp_path):
     run_dir = records.run_location("mock:///bucket/runs", "study")
     assert isinstance(run_dir, records.RemotePath) and str(run_dir) == "mock://bucket/runs/study"
     _check_writable(run_dir)
-    records.write_record(run_dir, {"key": "m-2", "status": "running", "history": []})
-    records.write_record(run_dir, {"key": "m-1", "status": "completed", "history": [1]})
-    records.write_record(run_dir, {"key": "m-2", "status": "completed", "history": [2]})
-    assert [(r["key"], r["history"]) for r in records.read_records(run_dir)] == \
-        [("m-1", [1]), ("m-2", [2])]
-    assert records.read_record(run_dir, "m-1")["status"] == "completed"
+    one, two = factories.record(factories.spec(seed=1)), factories.record(factories.spec(seed=2))
+    records.write_record(run_dir, dataclasses.replace(two, status="running"))
+    records.write_record(run_dir, one)
+    records.write_record(run_dir, two)
+    assert [(r.key, r.status) for r in records.read_records(run_dir)] == sorted(
+        [(one.key, "completed"), (two.key, "completed")])
+    assert records.read_record(run_dir, one.key) == one
     assert records.read_record(run_dir, "nope") is None
     study = load_study(str(write_study(tmp_path, "uri", models=["resnet_20"])))
     write_provenance(run_dir, study)
@@ -120,7 +128,7 @@ def test_records_and_provenance_go_through_a_pyarrow_filesystem(tmp_path):
     assert len(json.loads((run_dir / "provenance.json").read_text())["runs"]) == 2
     names = {i.base_name for i in run_dir.fs.get_file_info(
         pafs.FileSelector(run_dir.path, recursive=True))}
-    assert {"study.yaml", "provenance.json", "m-1.json", "m-2.json"} <= names
+    assert {"study.yaml", "provenance.json", f"{one.key}.json", f"{two.key}.json"} <= names
     assert ".write-test" not in names
 
 
@@ -237,8 +245,8 @@ def test_a_job_runs_a_two_worker_trial_across_two_nodes(two_nodes, tmp_path):
     assert _get(f"{two_nodes.dashboard}/api/jobs/{submission}")["status"] == "SUCCEEDED"
     assert "raysweep: Ray dashboard at http://127.0.0.1:" in submit.stdout
     [record] = records.read_records(tmp_path / "runs" / "ddp")
-    assert record["status"] == "completed" and record["world_size"] == 2
-    hosts = record["hosts"].split(",")
+    assert record.status == "completed" and record.segments[0].workers == 2
+    hosts = record.segments[0].hosts.split(",")
     node_ids = {n["node_id"][:12] for n in two_nodes.alive_nodes()}
     assert len(hosts) == 2 and {h.split("/")[1] for h in hosts} == node_ids
     run_dir = tmp_path / "runs" / "ddp"

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import pytest
 
-from raysweep.driver import Resources, plan_resources, plan_trials
-from raysweep.study import StudyError, parse_study
+from raysweep.errors import ResourceError
+from raysweep.planning import plan_resources, plan_trials
+from raysweep.study import parse_study
+from raysweep.trial import TrialResources
 
 
 def study(**resources):
     return parse_study({"name": "pack", "models": ["resnet_20"], "resources": resources},
-                       "pack.yaml")
+                       "pack.yaml").resources
 
 
 def test_quarter_gpu_workers_pack_four_trials_on_one_gpu():
-    res = plan_resources(study(gpus_per_worker=0.25), {"CPU": 16, "GPU": 1})
-    assert res.max_concurrent == 4
-    assert res.use_gpu and res.per_worker() == {"CPU": 1, "GPU": 0.25}
+    plan = plan_resources(study(gpus_per_worker=0.25), {"CPU": 16, "GPU": 1})
+    assert plan.max_concurrent == 4
+    assert plan.resources.use_gpu and plan.resources.per_worker() == {"CPU": 1, "GPU": 0.25}
 
 
 @pytest.mark.parametrize("resources, cluster, concurrent", [
@@ -28,32 +30,30 @@ def test_quarter_gpu_workers_pack_four_trials_on_one_gpu():
     ({"gpus_per_worker": 0.5, "cpus_per_worker": 3}, {"CPU": 16, "GPU": 4}, 5),
 ])
 def test_packed_concurrency_is_what_both_cpus_and_gpus_hold(resources, cluster, concurrent):
-    res = plan_resources(study(**resources), cluster)
-    assert res.max_concurrent == concurrent
-    assert res.per_worker()["GPU"] == resources["gpus_per_worker"]
-    assert res.per_worker()["CPU"] == resources.get("cpus_per_worker", 1)
+    plan = plan_resources(study(**resources), cluster)
+    assert plan.max_concurrent == concurrent
+    assert plan.resources.per_worker()["GPU"] == resources["gpus_per_worker"]
+    assert plan.resources.per_worker()["CPU"] == resources.get("cpus_per_worker", 1)
 
 
 def test_auto_is_one_whole_gpu_per_worker_or_none_on_cpu():
-    assert plan_resources(study(), {"CPU": 16, "GPU": 2}) == Resources(1, 1.0, 1.0, 2)
+    plan = plan_resources(study(), {"CPU": 16, "GPU": 2})
+    assert plan.resources == TrialResources(1, 1.0, 1.0) and plan.max_concurrent == 2
     cpu = plan_resources(study(), {"CPU": 2})
-    assert not cpu.use_gpu and cpu.per_worker() == {"CPU": 1} and cpu.max_concurrent == 2
+    assert not cpu.resources.use_gpu and cpu.resources.per_worker() == {"CPU": 1}
+    assert cpu.max_concurrent == 2
 
 
 def test_a_fraction_beyond_the_cluster_is_refused():
-    with pytest.raises(StudyError, match="GPUs per trial"):
+    with pytest.raises(ResourceError, match="GPUs per trial"):
         plan_resources(study(gpus_per_worker=0.75, workers_per_trial=2), {"CPU": 16, "GPU": 1})
-
-
-def _trials(study_obj):
-    return [dict(t) for t in study_obj.trials()]
 
 
 def test_auto_packs_small_models_and_gives_big_ones_a_whole_gpu():
     s = parse_study({"name": "pack", "models": ["resnet_20", "resnet_56", "resnet18"]}, "p.yaml")
-    trials = _trials(s)
-    concurrent = plan_trials(s, trials, {"CPU": 16, "GPU": 1})
-    shares = {t["model"]: t["resources"]["gpus_per_worker"] for t in trials}
+    trials = s.trials()
+    resources, concurrent = plan_trials(s.resources, trials, {"CPU": 16, "GPU": 1})
+    shares = {t.model: resources[t.key].gpus_per_worker for t in trials}
     assert shares == {"resnet_20": 0.25, "resnet_56": 0.5, "resnet18": 1.0}
     assert concurrent == 4  # what the smallest share allows; Ray's GPU accounting does the rest
 
@@ -64,7 +64,7 @@ def test_auto_packs_small_models_and_gives_big_ones_a_whole_gpu():
     ({"workers_per_trial": 2}, {"CPU": 16, "GPU": 2}, 1.0),        # DDP ranks keep whole GPUs
 ])
 def test_auto_share_applies_only_to_one_worker_trials_on_gpus(resources, cluster, share):
-    s = parse_study({"name": "pack", "models": ["resnet_20"], "resources": resources}, "p.yaml")
-    trials = _trials(s)
-    plan_trials(s, trials, cluster)
-    assert [t["resources"]["gpus_per_worker"] for t in trials] == [share]
+    s = parse_study({"name": "pack", "models": ["resnet_20"], "resources": resources,
+                     "defaults": {"batch_size": 1024}}, "p.yaml")
+    resources, _ = plan_trials(s.resources, s.trials(), cluster)
+    assert [r.gpus_per_worker for r in resources.values()] == [share]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import raysweep, write_study
+from conftest import one_error_line, raysweep, write_study
 from raysweep.study import StudyError, apply_override, load_study
 
 
@@ -54,23 +54,64 @@ def test_expansion_crosses_arms_grid_and_seeds(tmp_path):
               seeds=3, defaults={"epochs": 4})
     trials = s.trials()
     assert len(trials) == 2 * 2 * 3
-    assert len({t["key"] for t in trials}) == 12
-    assert {t["train"]["lr"] for t in trials} == {0.1, 0.05}
-    assert all(t["train"]["recipe"] == "sgd" and t["train"]["momentum"] == 0.9 for t in trials)
+    assert len({t.key for t in trials}) == 12
+    assert {t.train.lr for t in trials} == {0.1, 0.05}
+    assert all(t.train.recipe == "sgd" and t.train.momentum == 0.9 for t in trials)
 
 
-def test_recipe_values_fill_what_the_study_leaves_out(tmp_path):
+def test_recipes_state_paper_002s_protocol_at_a_global_batch_of_1024(tmp_path):
     [t] = study(tmp_path, models=["resnet_20"], defaults={"weight_decay": 1e-4}).trials()
-    assert t["train"]["weight_decay"] == 1e-4 and t["train"]["lr"] == 0.1
-    assert t["train"]["scheduler"] == "cosine"
+    assert t.train.weight_decay == 1e-4 and t.train.scheduler == "cosine"
+    assert t.train.batch_size == 1024 and t.train.lr == t.train.peak_lr == 0.1
+    [t] = study(tmp_path, models=["convnext_tiny"]).trials()
+    assert (t.train.optimizer, t.train.peak_lr, t.train.weight_decay) == ("adamw", 4e-3, 0.05)
 
 
-def test_trial_key_is_stable_and_ignores_where_the_data_lives(tmp_path):
-    a = study(tmp_path, models=["resnet_20"], defaults={"data_dir": "/a"}).trials()[0]
-    b = study(tmp_path, models=["resnet_20"], defaults={"data_dir": "/b"}).trials()[0]
-    c = study(tmp_path, models=["resnet_20"], defaults={"lr": 0.2}).trials()[0]
-    assert a["key"] == b["key"] != c["key"]
-    assert a["key"].startswith("resnet_20-")
+@pytest.mark.parametrize("scaling, peak", [("none", 0.1), ("linear", 0.0125),
+                                           ("sqrt", 0.1 * (128 / 1024) ** 0.5)])
+def test_lr_scaling_is_explicit_and_the_lr_used_is_recorded(tmp_path, scaling, peak):
+    [t] = study(tmp_path, models=["resnet_20"], defaults={
+        "batch_size": 128, "lr_scaling": scaling, "lr_base_batch": 1024}).trials()
+    assert t.train.lr == 0.1 and t.train.peak_lr == pytest.approx(peak)
+
+
+def test_trial_key_covers_the_optimisation_problem_and_nothing_else(tmp_path):
+    def key(**defaults):
+        return study(tmp_path, models=["resnet_20"], defaults=defaults).trials()[0].key
+
+    base = key()
+    assert base.startswith("resnet_20-")
+    assert base == key(data_dir="/elsewhere") == key(loader_workers=4) == key(compile="default")
+    changed = [key(batch_size=512), key(lr=0.2), key(sync_bn=False), key(val_fraction=0.2),
+               key(split_seed=1), key(lr_scaling="linear", lr_base_batch=512), key(epochs=10),
+               key(augment="basic"), key(train_size=1000)]
+    assert base not in changed and len(set(changed)) == len(changed)
+
+
+def test_a_baseline_shared_by_groups_is_one_trial_with_every_label(tmp_path):
+    s = study(tmp_path, seeds=2, groups={
+        "g1": {"baseline": "resnet_20", "variants": {"deep": "resnet_32"}},
+        "g2": {"baseline": "resnet_20", "variants": {"deeper": "resnet_56"}}})
+    trials = s.trials()
+    assert len(trials) == 2 * 3  # resnet_20, resnet_32, resnet_56 × 2 seeds
+    shared = [t for t in trials if t.model == "resnet_20"]
+    assert [{(x.group, x.variant, x.baseline) for x in t.labels} for t in shared] == \
+        [{("g1", "baseline", True), ("g2", "baseline", True)}] * 2
+
+
+def test_a_study_that_decides_without_a_validation_split_is_refused(tmp_path):
+    with pytest.raises(StudyError, match="asha.enabled=true decides on validation top-1, but "
+                                         "val_fraction=0 leaves resnet_20 no validation split"):
+        study(tmp_path, models=["resnet_20"], defaults={"val_fraction": 0})
+    with pytest.raises(StudyError, match="search decides on validation top-1"):
+        study(tmp_path, models=["resnet_20"], asha={"enabled": False},
+              defaults={"val_fraction": 0}, search={"params": {"lr": {"uniform": [0.1, 0.2]}}})
+    # The papers' protocol: no decisions, every training image trains.
+    [t] = study(tmp_path, models=["resnet_20"], asha={"enabled": False},
+                defaults={"val_fraction": 0}).trials()
+    assert t.train.val_fraction == 0
+    [t] = study(tmp_path, models=["resnet_20"]).trials()
+    assert t.train.val_fraction == 0.1 and t.train.split_seed == 0  # CIFAR-100's default
 
 
 def test_set_overrides_are_data_never_code():
@@ -89,7 +130,8 @@ def test_groups_filter_and_unknown_group(tmp_path):
                         "g2": {"baseline": "resnet_20", "variants": {"deeper": "resnet_56"}}})
     path = write_study(tmp_path, "abl", **body)
     only = load_study(str(path), groups=["g2"]).trials()
-    assert {(t["group"], t["variant"]) for t in only} == {("g2", "baseline"), ("g2", "deeper")}
+    assert {(x.group, x.variant) for t in only for x in t.labels} == {("g2", "baseline"),
+                                                                      ("g2", "deeper")}
     with pytest.raises(StudyError, match="unknown group 'g3'.*allowed: g1, g2"):
         load_study(str(path), groups=["g3"])
 
@@ -107,6 +149,26 @@ def test_cli_show_lists_the_expanded_trials():
     proc = raysweep("show", "smoke", timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "resnet_20" in proc.stdout and "3 trials" in proc.stdout
+
+
+def test_show_lists_the_same_keys_for_every_worker_count_that_divides_the_batch():
+    """The worker count is not part of a trial's identity: 1, 2 or 8 workers train the
+    same global batch (`show` prints the keys a run would use)."""
+    def keys(*args):
+        proc = raysweep("show", "ablations", "--group", "eca_kernel", *args, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        return [line.split()[0] for line in proc.stdout.splitlines()
+                if line.startswith(("resnet_20-", "ecanet"))]
+
+    one = keys()
+    assert len(one) == 18 and keys("--workers-per-trial", "2") == one == keys(
+        "--workers-per-trial", "8")
+    assert keys("--set", "sync_bn=false") != one and keys("--set", "batch_size=512") != one
+    refused = raysweep("show", "ablations", "--group", "eca_kernel", "--workers-per-trial", "3")
+    assert one_error_line(refused) == (
+        "raysweep: error: defaults.batch_size=1024 is not divisible by workers_per_trial=3: "
+        "each worker takes batch_size / workers images per step; allowed: a worker count "
+        "that divides 1024")
 
 
 def test_shipped_studies_load_and_cover_the_zoo():
@@ -131,3 +193,6 @@ def test_cli_show_ablations_lists_groups_and_budget():
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("ghost_ratio") == 12  # (baseline + 3 ratios) × 3 seeds
     assert "12 trials; epoch budget 3600 trial-epochs" in proc.stdout
+    # One resnet_20 trial per seed serves the eca_kernel and ghost_ratio baselines.
+    both = raysweep("show", "ablations", "--group", "ghost_ratio", "--group", "eca_kernel")
+    assert "27 trials" in both.stdout and both.stdout.count("(+1 more labels)") == 3  # 30 - 3

@@ -1,0 +1,100 @@
+"""A Tune callback on the driver that keeps `records/<key>.json` current as results arrive.
+
+It runs on the driver, so it also sees trials that ASHA stops and trials whose workers
+die. The worker is the source of a trial's history and segments (they travel in its
+checkpoint, so a trial resumed after a driver died keeps the epochs the dead driver never
+recorded); this callback turns each report into the trial's `TrialRecord`.
+"""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import ray.tune
+
+from models import get_entry
+from raysweep import records as rec
+from raysweep.trial import EpochResult, Segment, TrialRecord, TrialSpec
+
+Observer = Callable[[TrialRecord], None]
+
+
+class RecordWriter(ray.tune.Callback):
+    def __init__(self, run_dir: Path | rec.RemotePath, spec_of: Callable[[dict], TrialSpec],
+                 observers: list[Observer] = ()):
+        self.run_dir = run_dir
+        self.spec_of = spec_of           # Tune config → TrialSpec
+        self.observers = list(observers)
+        self.open: dict[str, TrialRecord] = {}   # by Tune trial id
+
+    def _record(self, trial) -> TrialRecord:
+        if trial.trial_id in self.open:
+            return self.open[trial.trial_id]
+        spec = self.spec_of(trial.config)
+        record = rec.read_record(self.run_dir, spec.key)
+        if record is None or record.finished:
+            entry = get_entry(spec.model)
+            record = TrialRecord.new(spec, entry.family, entry.innovation, now())
+            if spec.sampled_from is not None:
+                record.sample = 1 + sum(r.sampled_from == spec.sampled_from
+                                        for r in rec.read_records(self.run_dir))
+        for label in spec.labels:
+            record.add_label(label)
+        record.status, record.finished_at, record.error = "running", None, None
+        record.trial_ids.append(trial.trial_id)
+        self.open[trial.trial_id] = record
+        return record
+
+    def _write(self, record: TrialRecord) -> None:
+        rec.write_record(self.run_dir, record)
+        for observe in self.observers:
+            observe(record)
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        self._write(self._record(trial))
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        record = self._record(trial)
+        entry = EpochResult(**json.loads(result["raysweep_result"]))
+        if "raysweep_segments" in result:  # the first report of a launch
+            record.segments = [Segment(**s) for s in json.loads(result["raysweep_segments"])]
+            record.history = [EpochResult(**h) for h in json.loads(result["raysweep_history"])]
+            record.params, record.flops = result.get("params"), result.get("flops")
+            record.restarts = len(record.segments) - 1
+        record.history = [h for h in record.history if h.epoch < entry.epoch] + [entry]
+        if entry.train_loss is None:
+            record.status, record.stopped_at_epoch = "diverged", entry.epoch
+            record.error = f"non-finite training loss at epoch {entry.epoch}"
+        self._write(record)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        record = self._record(trial)
+        if record.status != "diverged":
+            finished = record.last_epoch >= record.epochs
+            record.status = "completed" if finished else "stopped"
+            record.stopped_at_epoch = None if finished else record.last_epoch
+        self._finish(trial, record)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        record = self._record(trial)
+        record.status, record.error = "errored", _error_text(trial)
+        self._finish(trial, record)
+
+    def _finish(self, trial, record: TrialRecord) -> None:
+        record.finished_at = now()
+        self._write(record)
+        self.open.pop(trial.trial_id, None)
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _error_text(trial) -> str:
+    path = getattr(trial, "error_file", None) or ""
+    if path and Path(path).is_file():
+        lines = [ln for ln in Path(path).read_text().splitlines() if ln.strip()]
+        return lines[-1][:2000] if lines else "unknown error"
+    return str(getattr(trial, "error_msg", "") or "unknown error")[:2000]
