@@ -106,6 +106,7 @@ def cmd_run(args) -> int:
 
     # Validate everything that can be validated before Ray starts.
     study = load_study(args.space, args.set, _cli_overrides(args), args.group)
+    driver.check_data(study.trials())
     begin = time.perf_counter()
     url = cluster.connect(args.local, args.address, verbose=args.verbose)
     timings = {"ray_start_seconds": time.perf_counter() - begin}

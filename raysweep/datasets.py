@@ -65,6 +65,13 @@ def check_available(train: TrainConfig) -> None:
             _torchvision_split(train, split)
 
 
+def train_images(train: TrainConfig) -> int:
+    """How many images train per epoch: the training split less the validation split."""
+    _, labels = load(train, "train")
+    keep, _ = stratified_split(labels, train.val_fraction, train.split_seed)
+    return len(keep)
+
+
 def fingerprint(train: TrainConfig) -> str | None:
     """What identifies the data beyond the dataset's name (a user's image folder)."""
     return None

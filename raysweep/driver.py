@@ -47,9 +47,7 @@ def run_study(study: Study, storage: str, name: str | None = None, resume: bool 
         raise StudyError(f"--resume: no run named {run_dir.name!r} under {run_dir.parent}")
     _check_writable(run_dir)
     specs = study.trials()
-    for train in {json.dumps(s.train.to_dict(), sort_keys=True, default=list): s.train
-                  for s in specs}.values():
-        datasets.check_available(train)
+    check_data(specs)
     records = _label_finished(run_dir, specs)
     todo = specs if study.search else [s for s in specs if not _finished(records, s.key)]
     resources, concurrent = plan_trials(study.resources, todo or specs, ray.cluster_resources(),
@@ -73,6 +71,28 @@ def run_study(study: Study, storage: str, name: str | None = None, resume: bool 
                                              observers)
     timings["tune_seconds"] = time.perf_counter() - begin
     return run_dir
+
+
+def check_data(specs: list[TrialSpec]) -> None:
+    """Every dataset the trials read is there and whole, and holds a global batch after
+    the validation split: checked once, before any trial starts (and before Ray, by the
+    CLI), instead of failing every trial."""
+    seen: dict[str, int] = {}
+    for spec in specs:
+        data = {k: v for k, v in spec.train.to_dict().items() if k in DATA_KEYS}
+        ident = json.dumps(data, sort_keys=True, default=list)
+        if ident not in seen:
+            datasets.check_available(spec.train)
+            seen[ident] = datasets.train_images(spec.train)
+        if spec.train.batch_size > seen[ident]:
+            raise StudyError(f"batch_size={spec.train.batch_size} (global) is larger than the "
+                             f"{seen[ident]} training images of {spec.label} after the "
+                             f"validation split; allowed: batch_size <= {seen[ident]}")
+
+
+# The TrainConfig values that decide which images a trial reads.
+DATA_KEYS = ("dataset", "data_dir", "download", "data_checksums", "train_size", "test_size",
+             "val_fraction", "split_seed", "synthetic_classes", "data_fingerprint")
 
 
 def _search(study: Study, context: TrialContext, run_dir, base: TrialSpec,
