@@ -238,7 +238,8 @@ def test_readme_documents_every_rule():
     text = README.read_text()
     for rule in ("ranked only among", "stopped by ASHA", "never averaged together",
                  "equal-budget epoch", "diverged", "paired t-test", "Welch", "Holm",
-                 "95% confidence interval", "could detect", "validation", "never chosen by test",
+                 "95% confidence interval", "could detect", "validation",
+                 "Nothing is chosen by test accuracy",
                  "resizebox", "footnotesize", "pdflatex", "apt-get install", "300 dpi",
                  "vector PDF", "clipped to [0, 100]", "overlap", "setting"):
         assert rule in text, rule

@@ -10,7 +10,7 @@ their Δ at the epoch they reached, untested: ASHA chose them for being behind.
 from __future__ import annotations
 
 import warnings
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 import pandas as pd
@@ -68,14 +68,12 @@ def _rows(group: str, records: list[TrialRecord], order: list[str]) -> list[_Row
         arms[(not label.baseline, label.variant, r.arm_key)].append(r)
     rank = {v: i for i, v in enumerate(order)}
     keys = sorted(arms, key=lambda k: (k[0], rank.get(k[1], len(rank)), k[1], names[k[2]]))
-    per_variant = defaultdict(int)
-    for _, variant, _ in keys:
-        per_variant[variant] += 1
+    configs = Counter(variant for _, variant, _ in keys)   # a variant run with 2 configs: 2 rows
     rows = []
-    for is_variant, variant, arm_key in keys:
-        shown = variant if per_variant[variant] == 1 else f"{variant} ({names[arm_key]})"
-        rows += [_Row(shown, names[arm_key], not is_variant, c) for c in co.cohorts(arms[(
-            is_variant, variant, arm_key)])]
+    for key in keys:
+        is_variant, variant, arm_key = key
+        shown = variant if configs[variant] == 1 else f"{variant} ({names[arm_key]})"
+        rows += [_Row(shown, names[arm_key], not is_variant, c) for c in co.cohorts(arms[key])]
     base = _baseline(group, rows)
     for row in rows:
         if not row.baseline and row.cohort.ending != co.NONE:
@@ -158,8 +156,8 @@ def _latex(data: pd.DataFrame) -> pd.DataFrame:
         "variant": [v + s for v, s in zip(data["variant"], stopped)],
         "top-1 (%)": means(data, "top1", show_n=False),
         "seeds": data["top1_n"].astype(str),
-        "Δ top-1\n(95% CI)": [_delta(d, lo, hi, "\n") for d, lo, hi in
-                               zip(data["delta_top1"], data["delta_ci_low"], data["delta_ci_high"])],
+        "Δ top-1\n(95% CI)": [_delta(d, lo, hi, "\n") for d, lo, hi in zip(
+            data["delta_top1"], data["delta_ci_low"], data["delta_ci_high"])],
         "p\n(Holm)": data["p_holm"].map(fmt_p),
         "verdict": data["verdict"],
         "Δ params\n(M)": data["delta_params_M"].map(lambda x: fmt_signed(x, 4)),
