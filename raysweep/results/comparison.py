@@ -20,6 +20,13 @@ from raysweep.results.table import (Table, fmt, means, per_model, seed_mean, sou
 from raysweep.trial import TrialRecord
 
 ORDER = {co.FULL: 0, co.STOPPED: 1, co.NONE: 2}
+COLUMNS = (   # of comparison.csv; "label" names the row in provenance, "name" the arm
+    "setting", "rank", "label", "name", "model", "family", "innovation", "ending", "ended",
+    "end_epoch", "top1_mean", "top1_std", "top1_n", "val_top1_mean", "val_top1_std",
+    "val_top1_n", "top5_mean", "top5_std", "top5_n", "equal_budget_epoch",
+    "top1_at_budget_mean", "top1_at_budget_std", "top1_at_budget_n", "params_M", "flops_M",
+    "train_hours", "gpu_hours", "images_per_s", "top1_per_M_params", "n_seeds", "status",
+    "trials")
 
 
 def settings(records: list[TrialRecord]) -> dict[tuple, str]:
@@ -38,7 +45,7 @@ def comparison(records: list[TrialRecord]) -> Table:
         row = _row(cohort, names[cohort.arm_key], tags[cohort.setting], budget[cohort.setting])
         rows.append(row)
         origin[row["label"]] = sources(cohort.trials())
-    data = _ranked(pd.DataFrame(rows, columns=list(_row_columns())))
+    data = _ranked(pd.DataFrame(rows, columns=list(COLUMNS)))
     epochs = {e for e in budget.values() if e is not None}
     at = f"epoch {epochs.pop()}" if len(epochs) == 1 else "epoch E"
     display = _display(data, at, multi=len(tags) > 1)
@@ -47,17 +54,6 @@ def comparison(records: list[TrialRecord]) -> Table:
                  {label: origin[label] for label in data["label"]},
                  latex=_latex(data, at, multi=len(tags) > 1),
                  latex_types={"model": "2.6cm", "status": "2.3cm"})
-
-
-def _row_columns() -> dict:
-    return dict.fromkeys([
-        "setting", "rank", "label", "name", "model", "family", "innovation", "ending", "ended",
-        "end_epoch",
-        "top1_mean", "top1_std", "top1_n", "val_top1_mean", "val_top1_std", "val_top1_n",
-        "top5_mean", "top5_std", "top5_n", "equal_budget_epoch",
-        "top1_at_budget_mean", "top1_at_budget_std", "top1_at_budget_n",
-        "params_M", "flops_M", "train_hours", "gpu_hours", "images_per_s", "top1_per_M_params",
-        "n_seeds", "status", "trials"])
 
 
 def _row(cohort: co.Cohort, name: str, tag: str, budget: int | None) -> dict:
