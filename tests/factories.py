@@ -26,6 +26,14 @@ def spec(model: str = "resnet_20", seed: int = 0, group: str | None = None,
     return TrialSpec(study, model, dict(options or {}), seed, TRAIN.replace(**train), (label,))
 
 
+def search_sample(trial: TrialSpec, sample: int, **values) -> TrialSpec:
+    """`trial` as search sample `sample` with `values` sampled into its TrainConfig. The
+    factories' lr_scaling is "none", so peak_lr is lr (`recipes.rescale` is not needed)."""
+    peak = {"peak_lr": values["lr"]} if "lr" in values else {}
+    return dataclasses.replace(trial, train=trial.train.replace(**values, **peak),
+                               searched=dict(values), sample=sample)
+
+
 def epoch(n: int, val_top1: float | None = 50.0, test_top1: float = 50.0, segment: int = 0,
           epoch_seconds: float = 10.0, **extra) -> EpochResult:
     values = dict(epoch=n, train_loss=1.0, val_loss=1.0 if val_top1 is not None else None,

@@ -1,55 +1,51 @@
-"""The results layer: every table number recomputed here from the stored records, the
-exported files parsed, the plots looked at, and the records left untouched."""
+"""The results layer: its table rules on hand-built records (tests/factories.py), its
+statistics against scipy.stats computed here by hand, LaTeX compiled by pdflatex, plots
+inspected, and (at the end, marked END-TO-END) the report of a real run."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
 import re
 import shutil
-from collections import Counter, defaultdict
+import struct
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from matplotlib.image import imread
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.text import Text
 from scipy import stats as sps
 
-from raysweep.records import read_records, write_record
-from raysweep.results import NoRecordsError, report, stats, tables
+from raysweep.errors import NoRecordsError, RaysweepError
+from raysweep.records import read_records
+from raysweep.results import ablation, comparison, hpo, plots, report
+from raysweep.results.export import write_table
+from raysweep.results.latex import to_latex
+from raysweep.trial import ArmLabel
+from tests.factories import record, search_sample, spec, write_run
 
-IGNORED_CONFIG = ("data_dir", "download", "data_checksums", "loader_workers")
-
-
-# --- helpers that recompute from records, independently of the package ---
-
-def final_top1(r, metric="top1"):
-    return r["history"][-1][metric] if r["history"] else math.nan
-
-
-def by_arm(records):
-    arms = defaultdict(list)
-    for r in records:
-        cfg = {k: v for k, v in r["config"].items() if k not in IGNORED_CONFIG}
-        arms[json.dumps([r["model"], r["model_options"], cfg], sort_keys=True)].append(r)
-    return list(arms.values())
+README = Path(__file__).resolve().parents[1] / "results" / "README.md"
 
 
-def seed_values(recs, value):
-    per_seed = defaultdict(list)
-    for r in recs:
-        if not math.isnan(value(r)):
-            per_seed[r["seed"]].append(value(r))
-    return [float(np.mean(v)) for v in per_seed.values()]
+def climb(final: float, epochs: int = 3) -> list[float]:
+    """A test top-1 history that rises one point per epoch to `final`."""
+    return [final - (epochs - 1 - i) for i in range(epochs)]
 
 
-def sd(values):
-    return float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
+def rows_of(table, **where) -> pd.DataFrame:
+    data = table.data
+    for column, value in where.items():
+        data = data[data[column] == value]
+    return data
 
 
-def close(a, b):
-    return (math.isnan(a) and math.isnan(b)) or a == pytest.approx(b, rel=1e-9, abs=1e-12)
+def md_rows(path: Path) -> list[list[str]]:
+    lines = [ln for ln in path.read_text().splitlines() if ln.startswith("|")]
+    return [[c.strip() for c in re.split(r"(?<!\\)\|", ln.strip())[1:-1]] for ln in lines]
 
 
 def sha(folder: Path) -> dict[str, str]:
@@ -57,296 +53,469 @@ def sha(folder: Path) -> dict[str, str]:
             for p in sorted((folder / "records").iterdir())}
 
 
-def md_cells(line: str) -> list[str]:
-    return [c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+# --- table rules on hand-built records ---
+
+def mixed_run():
+    """resnet_20: seeds 0, 1 ran the full 3 epochs, seed 2 was stopped by ASHA at epoch 1;
+    resnet_32: seed 0 full, seed 1 stopped at 2, seed 2 stopped at 1."""
+    return [record(spec("resnet_20", 0), top1=climb(70.0)),
+            record(spec("resnet_20", 1), top1=climb(72.0)),
+            record(spec("resnet_20", 2), status="stopped", top1=[5.0]),
+            record(spec("resnet_32", 0), top1=climb(74.0)),
+            record(spec("resnet_32", 1), status="stopped", top1=[30.0, 31.0]),
+            record(spec("resnet_32", 2), status="stopped", top1=[20.0])]
 
 
-def copy_run(src: Path, dst: Path) -> Path:
-    """Only what a copied results folder needs: records, study, provenance (no Ray state)."""
-    shutil.copytree(src / "records", dst / "records")
-    for name in ("study.yaml", "provenance.json"):
-        shutil.copy(src / name, dst / name)
-    return dst
+def test_no_pooled_row_mixes_end_epochs(tmp_path):
+    recs = mixed_run()
+    table = comparison.comparison(recs)
+    by_key = {r.key: r for r in recs}
+    assert len(table.data) == 5     # 2 full-budget rows, 3 stopped rows (one per epoch)
+    for _, row in table.data.iterrows():
+        trials = [by_key[k] for k in row["trials"].split()]
+        assert {t.last_epoch for t in trials} == {row["end_epoch"]}, row["label"]
+        finals = [t.history[-1].test_top1 for t in trials]
+        assert row["top1_mean"] == pytest.approx(np.mean(finals)) and row["top1_n"] == len(finals)
+    full20 = rows_of(table, name="resnet_20", ending="full budget").iloc[0]
+    assert full20["top1_mean"] == 71.0 and full20["top1_std"] == pytest.approx(math.sqrt(2))
+    # Markdown and LaTeX show the same rows: never "resnet_20 37.x ± 33" pooled over endings.
+    for fmt in ("md", "tex"):
+        write_table(table, tmp_path, (fmt,))
+    md = {r[1] + " / " + r[2]: r for r in md_rows(tmp_path / "comparison.md")[2:]}
+    assert md["resnet_20 / full budget (3 epochs)"][3] == "71.00 ± 1.41 (n=2)"
+    assert md["resnet_20 / stopped by ASHA at epoch 1"][3] == "5.00 (n=1)"
+    assert md["resnet_32 / stopped by ASHA at epoch 2"][3] == "31.00 (n=1)"
+    tex = (tmp_path / "comparison.tex").read_text()
+    assert r"71.00 $\pm$ 1.41" in tex and "37." not in tex
+    # The plot's full-budget panel has the full-budget rows only, at their final top-1.
+    fig = plots.accuracy_bars(table)
+    assert sorted(p.get_width() for p in fig.axes[0].patches) == [71.0, 74.0]
+    # At epoch 1 (E): every row, the stopped ones too.
+    assert sorted(p.get_width() for p in fig.axes[1].patches) == [5.0, 20.0, 30.0, 69.0, 72.0]
 
 
-@pytest.fixture(scope="module")
-def smoke_report(smoke_run_dir, tmp_path_factory):
-    before = sha(smoke_run_dir)
-    out = tmp_path_factory.mktemp("report")
-    written = report(smoke_run_dir, out)
-    return {"run": smoke_run_dir, "out": out, "written": written, "before": before,
-            "records": read_records(smoke_run_dir)}
+def test_a_diverged_seed_does_not_move_its_rows_mean():
+    clean = [record(spec("resnet_20", s), top1=climb(v)) for s, v in ((0, 70.0), (1, 72.0))]
+    diverged = record(spec("resnet_20", 2), status="diverged", top1=[1.0, 1.0])
+    errored = record(spec("resnet_20", 3), status="errored", top1=[])
+    without = rows_of(comparison.comparison(clean), name="resnet_20").iloc[0]
+    table = comparison.comparison(clean + [diverged, errored])
+    assert len(table.data) == 1
+    row = table.data.iloc[0]
+    assert row["top1_mean"] == without["top1_mean"] == 71.0 and row["top1_n"] == 2
+    assert row["top1_at_budget_mean"] == without["top1_at_budget_mean"]
+    assert row["status"] == "completed ×2; diverged at epoch 2 ×1; errored ×1"
+    assert set(row["trials"].split()) == {r.key for r in clean + [diverged, errored]}
 
 
-# --- end to end on the real smoke run ---
-
-def test_report_writes_every_table_plot_and_provenance(smoke_report):
-    out, records = smoke_report["out"], smoke_report["records"]
-    tables_ = ["comparison", "families", "ablation_demo"]
-    expected = {f"{t}.{ext}" for t in tables_ for ext in ("md", "csv", "tex")}
-    expected |= {"accuracy_bars.png", "accuracy_vs_params.png", "ablation_demo_delta.png",
-                 "provenance.md", "provenance.json"}
-    expected |= {f"curves_{m}.png" for m in {r["model"] for r in records}}
-    assert {p.name for p in smoke_report["written"]} == expected
-    assert {p.name for p in out.iterdir()} == expected  # no temp files left behind
-
-
-def test_records_are_left_byte_identical(smoke_report):
-    assert sha(smoke_report["run"]) == smoke_report["before"]
+def test_one_early_diverged_trial_does_not_change_the_equal_budget_epoch():
+    recs = [record(spec("resnet_20", 0), top1=climb(70.0)),
+            record(spec("resnet_32", 0), status="stopped", top1=[50.0, 60.0])]
+    assert comparison.comparison(recs).data["equal_budget_epoch"].unique().tolist() == [2]
+    recs += [record(spec("resnet_56", 0), status="diverged", top1=[1.0]),
+             record(spec("resnet_44", 0), status="errored", top1=[])]
+    table = comparison.comparison(recs)
+    assert table.data["equal_budget_epoch"].unique().tolist() == [2]
+    assert "top-1 @ epoch 2 (%)" in table.display.columns
+    at = rows_of(table, name="resnet_20").iloc[0]
+    assert at["top1_at_budget_mean"] == 69.0     # resnet_20 at epoch 2, not at epoch 1
+    assert rows_of(table, name="resnet_56").iloc[0]["top1_n"] == 0   # counted, not averaged
 
 
-def test_comparison_rows_match_the_records(smoke_report):
-    records = smoke_report["records"]
-    table = pd.read_csv(smoke_report["out"] / "comparison.csv")
-    arms = by_arm(records)
-    assert len(table) == len(arms) == 3  # resnet_20, resnet_32, resnet_20 at lr 1e-7
-    budget = min(r["history"][-1]["epoch"] for r in records if r["history"])
-    assert budget == 1  # ASHA stopped tiny_lr at its first rung
-    assert (table["equal_budget_epoch"] == budget).all()
-    for recs in arms:
-        row = table[table["trials"].map(lambda t: set(t.split()) == {r["key"] for r in recs})]
-        assert len(row) == 1, [r["key"] for r in recs]
-        row = row.iloc[0]
-        top1 = seed_values(recs, final_top1)
-        at_budget = seed_values(recs, lambda r: next(h["top1"] for h in r["history"]
-                                                     if h["epoch"] == budget))
-        top5 = seed_values(recs, lambda r: final_top1(r, "top5"))
-        assert row["model"] == recs[0]["model"] and row["n_seeds"] == 2 == row["top1_n"]
-        assert close(row["top1_mean"], np.mean(top1)) and close(row["top1_std"], sd(top1))
-        assert close(row["top1_at_budget_mean"], np.mean(at_budget))
-        assert close(row["top1_at_budget_std"], sd(at_budget))
-        assert close(row["top5_mean"], np.mean(top5)) and close(row["top5_std"], sd(top5))
-        assert close(row["params_M"], recs[0]["params"] / 1e6)
-        assert close(row["flops_M"], recs[0]["flops"] / 1e6)
-        hours = np.mean([sum(h["epoch_seconds"] for h in r["history"]) for r in recs]) / 3600
-        assert close(row["train_hours"], hours)
-        assert math.isnan(row["gpu_hours"])  # a CPU run has no GPU cost
-        assert close(row["images_per_s"],
-                     np.mean([np.mean([h["images_per_s"] for h in r["history"]]) for r in recs]))
-        assert close(row["top1_per_M_params"], np.mean(top1) / (recs[0]["params"] / 1e6))
-        texts = Counter("completed" if r["status"] == "completed"
-                        else f"stopped by ASHA at epoch {r['stopped_at_epoch']}" for r in recs)
-        assert {r["status"] for r in recs} <= {"completed", "stopped"}
-        assert row["status"] == (next(iter(texts)) if len(texts) == 1 else
-                                 "; ".join(f"{t} ×{n}" for t, n in sorted(texts.items())))
-    assert list(table["top1_mean"]) == sorted(table["top1_mean"], reverse=True)
-    assert list(table["rank"]) == [1, 2, 3]
-    tiny = table[table["label"].str.contains("lr=1e-07")]
-    assert len(tiny) == 1 and tiny.iloc[0]["status"] == "stopped by ASHA at epoch 1"
+def test_ranks_list_full_budget_trials_first():
+    recs = [record(spec("resnet_20", 0), top1=climb(60.0)),
+            record(spec("resnet_32", 0), top1=climb(65.0)),
+            # stopped after epoch 1 with a top-1 above every full-budget trial's final one
+            record(spec("resnet_56", 0), status="stopped", top1=[90.0]),
+            record(spec("resnet_44", 0), status="errored", top1=[])]
+    data = comparison.comparison(recs).data
+    assert list(data["name"]) == ["resnet_32", "resnet_20", "resnet_56", "resnet_44"]
+    assert [None if pd.isna(r) else int(r) for r in data["rank"]] == [1, 2, None, None]
+    assert list(data["ending"]) == ["full budget", "full budget", "stopped", "no result"]
 
 
-def test_family_table_matches_the_records(smoke_report):
-    records = smoke_report["records"]
-    fam = pd.read_csv(smoke_report["out"] / "families.csv")
-    assert list(fam["family"]) == ["baseline"]  # resnet_20 and resnet_32
-    arm_means = [np.mean(seed_values(recs, final_top1)) for recs in by_arm(records)]
-    row = fam.iloc[0]
-    assert row["n_models"] == 2 and row["n_rows"] == 3
-    assert close(row["top1_mean"], np.mean(arm_means)) and close(row["top1_std"], sd(arm_means))
-    assert close(row["params_M_mean"],
-                 np.mean([recs[0]["params"] / 1e6 for recs in by_arm(records)]))
-    assert set(row["trials"].split()) == {r["key"] for r in records}
+def test_other_budgets_are_ranked_and_averaged_apart():
+    recs = [record(spec("resnet_20", 0), top1=climb(60.0)),
+            record(spec("resnet_32", 0), top1=climb(65.0)),
+            record(spec("resnet_56", 0, epochs=5), top1=climb(70.0, 5))]
+    table = comparison.comparison(recs)
+    data = table.data.set_index("name")
+    assert data["setting"].nunique() == 2
+    assert data.loc["resnet_56", "rank"] == 1 and data.loc["resnet_32", "rank"] == 1
+    fam = comparison.families(table).data
+    assert sorted(fam["top1_n"]) == [1, 2] and sorted(fam["top1_mean"]) == [62.5, 70.0]
 
 
-def test_ablation_table_matches_the_records(smoke_report):
-    records = smoke_report["records"]
-    abl = pd.read_csv(smoke_report["out"] / "ablation_demo.csv")
-    assert list(abl["variant"]) == ["baseline", "deeper", "tiny_lr"]  # the study's order
-    base = [final_top1(r) for r in records if r["baseline"]]
-    base_params = next(r for r in records if r["baseline"])["params"]
-    assert abl.iloc[0]["vs_noise"] == "baseline" and math.isnan(abl.iloc[0]["delta_top1"])
-    for _, row in abl.iloc[1:].iterrows():
-        recs = [r for r in records if r["variant"] == row["variant"]]
-        top1 = [final_top1(r) for r in recs]
-        assert close(row["top1_mean"], np.mean(top1)) and close(row["top1_std"], sd(top1))
-        assert close(row["delta_top1"], np.mean(top1) - np.mean(base))
-        se = math.sqrt(np.var(top1, ddof=1) / 2 + np.var(base, ddof=1) / 2)
-        assert close(row["delta_top1_se"], se)
-        assert close(row["delta_params_M"], (recs[0]["params"] - base_params) / 1e6)
-        if se == 0:
-            continue
-        p = sps.ttest_ind(top1, base, equal_var=False).pvalue
-        assert close(row["p_welch"], p)
-        assert row["vs_noise"] == ("within noise" if p >= 0.05 else "beyond noise")
-        assert set(row["trials"].split()) == {r["key"] for r in recs}
+# --- ablation statistics ---
+
+# Per-seed final test top-1 (%): the worked example of results/README.md.
+BASELINE = {0: 70.1, 1: 71.3, 2: 69.8, 3: 70.6, 4: 71.0}
+VARIANTS = {"wider": {0: 70.9, 1: 71.8, 2: 70.9, 3: 71.2, 4: 71.9},    # all 5 seeds shared
+            "deeper": {0: 70.0, 1: 71.5, 2: 69.5, 3: 70.9},             # seed 4 missing
+            "other_seeds": {10: 69.0, 11: 69.8, 12: 70.4},              # no seed shared
+            "one_seed": {0: 72.0}}
 
 
-def test_markdown_tables_are_well_formed(smoke_report):
-    for path in smoke_report["out"].glob("*.md"):
-        lines = [ln for ln in path.read_text().splitlines() if ln.startswith("|")]
-        assert len(lines) >= 3, path
-        widths = {len(md_cells(ln)) for ln in lines}
-        assert len(widths) == 1, (path, widths)
-        assert set(lines[1].replace("|", "")) == {"-"}
-    md = (smoke_report["out"] / "comparison.md").read_text()
-    assert "top-1 @ epoch 1" in md and "stopped by ASHA at epoch 1" in md
-    assert re.search(r"\d+\.\d\d ± \d+\.\d\d \(n=2\)", md)
+def group_records(group="g", baseline=BASELINE, variants=VARIANTS, model="resnet_20"):
+    """A baseline and variants (the same model at other learning rates), per-seed finals."""
+    recs = [record(spec(model, s, group=group, baseline=True), top1=climb(v))
+            for s, v in baseline.items()]
+    for i, (name, values) in enumerate(variants.items()):
+        recs += [record(spec(model, s, group=group, variant=name, lr=0.01 * (i + 1)),
+                        top1=climb(v)) for s, v in values.items()]
+    return recs
 
 
-def test_latex_tables_are_balanced(smoke_report):
-    for path in smoke_report["out"].glob("*.tex"):
-        tex = path.read_text()
-        assert tex.isascii(), path  # ±, Δ, × went through math mode
-        assert re.findall(r"\\begin\{(\w+)\}", tex) == ["table", "tabular"]
-        assert re.findall(r"\\end\{(\w+)\}", tex) == ["tabular", "table"]
-        unescaped = re.sub(r"\\[{}%&_#$]", "", tex)
-        depth = 0
-        for ch in unescaped:
-            depth += {"{": 1, "}": -1}.get(ch, 0)
-            assert depth >= 0, path
-        assert depth == 0, path
-        text = re.sub(r"\\label\{[^}]*\}", "", "\n".join(tex.splitlines()[1:]))
-        assert not re.search(r"(?<!\\)[%_#]", text), path  # escaped in cells and notes
-        spec = re.search(r"\\begin\{tabular\}\{(\w+)\}", tex).group(1)
-        body = tex.split("\\midrule\n")[1].split("\\bottomrule")[0].strip().splitlines()
-        head = tex.split("\\toprule\n")[1].splitlines()[0]
-        for row in [head, *body]:
-            assert len(re.findall(r"(?<!\\)&", row)) == len(spec) - 1, row
-            assert row.endswith(r"\\")
+def by_hand(variant: dict, baseline: dict, m: int):
+    """(delta, ci_low, ci_high, p, detectable) from scipy.stats, as results/README.md says."""
+    shared = sorted(set(variant) & set(baseline))
+    if len(shared) >= 2:
+        d = np.array([variant[s] - baseline[s] for s in shared])
+        n, se = len(d), d.std(ddof=1) / math.sqrt(len(d))
+        p, df, delta = sps.ttest_rel([variant[s] for s in shared],
+                                     [baseline[s] for s in shared]).pvalue, n - 1, d.mean()
+    else:
+        v, b = np.array(list(variant.values())), np.array(list(baseline.values()))
+        va, vb = v.var(ddof=1) / len(v), b.var(ddof=1) / len(b)
+        se, delta = math.sqrt(va + vb), v.mean() - b.mean()
+        df = (va + vb) ** 2 / (va ** 2 / (len(v) - 1) + vb ** 2 / (len(b) - 1))
+        p = sps.ttest_ind(v, b, equal_var=False).pvalue
+    half = sps.t.ppf(0.975, df) * se
+    detectable = (sps.t.ppf(1 - 0.05 / (2 * m), df) + sps.t.ppf(0.8, df)) * se
+    return delta, delta - half, delta + half, p, detectable
 
 
-def test_plots_are_real_images(smoke_report):
-    pngs = list(smoke_report["out"].glob("*.png"))
-    assert len(pngs) >= 5
-    for path in pngs:
-        img = imread(path)
-        assert img.shape[0] > 200 and img.shape[1] > 300, path
-        assert len(np.unique(img.reshape(-1, img.shape[-1]), axis=0)) > 10, path
+def holm_by_hand(pvalues: list[float]) -> list[float]:
+    m, order = len(pvalues), np.argsort(pvalues)
+    adjusted, running = [0.0] * m, 0.0
+    for k, i in enumerate(order):
+        running = max(running, min(1.0, (m - k) * pvalues[i]))
+        adjusted[i] = running
+    return adjusted
 
 
-def test_provenance_names_the_run_and_each_rows_trials(smoke_report):
-    out, run = smoke_report["out"], smoke_report["run"]
-    prov = json.loads((out / "provenance.json").read_text())
-    engine = json.loads((run / "provenance.json").read_text())
-    assert prov["runs"] == engine["runs"] and prov["study"] == "fixture"
-    assert prov["record_sha256"] == smoke_report["before"]
-    comparison = pd.read_csv(out / "comparison.csv")
-    rows = prov["tables"]["comparison"]
-    assert list(rows) == list(comparison["label"])
-    ids = {r["key"]: r["trial_id"] for r in smoke_report["records"]}
-    for label, trials in zip(comparison["label"], comparison["trials"]):
-        assert [t["key"] for t in rows[label]] == trials.split()
-        assert all(t["trial_id"] == ids[t["key"]] for t in rows[label])
-    md = (out / "provenance.md").read_text()
-    assert (engine["runs"][0]["git_commit"] or "unknown") in md
-    assert engine["runs"][0]["torch"] in md and engine["runs"][0]["ray"] in md
-    assert all(key in md for key in ids)
+def test_paired_and_holm_numbers_match_scipy():
+    table = ablation.ablation("g", group_records(), list(VARIANTS), None)
+    data = table.data.set_index("variant")
+    tested = ["wider", "deeper", "other_seeds"]
+    expected = {v: by_hand(VARIANTS[v], BASELINE, m=3) for v in tested}
+    holm = dict(zip(tested, holm_by_hand([expected[v][3] for v in tested])))
+    for v in tested:
+        delta, low, high, p, detectable = expected[v]
+        row = data.loc[v]
+        assert row["test"] == ("Welch t" if v == "other_seeds" else "paired t")
+        assert row["n_pairs"] == {"wider": 5, "deeper": 4, "other_seeds": 0}[v]
+        for column, value in (("delta_top1", delta), ("delta_ci_low", low),
+                              ("delta_ci_high", high), ("p", p), ("p_holm", holm[v]),
+                              ("detectable_delta", detectable)):
+            assert row[column] == pytest.approx(value, rel=1e-9), (v, column)
+        significant = holm[v] < 0.05
+        assert row["verdict"] == ("significant at α = 0.05 after Holm" if significant else
+                                  "not significant at α = 0.05 after Holm; could detect "
+                                  f"|Δ| ≥ {detectable:.2f}")
+    assert data.loc["wider", "verdict"].startswith("significant")   # paired: seeds agree
+    assert data.loc["one_seed", "verdict"] == "not tested: a side has 1 seed"
+    assert math.isnan(data.loc["one_seed", "p_holm"]) and (data["holm_m"] == 3).all()
+    # The same values unpaired: Welch cannot see what the shared seeds show.
+    welch = sps.ttest_ind(list(VARIANTS["wider"].values()), list(BASELINE.values()),
+                          equal_var=False).pvalue
+    assert welch > 3 * expected["wider"][3]
 
 
-def test_default_out_dir_and_formats_on_a_copied_folder(smoke_run_dir, tmp_path):
-    run = copy_run(smoke_run_dir, tmp_path / "copy")
-    written = report(run, formats=("csv",))
-    assert all(p.parent == run / "report" for p in written)
-    assert {p.suffix for p in written} == {".csv", ".png", ".md", ".json"}
-    assert {p.name for p in written if p.suffix == ".md"} == {"provenance.md"}
-    with pytest.raises(ValueError, match="'pdf'"):
-        report(run, formats=("pdf",))
+def test_readme_works_the_example_of_the_test_above():
+    text = README.read_text()
+    tested = ["wider", "deeper", "other_seeds"]
+    expected = {v: by_hand(VARIANTS[v], BASELINE, m=3) for v in tested}
+    holm = holm_by_hand([expected[v][3] for v in tested])
+    for v, p_holm in zip(tested, holm):
+        delta, low, high, p, detectable = expected[v]
+        for number in (f"{delta:+.2f}", f"[{low:+.2f}, {high:+.2f}]", f"{p:.4f}",
+                       f"{p_holm:.4f}", f"{detectable:.2f}"):
+            assert number in text, (v, number)
 
 
-def test_corrupt_record_is_named_and_skipped(smoke_run_dir, tmp_path):
-    run = copy_run(smoke_run_dir, tmp_path / "copy")
+def test_readme_documents_every_rule():
+    text = README.read_text()
+    for rule in ("ranked only among", "stopped by ASHA", "never averaged together",
+                 "equal-budget epoch", "diverged", "paired t-test", "Welch", "Holm",
+                 "95% confidence interval", "could detect", "validation",
+                 "Nothing is chosen by test accuracy",
+                 "resizebox", "footnotesize", "pdflatex", "apt-get install", "300 dpi",
+                 "vector PDF", "clipped to [0, 100]", "overlap", "setting"):
+        assert rule in text, rule
+
+
+def test_stopped_variant_is_shown_apart_and_not_tested():
+    recs = group_records(variants={"wider": VARIANTS["wider"]})
+    recs.append(record(spec("resnet_20", 5, group="g", variant="wider", lr=0.01),
+                       status="stopped", top1=[40.0]))
+    data = ablation.ablation("g", recs, [], None).data
+    full = rows_of(ablation.ablation("g", group_records(variants={"wider": VARIANTS["wider"]}),
+                                     [], None), variant="wider").iloc[0]
+    rows = data[data["variant"] == "wider"].set_index("ending")
+    assert rows.loc["full budget", "p"] == full["p"]      # the stopped seed changes nothing
+    stopped = rows.loc["stopped"]
+    assert stopped["verdict"] == "not tested: stopped by ASHA, Δ at epoch 1"
+    # no baseline seed 5: Δ at epoch 1 against the baseline seeds' epoch 1 (mean 68.56)
+    assert stopped["delta_top1"] == pytest.approx(40.0 - (np.mean(list(BASELINE.values())) - 2))
+    assert math.isnan(stopped["p_holm"]) and (data["holm_m"] == 1).all()
+
+
+def test_a_baseline_shared_by_groups_is_one_trial_in_each():
+    labels = (ArmLabel("a", "baseline", True), ArmLabel("b", "baseline", True))
+    recs = [record(spec("resnet_20", s).with_labels(labels), top1=climb(v))
+            for s, v in BASELINE.items()]
+    for group, model in (("a", "resnet_32"), ("b", "resnet_44")):
+        recs += [record(spec(model, s, group=group, variant="deeper"), top1=climb(v + 1))
+                 for s, v in BASELINE.items()]
+    tables = ablation.ablations(recs)
+    assert [t.name for t in tables] == ["ablation_a", "ablation_b"]
+    for t in tables:
+        assert list(t.data["variant"]) == ["baseline", "deeper"]
+        assert t.data.iloc[1]["delta_top1"] == pytest.approx(1.0)
+    assert list(comparison.comparison(recs).data["name"]) == ["resnet_32", "resnet_44",
+                                                              "resnet_20"]   # resnet_20 once
+
+
+# --- the search table ---
+
+def test_hpo_chooses_by_validation_among_full_budget_samples():
+    base = spec("resnet_56", 0)
+    runs = {  # sample: (lr, val top-1, test top-1, status)
+        0: (0.1, 60.0, 70.0, "completed"),     # the best test accuracy: must not matter
+        1: (0.05, 65.0, 62.0, "completed"),    # the best validation accuracy among full ones
+        2: (0.2, 80.0, 50.0, "stopped")}       # higher validation, but stopped: not eligible
+    recs = []
+    for sample, (lr, val, test, status) in runs.items():
+        for seed in (0, 1):
+            trial = search_sample(spec("resnet_56", seed), sample, lr=lr)
+            n = 3 if status == "completed" else 1
+            recs.append(record(trial, status=status, top1=climb(test + seed, n),
+                               val_top1=climb(val + seed, n)))
+    recs.append(record(base, top1=climb(99.0)))   # a grid trial: not in the search table
+    table = hpo.hpo(recs)
+    row = table.data.iloc[0]
+    assert (row["chosen"], row["searched"], row["n_samples"], row["n_eligible"]) == \
+        ("1", "lr=0.05", 3, 2)
+    assert row["val_top1_mean"] == 65.5 and row["top1_mean"] == 62.5 and row["top1_n"] == 2
+    assert "resnet_56" in set(comparison.comparison(recs).data["name"])
+    assert len(comparison.comparison(recs).data) == 1
+    blind = [record(search_sample(spec("resnet_56", 0), s, lr=lr), top1=climb(t),
+                    val_top1=[None] * 3) for s, (lr, _, t, _) in runs.items()]
+    assert hpo.hpo(blind).data.iloc[0]["chosen"] == ""    # no validation split: no choice
+    assert hpo.hpo([record(base)]) is None
+
+
+# --- paper-ready output ---
+
+def wide_run() -> list:
+    """Long names, many rows, every kind of ending: the hardest tables to fit a page."""
+    recs = []
+    for i, model in enumerate(["improved_resnet20_convnext", "coatnet_cifar_opt_large_stem",
+                               "res2net_ca_v1b", "ghost_resnet_32", "edgenext"]):
+        options = {"channel_attention": "none", "s3_depth": 5} if i == 1 else {}
+        recs += [record(spec(model, s, options=options), top1=climb(60.0 + i + s)) for s in (0, 1)]
+        recs.append(record(spec(model, 2, options=options), status="stopped", top1=[20.0 + i]))
+    recs.append(record(spec("resnet_20", 0), status="diverged", top1=[1.0]))
+    variants = {f"label_smoothing_0.{i}_with_long_name": {s: 70.0 + i * 0.1 + s * 0.2
+                                                          for s in range(3)} for i in range(12)}
+    return recs + group_records("training_tricks", {s: 70.0 + s * 0.3 for s in range(3)},
+                                variants)
+
+
+def overfull_boxes(log: str) -> list[float]:
+    return [float(x) for x in re.findall(r"Overfull \\hbox \(([\d.]+)pt too wide\)", log)]
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None,
+                    reason="pdflatex not installed (results/README.md: apt-get install "
+                           "texlive-latex-recommended)")
+def test_latex_tables_compile_without_overfull_boxes(tmp_path):
+    recs = wide_run()
+    tables = [comparison.comparison(recs), *ablation.ablations(recs), hpo.hpo(
+        [record(search_sample(spec("resnet_56", 0), n, lr=0.1 / (n + 1), weight_decay=1e-4))
+         for n in range(3)])]
+    tables.insert(1, comparison.families(tables[0]))
+    for t in tables:
+        write_table(t, tmp_path, ("tex",))
+    doc = tmp_path / "paper.tex"
+    doc.write_text("\n".join([r"\documentclass{article}", r"\usepackage{booktabs,graphicx,array}",
+                              r"\begin{document}",
+                              *[rf"\input{{{t.name}.tex}}\clearpage" for t in tables],
+                              r"\end{document}"]))
+    proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    log = (tmp_path / "paper.log").read_text(errors="replace")
+    assert proc.returncode == 0, log[-3000:]
+    assert (tmp_path / "paper.pdf").read_bytes()[:4] == b"%PDF"
+    assert [x for x in overfull_boxes(log) if x > 1.0] == [], log
+    # The input is hard enough: all columns, not scaled to the page, are far too wide.
+    every_column = to_latex(dataclasses.replace(tables[0], latex=None))
+    bare = re.sub(r"\\resizebox.*\n", "", every_column).replace(r"\end{tabular}}", r"\end{tabular}")
+    (tmp_path / "comparison.tex").write_text(bare)
+    subprocess.run(["pdflatex", "-interaction=nonstopmode", doc.name], cwd=tmp_path,
+                   capture_output=True, timeout=120)
+    assert max(overfull_boxes((tmp_path / "paper.log").read_text(errors="replace"))) > 100
+
+
+def text_boxes(fig):
+    """Every text the figure draws, with its box in pixels (an annotation's text without
+    its leader line; tick labels of ticks outside the axis limits are not drawn)."""
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    undrawn = set()
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            lo, hi = sorted(axis.get_view_interval())
+            slack = 1e-9 * (hi - lo)
+            undrawn |= {id(label) for tick in axis.get_major_ticks() + axis.get_minor_ticks()
+                        if not lo - slack <= tick.get_loc() <= hi + slack
+                        for label in (tick.label1, tick.label2)}
+    found = [t for t in fig.findobj(Text)
+             if t.get_visible() and t.get_text().strip() and id(t) not in undrawn]
+    return [(t.get_text(), Text.get_window_extent(t, renderer)) for t in found]
+
+
+def overlaps(fig) -> list[tuple[str, str]]:
+    boxes = text_boxes(fig)
+    return [(a, b) for i, (a, box_a) in enumerate(boxes) for b, box_b in boxes[i + 1:]
+            if box_a.shrunk(0.98, 0.9).overlaps(box_b.shrunk(0.98, 0.9))]
+
+
+def test_plots_clip_error_bars_and_keep_labels_apart():
+    recs = [record(spec(f"model_{i:02d}_with_a_rather_long_name", s),
+                   top1=climb(v), innovation=i == 3)
+            for i in range(14) for s, v in ((0, 99.5 - i * 0.05), (1, 90.0 - i * 0.05))]
+    recs.append(record(spec("model_00_with_a_rather_long_name", 2), status="stopped",
+                       top1=[50.0]))
+    table = comparison.comparison(recs)
+    assert (table.data["top1_mean"] + table.data["top1_std"] > 100).sum() >= 10
+    figs = {"bars": plots.accuracy_bars(table), "scatter": plots.accuracy_vs_params(table)}
+    for fig in figs.values():
+        for ax in fig.axes:
+            for line in ax.collections:       # error bar segments
+                for seg in line.get_segments():
+                    values = seg[:, 0] if fig is figs["bars"] else seg[:, 1]
+                    assert values.min() >= 0 and values.max() <= 100
+    # 14 points within 0.7 % of accuracy: their labels must still not overlap
+    for name, fig in figs.items():
+        assert overlaps(fig) == [], name
+
+
+def test_plot_titles_are_plain_and_files_are_pdf_and_300_dpi_png(tmp_path):
+    recs = small_run("eca_kernel", "k3")
+    table = comparison.comparison(recs)
+    ablations = ablation.ablations(recs, descriptions={"eca_kernel": "ECA kernel size"})
+    written = plots.write_all(recs, table, ablations, tmp_path)
+    assert {p.suffix for p in written} == {".pdf", ".png"}
+    assert len(written) == 2 * (2 + 1 + 1)     # bars, scatter, 1 model's curves, 1 ablation
+    for path in written:
+        if path.suffix == ".pdf":
+            assert path.read_bytes()[:5] == b"%PDF-"
+        else:
+            assert png_dpi(path) == pytest.approx(300, abs=0.1)
+    figs = [plots.accuracy_bars(table), plots.accuracy_vs_params(table),
+            plots.ablation_deltas(ablations[0]), *plots.training_curves(recs).values()]
+    titles = [t for f in figs for t in [f.get_suptitle(), *(a.get_title() for a in f.axes)] if t]
+    assert "ECA kernel size" in titles
+    for title in titles:
+        assert not re.search(r"ASHA|\barm\b|trial|cohort|record|eca_kernel|seeds'", title), title
+    for fig in figs:
+        assert overlaps(fig) == []
+
+
+def small_run(group: str, variant: str) -> list:
+    """One model (one curves plot): a baseline and a variant over 3 seeds, one seed of the
+    variant stopped by ASHA: every kind of table row and plot, cheaply."""
+    recs = group_records(group, {s: BASELINE[s] for s in range(3)},
+                         {variant: {s: VARIANTS["wider"][s] for s in range(3)}})
+    recs.append(record(spec("resnet_20", 9, group=group, variant=variant, lr=0.01),
+                       status="stopped", top1=[40.0]))
+    return recs
+
+
+def png_dpi(path: Path) -> float:
+    data = path.read_bytes()
+    at = data.index(b"pHYs")
+    x_per_m, _, unit = struct.unpack(">IIB", data[at + 4:at + 13])
+    assert unit == 1    # metres
+    return x_per_m * 0.0254
+
+
+# --- the entry point ---
+
+def test_report_reads_records_and_writes_every_file(tmp_path):
+    recs = small_run("demo", "wider")
+    run = write_run(tmp_path / "run", recs)
     (run / "records" / "zz-broken.json").write_text('{"key": "zz-broken", "hist')
-    (run / "provenance.json").unlink()
     before = sha(run)
     with pytest.warns(UserWarning, match="zz-broken.json"):
-        report(run, tmp_path / "out")
-    assert sha(run) == before
-    assert len(pd.read_csv(tmp_path / "out" / "comparison.csv")) == 3
-    prov = json.loads((tmp_path / "out" / "provenance.json").read_text())
-    assert prov["report"]["records_skipped"] == ["zz-broken.json"] and prov["runs"] == "unknown"
-    assert "unknown" in (tmp_path / "out" / "provenance.md").read_text()
+        written = report(run)
+    assert sha(run) == before   # records untouched
+    out = run / "report"
+    names = {p.name for p in written}
+    assert names == {p.name for p in out.iterdir()}      # no temp files left behind
+    for stem in ("comparison", "families", "ablation_demo"):
+        assert {f"{stem}.md", f"{stem}.csv", f"{stem}.tex"} <= names
+    for stem in ("accuracy_bars", "accuracy_vs_params", "ablation_demo_delta",
+                 "curves_resnet_20"):
+        assert {f"{stem}.pdf", f"{stem}.png"} <= names
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["report"]["records_skipped"] == ["zz-broken.json"]
+    assert len(prov["record_sha256"]) == len(recs)
+    csv = pd.read_csv(out / "comparison.csv")
+    for label, trials in zip(csv["label"], csv["trials"]):
+        assert [t["key"] for t in prov["tables"]["comparison"][label]] == trials.split()
 
 
-def test_empty_folder_raises_no_records_error(tmp_path):
+def test_report_refuses_bad_input_in_one_line(tmp_path):
     with pytest.raises(NoRecordsError, match=re.escape(str(tmp_path))):
         report(tmp_path)
-    (tmp_path / "records").mkdir()
-    (tmp_path / "records" / "bad.json").write_text("[]")
-    with pytest.warns(UserWarning), pytest.raises(NoRecordsError) as err:
-        report(tmp_path)
-    assert isinstance(err.value, ValueError) and "\n" not in str(err.value)
-    assert not (tmp_path / "report").exists()
+    write_run(tmp_path, [record()])
+    with pytest.raises(RaysweepError, match=r"'pdf' is not one of md, csv, tex") as err:
+        report(tmp_path, formats=("pdf",))
+    assert "\n" not in str(err.value) and not (tmp_path / "report").exists()
 
 
-# --- unit tests on in-memory records ---
+# --- END-TO-END: need the refactored engine (typed records from `raysweep run`). ---
+# They use the real `smoke_run_dir` run and cannot run before the lead's engine lands;
+# deselect them until then with `-k "not end_to_end"`.
 
-def record(key, seed, top1s, model="resnet_20", status="completed", stopped=None, lr=0.1,
-           gpus=0.0, workers=1, group=None, variant=None, baseline=False, seconds=10.0):
-    return {"key": key, "trial_id": f"t-{key}", "model": model, "model_options": {},
-            "seed": seed, "config": {"lr": lr, "data_dir": f"/somewhere/{key}"},
-            "group": group, "variant": variant or model, "baseline": baseline,
-            "family": "baseline", "innovation": False, "params": 1_000_000, "flops": 2_000_000,
-            "status": status, "stopped_at_epoch": stopped, "error": None, "epochs": 3,
-            "workers": workers, "gpus_per_worker": gpus,
-            "history": [{"epoch": i + 1, "top1": t, "top5": t, "val_loss": 1.0,
-                         "train_loss": 1.0, "lr": lr, "epoch_seconds": seconds,
-                         "images_per_s": 100.0} for i, t in enumerate(top1s)]}
-
-
-def test_welch_marks_noise_and_single_seeds():
-    noisy = stats.welch([70.0, 72.0, 71.0], [71.0, 70.0, 72.5])
-    assert noisy["verdict"] == "within noise" and noisy["p"] >= 0.05
-    assert noisy["p"] == pytest.approx(
-        sps.ttest_ind([70.0, 72.0, 71.0], [71.0, 70.0, 72.5], equal_var=False).pvalue)
-    clear = stats.welch([80.0, 80.5, 81.0], [70.0, 70.4, 71.0])
-    assert clear["verdict"] == "beyond noise" and clear["p"] < 0.05
-    assert clear["delta"] == pytest.approx(80.5 - 70.46666666666667)
-    base_var = np.var([70, 70.4, 71], ddof=1)
-    assert clear["delta_se"] == pytest.approx(math.sqrt(0.25 / 3 + base_var / 3))
-    single = stats.welch([80.0], [70.0, 71.0])
-    assert single["verdict"] == "n/a (1 seed)" and math.isnan(single["p"])
-    assert single["delta"] == pytest.approx(9.5)
+@pytest.mark.slow
+def test_end_to_end_report_of_a_real_run(smoke_run_dir, tmp_path):
+    records = read_records(smoke_run_dir)
+    before = sha(smoke_run_dir)
+    written = report(smoke_run_dir, tmp_path)
+    assert sha(smoke_run_dir) == before
+    names = {p.name for p in written}
+    assert {"comparison.tex", "ablation_demo.csv", "accuracy_bars.pdf", "provenance.json"} <= names
+    table = pd.read_csv(tmp_path / "comparison.csv")
+    by_key = {r.key: r for r in records}
+    for _, row in table.iterrows():     # every row: one arm, one end epoch, its own numbers
+        trials = [by_key[k] for k in row["trials"].split()]
+        assert len({t.arm_key for t in trials}) == 1
+        counted = [t for t in trials if t.status in ("completed", "stopped")]
+        assert len({t.last_epoch for t in counted}) <= 1
+        if counted:
+            assert row["top1_mean"] == pytest.approx(
+                np.mean([t.history[-1].test_top1 for t in counted]))
+    full = table[table["ending"] == "full budget"]
+    assert list(full["rank"]) == list(range(1, len(full) + 1))
+    assert table.loc[len(full):, "rank"].isna().all()
 
 
-def test_equal_budget_epoch_ignores_trials_without_history():
-    recs = [record("a", 0, [10, 20, 30]), record("b", 0, [10], status="stopped", stopped=1),
-            record("c", 0, [], status="errored")]
-    assert stats.equal_budget_epoch(recs) == 1
-    assert stats.equal_budget_epoch([record("c", 0, [], status="errored")]) is None
-    t1 = tables.comparison(recs).data
-    assert set(t1["top1_at_budget_mean"]) == {10.0}
-
-
-def test_missing_numbers_stay_empty_and_gpu_hours_need_gpus():
-    recs = [record("err", 0, [], model="resnet_32", status="errored"),
-            record("gpu", 0, [50.0], model="resnet_56", gpus=1.0, workers=2, seconds=1800.0),
-            record("cpu", 0, [40.0])]
-    data = tables.comparison(recs).data.set_index("model")
-    assert data.loc["resnet_32", ["top1_mean", "top5_mean", "train_hours", "images_per_s"]] \
-        .isna().all()
-    assert pd.isna(data.loc["resnet_32", "rank"]) and data.loc["resnet_32", "status"] == "errored"
-    assert data.loc["resnet_56", "gpu_hours"] == pytest.approx(1.0)  # 0.5 h × 2 GPUs
-    assert math.isnan(data.loc["resnet_20", "gpu_hours"])
-    shown = tables.comparison(recs).display.set_index("model")
-    assert shown.loc["resnet_32", "top-1 (%)"] == "" and shown.loc["resnet_20", "GPU-hours"] == ""
-
-
-def test_seeds_pool_over_arms_and_a_repeated_seed_counts_once():
-    recs = [record("a0", 0, [70.0], group="g1", variant="baseline", baseline=True),
-            record("b0", 0, [72.0], group="g2", variant="baseline", baseline=True),
-            record("a1", 1, [74.0], group="g1", variant="baseline", baseline=True),
-            record("x0", 0, [10.0], lr=1e-7), record("x1", 1, [12.0], lr=1e-7,
-                                                      status="stopped", stopped=1)]
-    data = tables.comparison(recs).data.set_index("label")
-    assert set(data.index) == {"resnet_20 [lr=0.1]", "resnet_20 [lr=1e-07]"}
-    shared = data.loc["resnet_20 [lr=0.1]"]
-    # seed 0 ran twice (two groups): (70 + 72) / 2 = 71, then mean over seeds of 71 and 74
-    assert shared["top1_mean"] == pytest.approx(72.5) and shared["top1_n"] == 2
-    assert shared["n_seeds"] == 2
-    assert data.loc["resnet_20 [lr=1e-07]", "status"] == \
-        "completed ×1; stopped by ASHA at epoch 1 ×1"
-
-
-def test_written_records_round_trip_unchanged(tmp_path):
-    """The report reads what the engine's writer wrote, and writes nothing back."""
-    for r in (record("a", 0, [50.0, 60.0], status="completed"),
-              record("b", 1, [55.0, 58.0], status="completed")):
-        write_record(tmp_path, r)
-    before = sha(tmp_path)
-    written = report(tmp_path, tmp_path / "out", formats=("md",))
-    assert sha(tmp_path) == before
-    assert (tmp_path / "out" / "comparison.md") in written
-    # Final epochs 60 and 58: one row although data_dir differs (where, not what, is trained).
-    rows = [ln for ln in (tmp_path / "out" / "comparison.md").read_text().splitlines()
-            if ln.startswith("| 1 ")]
-    assert len(rows) == 1 and "59.00 ± 1.41 (n=2)" in rows[0]
+@pytest.mark.slow
+def test_end_to_end_ablation_matches_scipy_on_a_real_run(smoke_run_dir, tmp_path):
+    records = [r for r in read_records(smoke_run_dir) if r.status == "completed"]
+    report(smoke_run_dir, tmp_path, formats=("csv",))
+    abl = pd.read_csv(tmp_path / "ablation_demo.csv")
+    label = {r.key: next(lb for lb in r.labels if lb.group == "demo") for r in records}
+    base = {r.seed: r.history[-1].test_top1 for r in records if label[r.key].baseline}
+    for _, row in abl[(abl["ending"] == "full budget") & ~abl["baseline"]].iterrows():
+        var = {r.seed: r.history[-1].test_top1 for r in records
+               if label[r.key].variant == row["variant"]}
+        shared = sorted(set(var) & set(base))
+        v, b = [var[s] for s in shared], [base[s] for s in shared]
+        if len(shared) >= 2 and np.std(np.subtract(v, b)) > 1e-9:
+            assert row["p"] == pytest.approx(sps.ttest_rel(v, b).pvalue)

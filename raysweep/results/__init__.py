@@ -1,11 +1,21 @@
 """The results layer: tables and plots rebuilt from a run's stored trial records only.
 
     from raysweep.results import report
-    report("runs/ablations")          # → runs/ablations/report/*.md|csv|tex|png, provenance
+    report("runs/ablations")          # → runs/ablations/report/*.md|csv|tex|pdf|png, provenance
 
 It reads `records/*.json`, `provenance.json` and `study.yaml` of a run folder and never
 writes there (except into the default output folder `<run>/report/`), so it works with
-Ray stopped and on a copied results folder.
+Ray stopped and on a copied results folder. The rules the tables follow (what is ranked,
+averaged and tested together) are in results/README.md.
+
+    cohorts     which trials' numbers may be averaged or ranked together
+    stats       paired / Welch tests, Holm's correction, the detectable Δ
+    comparison  Table 1 (models) and Table 2 (families)
+    ablation    one table per ablation group
+    hpo         the search table: per arm, the sample chosen by validation accuracy
+    table       the Table type and cell formatting
+    export      CSV, Markdown and provenance files;  latex  LaTeX that fits a page
+    plots       PDF and 300-dpi PNG plots
 """
 from __future__ import annotations
 
@@ -13,12 +23,9 @@ from pathlib import Path
 
 import yaml
 
+from raysweep.errors import NoRecordsError, RaysweepError
 from raysweep.records import RECORDS_DIR, read_records
-from raysweep.results import export, plots, tables
-
-
-class NoRecordsError(ValueError):
-    """A folder with no readable trial record."""
+from raysweep.results import ablation, comparison, export, hpo, plots
 
 
 def report(run_dir: str | Path, out_dir: str | Path | None = None,
@@ -28,18 +35,19 @@ def report(run_dir: str | Path, out_dir: str | Path | None = None,
     run_dir = Path(run_dir)
     bad = [f for f in formats if f not in export.FORMATS]
     if bad:
-        raise ValueError(f"format {bad[0]!r} is not one of {', '.join(export.FORMATS)}")
+        raise RaysweepError(f"report format {bad[0]!r} is not one of {', '.join(export.FORMATS)}")
     records = read_records(run_dir)
     if not records:
         raise NoRecordsError(f"no readable trial records in {run_dir / RECORDS_DIR}")
     out = Path(out_dir) if out_dir is not None else run_dir / "report"
     order, descriptions = study_groups(run_dir)
-    table1 = tables.comparison(records)
-    ablation = tables.ablations(records, order, descriptions)
-    all_tables = [table1, tables.families(table1), *ablation]
-    written = [p for t in all_tables for p in export.write_table(t, out, tuple(formats))]
-    written += plots.write_all(records, table1, ablation, out)
-    written += export.write_provenance(run_dir, out, records, all_tables)
+    table1 = comparison.comparison(records)
+    ablations = ablation.ablations(records, order, descriptions)
+    search = hpo.hpo(records)
+    tables = [table1, comparison.families(table1), *ablations, *([search] if search else [])]
+    written = [p for t in tables for p in export.write_table(t, out, tuple(formats))]
+    written += plots.write_all(records, table1, ablations, out)
+    written += export.write_provenance(run_dir, out, records, tables)
     return written
 
 

@@ -1,10 +1,9 @@
-"""Writing tables (CSV, Markdown, LaTeX) and the provenance files, each atomically."""
+"""Writing tables (CSV, Markdown; LaTeX in `latex`) and the provenance files, atomically."""
 from __future__ import annotations
 
 import hashlib
 import io
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -12,15 +11,12 @@ import pandas as pd
 
 from raysweep import __version__
 from raysweep.records import RECORDS_DIR, atomic_write_text
-from raysweep.results.tables import Table
+from raysweep.results.latex import slug, to_latex
+from raysweep.results.table import Table
+from raysweep.trial import TrialRecord
 
 FORMATS = ("md", "csv", "tex")
 UNKNOWN = "unknown"
-
-
-def slug(name: str) -> str:
-    """A file-name-safe form of a group or model name."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "_"
 
 
 def write_table(table: Table, out_dir: Path, formats: tuple[str, ...]) -> list[Path]:
@@ -57,52 +53,6 @@ def to_markdown(table: Table) -> str:
     return f"## {table.title}\n\n{markdown_table(table.display)}\n\n{notes}\n"
 
 
-# --- LaTeX ---
-
-_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-        "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-        "±": r"$\pm$", "Δ": r"$\Delta$", "×": r"$\times$", "≥": r"$\geq$", "≤": r"$\leq$",
-        "−": "-", "–": "--", "—": "---", "<": r"\textless{}", ">": r"\textgreater{}"}
-
-
-def tex_escape(text: Any) -> str:
-    return "".join(_TEX.get(c, c) for c in str(text))
-
-
-def _align(column: pd.Series) -> str:
-    cells = [c for c in column if c]
-    numeric = cells and all(re.match(r"^[+\-]?\d", c) for c in cells)
-    return "r" if numeric else "l"
-
-
-def to_latex(table: Table) -> str:
-    frame = table.display
-    spec = "".join(_align(frame[c]) for c in frame.columns)
-    head = " & ".join(tex_escape(c) for c in frame.columns) + r" \\"
-    body = [" & ".join(tex_escape(v) for v in row) + r" \\"
-            for row in frame.itertuples(index=False)]
-    notes = " ".join(tex_escape(n) for n in table.notes)
-    return "\n".join([
-        f"% {tex_escape(table.title)}: written by raysweep report; needs \\usepackage{{booktabs}}",
-        r"\begin{table}[htbp]",
-        r"\centering",
-        r"\scriptsize",
-        f"\\caption{{{tex_escape(table.title)}}}",
-        f"\\label{{tab:{slug(table.name)}}}",
-        f"\\begin{{tabular}}{{{spec}}}",
-        r"\toprule",
-        head,
-        r"\midrule",
-        *body,
-        r"\bottomrule",
-        r"\end{tabular}",
-        r"\par\smallskip",
-        f"\\parbox{{\\linewidth}}{{\\footnotesize {notes}}}",
-        r"\end{table}",
-        "",
-    ])
-
-
 # --- provenance ---
 
 def run_provenance(run_dir: Path) -> dict | None:
@@ -114,9 +64,9 @@ def run_provenance(run_dir: Path) -> dict | None:
     return found if isinstance(found, dict) else None
 
 
-def record_files(run_dir: Path, records: list[dict]) -> tuple[dict[str, str], list[str]]:
+def record_files(run_dir: Path, records: list[TrialRecord]) -> tuple[dict[str, str], list[str]]:
     """sha256 of every record file the report used, and the names of those it skipped."""
-    used = {r["key"] for r in records}
+    used = {r.key for r in records}
     hashes, skipped = {}, []
     for path in sorted((run_dir / RECORDS_DIR).glob("*.json")):
         if path.stem in used:
@@ -126,7 +76,7 @@ def record_files(run_dir: Path, records: list[dict]) -> tuple[dict[str, str], li
     return hashes, skipped
 
 
-def write_provenance(run_dir: Path, out_dir: Path, records: list[dict],
+def write_provenance(run_dir: Path, out_dir: Path, records: list[TrialRecord],
                      tables: list[Table]) -> list[Path]:
     found = run_provenance(run_dir)
     hashes, skipped = record_files(run_dir, records)
@@ -136,7 +86,7 @@ def write_provenance(run_dir: Path, out_dir: Path, records: list[dict],
         "study": (found or {}).get("study", UNKNOWN),
         "runs": (found or {}).get("runs", UNKNOWN),
         "record_sha256": hashes,
-        "tables": {t.name: {row: [{"key": k, "trial_id": i} for k, i in src]
+        "tables": {t.name: {row: [{"key": k, "trial_ids": ids} for k, ids in src]
                             for row, src in t.sources.items()} for t in tables},
     }
     json_path, md_path = out_dir / "provenance.json", out_dir / "provenance.md"
@@ -160,6 +110,10 @@ def _value(value: Any) -> str:
     return str(value)
 
 
+def _trial(source: dict) -> str:
+    return f"{source['key']}: {' '.join(source['trial_ids']) or UNKNOWN}"
+
+
 def provenance_markdown(doc: dict) -> str:
     out = ["# Provenance", "",
            f"Run folder: `{doc['report']['run_dir']}`; study: {doc['study']}; "
@@ -180,7 +134,7 @@ def provenance_markdown(doc: dict) -> str:
     for name, rows in doc["tables"].items():
         frame = pd.DataFrame({
             "row": list(rows),
-            "trials (key: Tune trial id)": [", ".join(f"{t['key']}: {t['trial_id'] or UNKNOWN}"
-                                                      for t in src) for src in rows.values()]})
+            "trials (key: Tune trial ids)": [", ".join(_trial(t) for t in src)
+                                             for src in rows.values()]})
         out += ["", f"## {name}", "", markdown_table(frame)]
     return "\n".join(out) + "\n"

@@ -1,29 +1,53 @@
-"""PNG plots of the tables and the per-epoch histories (matplotlib's Agg canvas, no pyplot,
-so a report never needs a display or touches the global backend)."""
+"""Plots of the tables and of the per-epoch histories, each written as a vector PDF and a
+300-dpi PNG (matplotlib's Agg canvas, no pyplot: a report never needs a display).
+
+They follow the tables' rules: final accuracy only for full-budget rows; rows ASHA stopped
+only at the equal-budget epoch; accuracy error bars clipped to [0, 100]; Δ bars are 95%
+confidence intervals. Labels are laid out so that they never overlap.
+"""
 from __future__ import annotations
 
+import textwrap
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.patches import Patch
+from matplotlib.ticker import LogFormatter, MaxNLocator
 
 from models.registry import FAMILIES
 from raysweep.records import atomic_write
-from raysweep.results import stats as st
-from raysweep.results.export import slug
-from raysweep.results.tables import Table
+from raysweep.results import cohorts as co
+from raysweep.results.latex import slug
+from raysweep.results.table import Table
+from raysweep.trial import TrialRecord
 
-MAX_LEGEND = 12
+DPI = 300               # of the PNG files (dots per inch)
+MAX_LEGEND = 12         # lines per curves plot that still get a legend entry
+LABEL_PT = 7            # font size of point labels (points)
+ROW_IN = 0.3            # height of one bar (two label lines fit) or one point label (inches)
+WRAP = 44               # characters per line of a bar's label (at most two lines)
+COLORS = {"significant": "tab:green", "not significant": "tab:gray", "not tested": "tab:orange"}
 
 
-def save(fig: Figure, path: Path) -> Path:
-    """Write the PNG atomically (temp file, fsync, rename): never a half-written plot."""
+def save(fig: Figure, stem: Path) -> list[Path]:
+    """`stem`.pdf and `stem`.png, each written atomically (never a half-written plot)."""
     FigureCanvasAgg(fig)
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120, bbox_inches="tight"))
-    return path
+    paths = []
+    for fmt in ("pdf", "png"):
+        path = stem.with_name(f"{stem.name}.{fmt}")
+        atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=DPI, bbox_inches="tight"))
+        paths.append(path)
+    return paths
+
+
+def clipped_errors(mean, std) -> np.ndarray:
+    """Asymmetric ±std error bars of accuracies, cut at 0 and 100 % (2 × n, for xerr)."""
+    mean, std = np.asarray(mean, float), np.nan_to_num(np.asarray(std, float))
+    return np.vstack([mean - np.clip(mean - std, 0, 100), np.clip(mean + std, 0, 100) - mean])
 
 
 def _no_data(ax, what: str) -> None:
@@ -31,104 +55,196 @@ def _no_data(ax, what: str) -> None:
             transform=ax.transAxes)
 
 
-def accuracy_bars(table1: Table, path: Path) -> Path:
-    data = table1.data.dropna(subset=["top1_mean"])
-    fig = Figure(figsize=(7, 1.2 + 0.35 * max(len(data), 1)))
-    ax = fig.add_subplot()
-    if data.empty:
-        _no_data(ax, "top-1")
-    else:
-        y = np.arange(len(data))[::-1]
-        colors = ["tab:red" if inn else "tab:blue" for inn in data["innovation"]]
-        ax.barh(y, data["top1_mean"], xerr=data["top1_std"].fillna(0), color=colors,
-                capsize=3)
-        ax.set_yticks(y, data["label"], fontsize=8)
-        ax.set_xlabel("final top-1 (%), mean ± std over seeds")
-    ax.set_title("Top-1 by model (red: the seeds' own designs)")
-    return save(fig, path)
+def _row_names(data: pd.DataFrame, suffix: list[str] | None = None) -> list[str]:
+    multi = data["setting"].nunique() > 1
+    names = [f"{n} ({s})" if multi else n for n, s in zip(data["name"], data["setting"])]
+    return names if suffix is None else [f"{n}{x}" for n, x in zip(names, suffix)]
 
 
-def accuracy_vs_params(table1: Table, path: Path) -> Path:
-    data = table1.data.dropna(subset=["top1_mean", "params_M"])
-    fig = Figure(figsize=(7, 5))
+def _wrap(name: str) -> str:
+    return "\n".join(textwrap.wrap(name, WRAP, max_lines=2, placeholder=" ..."))
+
+
+# --- Table 1 ---
+
+def accuracy_bars(table1: Table) -> Figure:
+    """Final test top-1 of the full-budget rows; below it, when some rows were stopped
+    early, every row at the equal-budget epoch."""
+    data = table1.data
+    full = data[(data["ending"] == co.FULL) & data["top1_mean"].notna()]
+    at_e = data[data["ending"].isin([co.FULL, co.STOPPED]) & data["top1_at_budget_mean"].notna()]
+    stopped = at_e["ending"] == co.STOPPED
+    names = [_row_names(full)]
+    if stopped.any():
+        names.append(_row_names(at_e, [f" (stopped at epoch {int(e)})" if s else ""
+                                       for s, e in zip(stopped, at_e["end_epoch"])]))
+    rows = [ROW_IN * max(len(n), 1) for n in names]
+    fig = Figure(figsize=(7.5, 1.2 + sum(0.8 + r for r in rows)), layout="constrained")
+    axes = fig.subplots(len(names), 1, squeeze=False, gridspec_kw={"height_ratios": rows})[:, 0]
+    _bars(axes[0], full["top1_mean"], full["top1_std"], names[0], full["innovation"],
+          [False] * len(full))
+    axes[0].set_title("After the full training budget", fontsize=10)
+    if len(names) > 1:
+        epochs = sorted(set(at_e["equal_budget_epoch"].dropna().astype(int)))
+        _bars(axes[1], at_e["top1_at_budget_mean"], at_e["top1_at_budget_std"], names[1],
+              at_e["innovation"], list(stopped))
+        axes[1].set_title(f"At epoch {', '.join(map(str, epochs))}, which every model reached "
+                          "(hatched: stopped early)", fontsize=10)
+    kinds = [("tab:blue", "existing architecture", False),
+             ("tab:red", "design proposed in the source reports", True)]
+    shown = set(full["innovation"]) | set(at_e["innovation"])
+    fig.legend(handles=[Patch(color=c, label=t) for c, t, new in kinds if new in shown],
+               loc="outside lower center", ncol=2, fontsize=8, frameon=False)
+    fig.suptitle("Test accuracy by model (mean ± std over seeds)")
+    return fig
+
+
+def _bars(ax, means, stds, names, innovation, hatched) -> None:
+    if len(names) == 0:
+        _no_data(ax, "accuracy")
+        return
+    y = np.arange(len(names))[::-1]
+    colors = np.where(np.asarray(innovation, bool), "tab:red", "tab:blue")
+    bars = ax.barh(y, means, xerr=clipped_errors(means, stds), color=colors, capsize=2)
+    for bar, hatch in zip(bars, hatched):
+        if hatch:
+            bar.set_hatch("///")
+            bar.set_alpha(0.6)
+    ax.set_yticks(y, [_wrap(n) for n in names], fontsize=8)
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("test top-1 (%)")
+
+
+def accuracy_vs_params(table1: Table) -> Figure:
+    data = table1.data
+    data = data[(data["ending"] == co.FULL)].dropna(subset=["top1_mean", "params_M"])
+    fig = Figure(figsize=(8, max(4.5, 1.8 + ROW_IN * 0.8 * len(data))), layout="constrained")
     ax = fig.add_subplot()
     if data.empty:
-        _no_data(ax, "top-1 with a parameter count")
-    for family in [f for f in FAMILIES if f in set(data["family"])] + \
-            sorted(set(data["family"].dropna()) - set(FAMILIES)):
+        _no_data(ax, "full-budget accuracy with a parameter count")
+    present = [f for f in FAMILIES if f in set(data["family"])]
+    for family in present + sorted(set(data["family"].dropna()) - set(present)):
         part = data[data["family"] == family]
-        ax.errorbar(part["params_M"], part["top1_mean"], yerr=part["top1_std"].fillna(0),
-                    fmt="o", capsize=3, label=family)
-        for _, row in part.iterrows():
-            ax.annotate(row["label"], (row["params_M"], row["top1_mean"]), fontsize=7,
-                        xytext=(3, 3), textcoords="offset points")
+        ax.errorbar(part["params_M"], part["top1_mean"], capsize=2, fmt="o", label=family,
+                    yerr=clipped_errors(part["top1_mean"], part["top1_std"]))
     if not data.empty:
         ax.set_xscale("log")
-        ax.legend(fontsize=8)
-    ax.set_xlabel("parameters (M, log scale)")
-    ax.set_ylabel("final top-1 (%)")
-    ax.set_title("Accuracy vs parameters")
-    return save(fig, path)
+        ax.xaxis.set_major_formatter(PlainLogFormatter())
+        ax.xaxis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False))
+        ax.legend(fontsize=8, title="family", title_fontsize=8, loc="upper left",
+                  bbox_to_anchor=(0, -0.12), ncol=3, frameon=False)
+        _label_column(ax, data["params_M"].to_numpy(), data["top1_mean"].to_numpy(),
+                      _row_names(data))
+    ax.set_xlabel("parameters (millions, log scale)")
+    ax.set_ylabel("test top-1 (%)")
+    ax.set_title("Test accuracy against model size, after the full training budget")
+    return fig
 
 
-def training_curves(records: list[dict], out_dir: Path) -> list[Path]:
-    """One PNG per model: validation top-1 and loss per epoch, one line per trial."""
-    by_model: dict[str, list[dict]] = defaultdict(list)
+class PlainLogFormatter(LogFormatter):
+    """Log-axis labels as plain numbers (0.2, not 1e-01 or 2×10⁻¹); LogFormatter still
+    decides which minor ticks have room for a label."""
+    def _num_to_string(self, x, vmin, vmax):
+        return f"{x:g}"
+
+
+def _label_column(ax, xs, ys, labels: list[str]) -> None:
+    """Each point's label in a column right of the axes, at the point's height where it
+    can be, pushed apart so that no two labels overlap, with a thin line to its point."""
+    lo, hi = ax.get_ylim()
+    frac = (ys - lo) / (hi - lo)
+    height = ax.figure.get_figheight() * ax.get_position().height
+    gap = 1.35 * LABEL_PT / 72 / max(height, 1e-3)      # one label line, in axes fractions
+    order = np.argsort(frac)
+    placed = np.clip(frac[order], 0, 1)
+    for i in range(1, len(placed)):                      # push up ...
+        placed[i] = max(placed[i], placed[i - 1] + gap)
+    if len(placed) and placed[-1] > 1:                   # ... and back down from the top
+        placed[-1] = 1
+        for i in range(len(placed) - 2, -1, -1):
+            placed[i] = min(placed[i], placed[i + 1] - gap)
+    for i, target in zip(order, placed):
+        ax.annotate(labels[i], xy=(xs[i], ys[i]), xytext=(1.03, target),
+                    textcoords="axes fraction", va="center", fontsize=LABEL_PT,
+                    arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.75"})
+
+
+# --- per-epoch histories ---
+
+def training_curves(records: list[TrialRecord]) -> dict[str, Figure]:
+    """Per model: accuracy and loss per epoch (validation split; test split when the run
+    has none), one line per trial; stopped trials end in '|', diverged ones in 'x'."""
+    by_model: dict[str, list[TrialRecord]] = defaultdict(list)
     for r in records:
-        by_model[r["model"]].append(r)
-    written = []
-    for model, recs in sorted(by_model.items()):
-        fig = Figure(figsize=(11, 4))
-        top1_ax, loss_ax = fig.subplots(1, 2)
-        drawn = 0
-        for r in sorted(recs, key=lambda r: (str(r.get("group")), str(r.get("variant")),
-                                             str(r.get("seed")))):
-            epochs = [h.get("epoch") for h in r["history"]]
-            if not epochs:
-                continue
-            where = f"{r['group']}/{r['variant']}" if r.get("group") else r.get("variant") or model
-            label = f"{where} s{r.get('seed')}"
-            top1_ax.plot(epochs, [st.num(h.get("top1")) for h in r["history"]], "o-", label=label)
-            loss_ax.plot(epochs, [st.num(h.get("val_loss")) for h in r["history"]], "o-")
-            drawn += 1
-        for ax, what in ((top1_ax, "val top-1 (%)"), (loss_ax, "val loss")):
-            ax.set_xlabel("epoch")
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            ax.set_ylabel(what)
-            if not drawn:
-                _no_data(ax, "finished epoch")
-        if 0 < drawn <= MAX_LEGEND:
-            top1_ax.legend(fontsize=7)
-        fig.suptitle(f"{model}: training curves ({drawn} trials with a history)")
-        written.append(save(fig, out_dir / f"curves_{slug(model)}.png"))
-    return written
+        by_model[r.model].append(r)
+    return {model: _curves(model, recs) for model, recs in sorted(by_model.items())}
 
 
-def ablation_deltas(table: Table, path: Path) -> Path:
-    data = table.data[~table.data["baseline"]].dropna(subset=["delta_top1"])
-    fig = Figure(figsize=(7, 1.5 + 0.4 * max(len(data), 1)))
+def _curves(model: str, recs: list[TrialRecord]) -> Figure:
+    split = "val" if any(h.val_top1 is not None for r in recs for h in r.history) else "test"
+    fig = Figure(figsize=(11, 4), layout="constrained")
+    top1_ax, loss_ax = fig.subplots(1, 2)
+    drawn = [r for r in sorted(recs, key=lambda r: (r.labels[0].variant, r.seed, r.key))
+             if r.history]
+    for r in drawn:
+        epochs = [h.epoch for h in r.history]
+        end = {"stopped": "|", "diverged": "x"}.get(r.status, "")
+        name = f"{r.labels[0].variant}, seed {r.seed}" + (f" ({r.status})" if end else "")
+        line, = top1_ax.plot(epochs, [_num(getattr(h, f"{split}_top1")) for h in r.history],
+                             "-", marker=".", label=name)
+        loss_ax.plot(epochs, [_num(getattr(h, f"{split}_loss")) for h in r.history], "-",
+                     marker=".", color=line.get_color())
+        if end:
+            top1_ax.plot(epochs[-1:], [_num(getattr(r.history[-1], f"{split}_top1"))],
+                         end, color=line.get_color(), markersize=9)
+    where = "validation" if split == "val" else "test"
+    for ax, what in ((top1_ax, f"{where} top-1 (%)"), (loss_ax, f"{where} loss (nats)")):
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(what)
+        if not drawn:
+            _no_data(ax, "finished epoch")
+    if 0 < len(drawn) <= MAX_LEGEND:
+        loss_ax.legend(*top1_ax.get_legend_handles_labels(), fontsize=7, loc="upper left",
+                       bbox_to_anchor=(1.02, 1), frameon=False)
+    fig.suptitle(f"{model}: {where} accuracy and loss per epoch ({len(drawn)} runs)")
+    return fig
+
+
+def _num(value: float | None) -> float:
+    return np.nan if value is None else value
+
+
+# --- ablations ---
+
+def ablation_deltas(table: Table) -> Figure:
+    data = table.data[~table.data["baseline"] & (table.data["ending"] == co.FULL)]
+    data = data.dropna(subset=["delta_top1"])
+    fig = Figure(figsize=(7.5, 1.6 + ROW_IN * max(len(data), 1)), layout="constrained")
     ax = fig.add_subplot()
     if data.empty:
-        _no_data(ax, "variant with a Δ top-1")
+        _no_data(ax, "variant with a full-budget Δ")
     else:
         y = np.arange(len(data))[::-1]
-        colors = [{"beyond noise": "tab:green", "within noise": "tab:gray"}.get(v, "tab:orange")
-                  for v in data["vs_noise"]]
-        ax.barh(y, data["delta_top1"], xerr=data["delta_top1_se"].fillna(0), color=colors,
-                capsize=3)
+        kind = [next(k for k in COLORS if v.startswith(k)) for v in data["verdict"]]
+        err = np.nan_to_num(np.vstack([data["delta_top1"] - data["delta_ci_low"],
+                                       data["delta_ci_high"] - data["delta_top1"]]))
+        ax.barh(y, data["delta_top1"], xerr=err, color=[COLORS[k] for k in kind], capsize=3)
         ax.axvline(0, color="black", linewidth=0.8)
         ax.set_yticks(y, data["variant"], fontsize=8)
-        ax.set_xlabel("Δ top-1 vs baseline (points), ± standard error of the difference")
-    ax.set_title(f"{table.title}\n(green: beyond seed noise, grey: within, orange: n/a)",
-                 fontsize=9)
-    return save(fig, path)
+        ax.set_xlabel("change in test top-1 against the baseline (percentage points), "
+                      "95% confidence interval")
+        fig.legend(handles=[Patch(color=c, label=f"{k} (α = 0.05, Holm)" if k != "not tested"
+                                  else k) for k, c in COLORS.items() if k in kind],
+                   loc="outside lower center", ncol=3, fontsize=8, frameon=False)
+    ax.set_title(table.title.removeprefix("Ablation: "), fontsize=10)
+    return fig
 
 
-def write_all(records: list[dict], table1: Table, ablation_tables: list[Table],
+def write_all(records: list[TrialRecord], table1: Table, ablation_tables: list[Table],
               out_dir: Path) -> list[Path]:
-    written = [accuracy_bars(table1, out_dir / "accuracy_bars.png"),
-               accuracy_vs_params(table1, out_dir / "accuracy_vs_params.png")]
-    written += training_curves(records, out_dir)
-    written += [ablation_deltas(t, out_dir / f"{slug(t.name)}_delta.png") for t in ablation_tables]
-    return written
-
+    figures = {"accuracy_bars": accuracy_bars(table1),
+               "accuracy_vs_params": accuracy_vs_params(table1)}
+    figures |= {f"curves_{slug(m)}": f for m, f in training_curves(records).items()}
+    figures |= {f"{slug(t.name)}_delta": ablation_deltas(t) for t in ablation_tables}
+    return [p for stem, fig in figures.items() for p in save(fig, out_dir / stem)]

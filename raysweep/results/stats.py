@@ -1,112 +1,26 @@
-"""Numbers of one trial record, and how trials are pooled over seeds.
+"""Statistics of per-seed results: mean ± std, a variant against its baseline, Holm's
+correction and the smallest difference a comparison could have detected.
 
-Everything here reads record dicts (see `raysweep.records`) and returns plain floats;
-a number a record does not hold comes back as NaN, which the exporters print as an
-empty cell, so nothing is ever estimated.
+Inputs are per-seed values, `{seed: accuracy in %}`. Every arm of a study trains each
+seed with the same data order and augmentation draws, so a variant and its baseline are
+compared seed by seed (a paired t-test on the differences); Welch's t-test is the
+fallback when fewer than two seeds are shared. results/README.md works an example.
 """
 from __future__ import annotations
 
-import json
 import math
-from collections import Counter, defaultdict
-from typing import Any, Callable, Iterable
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats as sps
 
-from raysweep.study import NOT_IDENTITY  # the keys `study.trial_key` leaves out
-
 NAN = float("nan")
-ALPHA = 0.05
+ALPHA = 0.05    # two-sided significance level of every test, family-wise within a group (Holm)
+POWER = 0.80    # probability of detecting the "detectable Δ" (see `detectable_delta`)
+CONFIDENCE = 0.95   # of the Δ interval (per comparison, not adjusted for multiplicity)
 
-
-def num(value: Any) -> float:
-    """A record's number as a float; missing, non-numeric or non-finite → NaN."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return NAN
-    return float(value) if math.isfinite(value) else NAN
-
-
-# --- one trial ---
-
-def final(record: dict, metric: str = "top1") -> float:
-    """The metric of the last finished epoch (not the best one: picking the best epoch by
-    the test accuracy it reports would select on the test set)."""
-    return num(record["history"][-1].get(metric)) if record["history"] else NAN
-
-
-def at_epoch(record: dict, epoch: int | None, metric: str = "top1") -> float:
-    for entry in record["history"]:
-        if entry.get("epoch") == epoch:
-            return num(entry.get(metric))
-    return NAN
-
-
-def train_seconds(record: dict) -> float:
-    """Wall time of the finished epochs (training plus evaluation; worker start-up excluded)."""
-    if not record["history"]:
-        return NAN
-    return float(sum(num(h.get("epoch_seconds")) for h in record["history"]))
-
-
-def gpu_hours(record: dict) -> float:
-    """GPU-hours of the trial; NaN on a CPU run (no GPU was used, so there is no GPU cost)."""
-    gpus = num(record.get("gpus_per_worker")) * num(record.get("workers"))
-    return train_seconds(record) * gpus / 3600 if gpus > 0 else NAN
-
-
-def images_per_s(record: dict) -> float:
-    """Mean training throughput over epochs, all workers together."""
-    values = [num(h.get("images_per_s")) for h in record["history"]]
-    return float(np.nanmean(values)) if any(not math.isnan(v) for v in values) else NAN
-
-
-def params_m(record: dict) -> float:
-    return num(record.get("params")) / 1e6
-
-
-def flops_m(record: dict) -> float:
-    return num(record.get("flops")) / 1e6
-
-
-def status_text(record: dict) -> str:
-    status, at = record["status"], record.get("stopped_at_epoch")
-    if status == "stopped":
-        return f"stopped by ASHA at epoch {at}"
-    if status == "diverged":
-        return f"diverged at epoch {at}"
-    return status
-
-
-def last_epoch(record: dict) -> int | None:
-    return record["history"][-1].get("epoch") if record["history"] else None
-
-
-def equal_budget_epoch(records: Iterable[dict]) -> int | None:
-    """The largest epoch every trial with a history reached (trials that never finished an
-    epoch are left out, or the answer would always be 0)."""
-    reached = [e for e in map(last_epoch, records) if e is not None]
-    return min(reached) if reached else None
-
-
-# --- pooling over seeds ---
-
-def arm_id(record: dict) -> str:
-    """What a trial trains, seed aside: model, options and the resolved training config."""
-    config = {k: v for k, v in (record.get("config") or {}).items() if k not in NOT_IDENTITY}
-    return json.dumps({"model": record["model"], "options": record.get("model_options") or {},
-                       "config": config}, sort_keys=True, default=str)
-
-
-def per_seed(records: list[dict], value: Callable[[dict], float]) -> list[float]:
-    """One value per seed. A seed trained more than once with the same config (the same
-    baseline in two ablation groups) is averaged first, so it counts once."""
-    by_seed: dict[Any, list[float]] = defaultdict(list)
-    for r in records:
-        v = value(r)
-        if not math.isnan(v):
-            by_seed[r.get("seed")].append(v)
-    return [float(np.mean(vs)) for _, vs in sorted(by_seed.items(), key=lambda kv: str(kv[0]))]
+# A spread below this (in points of accuracy) is rounding noise: the seeds agree exactly.
+_NO_SPREAD = 1e-9
 
 
 def mean_std(values: list[float]) -> tuple[float, float, int]:
@@ -117,31 +31,83 @@ def mean_std(values: list[float]) -> tuple[float, float, int]:
     return mean, std, n
 
 
-def pooled_status(records: list[dict]) -> str:
-    counts = Counter(status_text(r) for r in records)
-    if len(counts) == 1:
-        return next(iter(counts))
-    return "; ".join(f"{text} ×{n}" for text, n in sorted(counts.items()))
+@dataclass(frozen=True)
+class Comparison:
+    """A variant's per-seed values against its baseline's (Δ = variant − baseline, points)."""
+    test: str           # "paired t" | "Welch t" | "" (not tested)
+    n_pairs: int        # seeds both sides share (the paired test's n); 0 for Welch
+    delta: float        # mean of the per-seed differences (paired), else difference of means
+    se: float           # standard error of delta
+    df: float           # degrees of freedom of the t distribution
+    ci_low: float       # CONFIDENCE interval of delta
+    ci_high: float
+    p: float            # two-sided p value, before Holm
+    untested: str = ""  # why there is no test ("" when there is one)
+
+    @property
+    def tested(self) -> bool:
+        return not self.untested
 
 
-# --- variant against baseline ---
+def compare(variant: dict[int, float], baseline: dict[int, float]) -> Comparison:
+    """Paired t-test over the seeds both sides share when there are at least two of them;
+    Welch's t-test when fewer are shared and each side has two seeds or more."""
+    shared = sorted(set(variant) & set(baseline))
+    if len(shared) >= 2:
+        v, b = [variant[s] for s in shared], [baseline[s] for s in shared]
+        diffs = np.subtract(v, b)
+        delta, se = float(np.mean(diffs)), float(np.std(diffs, ddof=1) / math.sqrt(len(diffs)))
+        if se <= _NO_SPREAD:
+            return not_tested(delta, "every seed gave the same Δ", "paired t", len(shared))
+        return _tested("paired t", len(shared), delta, se, sps.ttest_rel(v, b))
+    v, b = list(variant.values()), list(baseline.values())
+    delta = float(np.mean(v) - np.mean(b)) if v and b else NAN
+    if min(len(v), len(b)) < 2:
+        why = "a side has no seed" if not (v and b) else "a side has 1 seed"
+        return not_tested(delta, why)
+    se = math.sqrt(np.var(v, ddof=1) / len(v) + np.var(b, ddof=1) / len(b))
+    if se <= _NO_SPREAD:
+        return not_tested(delta, "no spread between seeds", "Welch t")
+    return _tested("Welch t", 0, delta, se, sps.ttest_ind(v, b, equal_var=False))
 
-def welch(variant: list[float], baseline: list[float]) -> dict[str, Any]:
-    """Δ of the means, its standard error (Welch's denominator), the p value of Welch's
-    t-test, and the verdict: 'within noise' (p ≥ 0.05), 'beyond noise' (p < 0.05),
-    'n/a (1 seed)' when either side has fewer than 2 seeds."""
-    mv, sv, nv = mean_std(variant)
-    mb, sb, nb = mean_std(baseline)
-    out = {"delta": mv - mb, "delta_se": NAN, "p": NAN, "verdict": "n/a (1 seed)"}
-    if nv < 2 or nb < 2:
-        if nv == 0 or nb == 0:
-            out["verdict"] = "n/a (no result)"
-        return out
-    out["delta_se"] = math.sqrt(sv ** 2 / nv + sb ** 2 / nb)
-    if out["delta_se"] == 0:
-        # Identical values on both sides: Welch's t is undefined.
-        out["verdict"] = "within noise" if out["delta"] == 0 else "n/a (no seed variance)"
-        return out
-    out["p"] = float(sps.ttest_ind(variant, baseline, equal_var=False).pvalue)
-    out["verdict"] = "within noise" if out["p"] >= ALPHA else "beyond noise"
-    return out
+
+def _tested(test: str, n_pairs: int, delta: float, se: float, result) -> Comparison:
+    ci = result.confidence_interval(CONFIDENCE)
+    return Comparison(test, n_pairs, delta, se, float(result.df), float(ci.low), float(ci.high),
+                      float(result.pvalue))
+
+
+def not_tested(delta: float, why: str, test: str = "", n_pairs: int = 0) -> Comparison:
+    return Comparison(test, n_pairs, delta, NAN, NAN, NAN, NAN, NAN, untested=why)
+
+
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm's step-down adjusted p values, in the input order; NaN (no test) stays NaN and
+    does not count in the family size m."""
+    tested = sorted((p, i) for i, p in enumerate(pvalues) if not math.isnan(p))
+    m, adjusted, running = len(tested), [NAN] * len(pvalues), 0.0
+    for rank, (p, i) in enumerate(tested):
+        running = max(running, min(1.0, (m - rank) * p))
+        adjusted[i] = running
+    return adjusted
+
+
+def detectable_delta(comparison: Comparison, m: int) -> float:
+    """The smallest |Δ| this comparison detects with probability POWER at the observed
+    spread: (t_{1−α/(2m)} + t_{POWER}) × se, df as in the test. α/m is the strictest
+    threshold Holm can put on one of m tests, so any |Δ| this large is detected whatever
+    the other tests of the group show."""
+    if not comparison.tested or m < 1:
+        return NAN
+    df = comparison.df
+    return float((sps.t.ppf(1 - ALPHA / (2 * m), df) + sps.t.ppf(POWER, df)) * comparison.se)
+
+
+def verdict(comparison: Comparison, p_holm: float, detectable: float) -> str:
+    """What the test says, no more: a non-significant test does not show that there is no
+    difference, only that a difference smaller than `detectable` could not be seen."""
+    if not comparison.tested:
+        return f"not tested: {comparison.untested}"
+    if p_holm < ALPHA:
+        return f"significant at α = {ALPHA:g} after Holm"
+    return f"not significant at α = {ALPHA:g} after Holm; could detect |Δ| ≥ {detectable:.2f}"
