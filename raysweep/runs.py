@@ -175,7 +175,7 @@ def _table(rows: list[tuple[str, ...]], left: tuple[int, ...]) -> str:
 
 @dataclass(frozen=True)
 class Side:
-    """One run's seeds of an arm: final-epoch top-1 (percent) of its complete seeds."""
+    """One run's seeds of an arm: final-epoch top-1 (percent) of its complete seeds, by seed."""
     val_top1: list[float]       # empty when the run has no validation split
     test_top1: list[float]
     left_out: int               # seeds not compared: stopped, failed, running, interrupted
@@ -227,7 +227,8 @@ def _pair_label(a: TrialRecord, b: TrialRecord) -> str:
 
 
 def _side(records: list[TrialRecord]) -> Side:
-    complete = [r for r in records if r.status == "completed" and r.last_epoch == r.epochs]
+    complete = sorted((r for r in records if r.status == "completed" and r.last_epoch == r.epochs),
+                      key=lambda r: r.seed)
     last = [r.history[-1] for r in complete]
     return Side([e.val_top1 for e in last if e.val_top1 is not None],
                 [e.test_top1 for e in last], len(records) - len(complete))
