@@ -16,6 +16,7 @@ Units: times in seconds, accuracies in percent.
 """
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 from collections import Counter
@@ -77,7 +78,6 @@ class StudyView:
     rows: list[TrialRow]        # every trial with a record: running first, then by label
     eta_seconds: float | None   # full budgets at measured epoch times; None: nothing to go on
     gpu_hours: float | None     # Σ over records; None when no trial used a GPU
-    epochs_done: int = 0
     epochs_left: int = 0        # of unfinished trials at full budgets; 0 before any epoch
     measured_epochs: int = 0    # epochs whose times the ETA is computed from
 
@@ -98,8 +98,7 @@ class StudyView:
         return cls(name, total, {k: counts.get(k, 0) for k in
                                  ("done", "running", "pending", "stopped", "failed",
                                   "interrupted")},
-                   rows, eta, sum(hours) if hours else None,
-                   sum(r.last_epoch for r in records), left, measured)
+                   rows, eta, sum(hours) if hours else None, left, measured)
 
     @property
     def finished(self) -> int:
@@ -154,13 +153,14 @@ ETA_NOTE = "ETA: full epoch budgets at the epoch times measured so far; ASHA sto
 
 
 def eta_text(view: StudyView) -> str:
-    """`ETA ≤ 2h10m` (an upper bound: see ETA_NOTE), `finished` or `ETA ?`."""
+    """`ETA ≤ 2h10m (from 14 epochs)` (an upper bound: see ETA_NOTE), `finished`, `ETA ?`."""
     if view.over:
         return "finished"
     if view.eta_seconds is None:
         return "ETA ?" + (" (no epoch measured yet)" if view.counts["running"]
                           else " (nothing running)")
-    return f"ETA ≤ {duration(view.eta_seconds)}"
+    n = view.measured_epochs
+    return f"ETA ≤ {duration(view.eta_seconds)} (from {n} epoch{'s' if n > 1 else ''})"
 
 
 def summary_line(view: StudyView) -> str:
@@ -320,7 +320,7 @@ def make_progress(study: str, total: int, stream: IO[str] | None = None,
     else plain lines."""
     stream = stream or sys.stdout
     if live is None:
-        live = stream.isatty()
+        live = stream.isatty() and os.environ.get("TERM") != "dumb"
     if not live:
         return PlainProgress(study, total, stream)
     from rich.console import Console
