@@ -247,6 +247,10 @@ class Progress:
         self.study, self.total = study, total
         self.records: dict[str, TrialRecord] = {}
 
+    def preload(self, records: Iterable[TrialRecord]) -> None:
+        """Trials already on disk (a re-run's finished ones): counted, not announced."""
+        self.records.update((r.key, r) for r in records)
+
     def observe(self, record: TrialRecord) -> None:
         old = self.records.get(record.key)
         self.records[record.key] = record

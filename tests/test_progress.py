@@ -59,6 +59,7 @@ def test_live_display_names_the_running_trials_and_counts():
 def test_plain_lines_count_trials_and_never_show_tune_ids():
     out = io.StringIO()           # not a terminal: plain lines
     progress = make_progress("demo", 3, stream=out)
+    progress.preload([_trial(5, top1=[1.0, 2.0], train={"epochs": 2})])  # finished earlier
     final = _trial(0, top1=[40.0, 45.0], train={"epochs": 2}, trial_ids=["020f6_00001"])
     for r in _stages(final):
         progress.observe(r)
@@ -66,12 +67,12 @@ def test_plain_lines_count_trials_and_never_show_tune_ids():
     lines = out.getvalue().splitlines()
     assert lines[0].startswith("raysweep: 3 trials in study demo; ETA: full epoch budgets")
     assert [line.split(" · ")[0] for line in lines[1:]] == [
-        f"[0/3] demo.baseline-s0 started ({final.key})",
-        "[0/3] demo.baseline-s0 epoch 1/2: val top1 40.00, test top1 40.00 (10.0 s)",
-        "[0/3] demo.baseline-s0 epoch 2/2: val top1 45.00, test top1 45.00 (10.0 s)",
-        "[1/3] demo.baseline-s0 completed after 2/2 epochs, val top1 45.00, test top1 45.00",
+        f"[1/3] demo.baseline-s0 started ({final.key})",
+        "[1/3] demo.baseline-s0 epoch 1/2: val top1 40.00, test top1 40.00 (10.0 s)",
+        "[1/3] demo.baseline-s0 epoch 2/2: val top1 45.00, test top1 45.00 (10.0 s)",
+        "[2/3] demo.baseline-s0 completed after 2/2 epochs, val top1 45.00, test top1 45.00",
     ]
-    assert "1 running · ETA ≤ 50s" in lines[2]   # (1 + 2 pending × 2 epochs) × 10 s
+    assert "1 running · ETA ≤ 30s (from 3 epochs)" in lines[2]   # (1 + 1 pending × 2) × 10 s
     assert "020f6" not in out.getvalue()
 
 
