@@ -1,0 +1,100 @@
+"""`status`, `watch`, `list runs` and `compare` on run folders as a run leaves them
+(records written by the record writer's own function, and the run's study.yaml)."""
+from __future__ import annotations
+
+import io
+import os
+
+import pytest
+import yaml
+
+from raysweep import runs
+from raysweep.errors import RaysweepError
+from raysweep.progress import format_view
+from tests.factories import record, spec, write_run
+
+STUDY = {"name": "demo", "defaults": {"epochs": 3, "dataset": "synthetic"},
+         "models": ["resnet_20", "resnet_32"], "seeds": 3}   # 6 trials
+
+
+def _run(folder, records, study: dict | None = STUDY):
+    write_run(folder, records)
+    if study:
+        (folder / "study.yaml").write_text(yaml.safe_dump(study))
+    return folder
+
+
+def _seeds(model: str, top1: list[float], status: str = "completed", first: int = 0, **train):
+    return [record(spec(model, seed=first + i, study="demo", **train), status=status,
+                   top1=[t - 5, t - 2, t]) for i, t in enumerate(top1)]
+
+
+def test_status_counts_the_study_s_trials_from_study_yaml(tmp_path):
+    stopped = record(spec("resnet_32", seed=0, study="demo"), status="stopped", top1=[10.0])
+    running = record(spec("resnet_32", seed=1, study="demo"), status="running", top1=[20.0])
+    folder = _run(tmp_path / "demo", [*_seeds("resnet_20", [50.0, 52.0]), stopped, running])
+    view = runs.status(folder)
+    assert (view.study, view.total) == ("demo", 6)
+    assert view.counts == {"done": 2, "running": 1, "pending": 2, "stopped": 1, "failed": 0,
+                           "interrupted": 0}
+    text = format_view(view)
+    assert text.splitlines()[0].startswith("study demo: 3/6 finished (2 completed, 1 stopped")
+    assert "GPU-hours —, no GPU used" in text
+    assert text.splitlines()[3].split()[:3] == ["resnet_32-s1", "resnet_32", "running"]
+
+
+def test_status_without_study_yaml_counts_the_records(tmp_path):
+    folder = _run(tmp_path / "copied", _seeds("resnet_20", [50.0]), study=None)
+    assert runs.status(folder).total == 1
+    with pytest.raises(RaysweepError, match="'.*nowhere' does not exist"):
+        runs.status(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(RaysweepError, match="is not a raysweep run: it has no records/"):
+        runs.status(tmp_path / "empty")
+
+
+def test_watch_shows_a_finished_run_once_and_returns(tmp_path):
+    folder = _run(tmp_path / "demo", _seeds("resnet_20", [50.0, 51.0]), study=None)
+    out = io.StringIO()
+    # An hour between refreshes: the test would time out if watch waited for one.
+    view = runs.watch(folder, interval_s=3600, stream=out)
+    assert view.over and out.getvalue().count("study demo: 2/2 finished") == 1
+
+
+def test_list_runs_names_each_run_with_its_counts_newest_first(tmp_path):
+    old = _run(tmp_path / "old", _seeds("resnet_20", [50.0]))
+    new = _run(tmp_path / "new", [record(spec(seed=0, study="demo"), status="running",
+                                         top1=[30.0])])
+    (tmp_path / "not_a_run").mkdir()
+    os.utime(old / "records" / os.listdir(old / "records")[0], (0, 0))
+    listed = runs.list_runs(tmp_path)
+    assert [r.name for r in listed] == ["new", "old"]   # the running trial's write is newest
+    assert (listed[1].view.total, listed[1].view.counts["done"]) == (6, 1)
+    lines = runs.format_runs(listed).splitlines()
+    assert lines[0].split()[:3] == ["run", "study", "trials"]
+    assert lines[1].split()[:8] == ["new", "demo", "6", "0", "1", "5", "0", "0"]
+
+
+def test_compare_pairs_arms_and_uses_only_full_budget_seeds(tmp_path):
+    a = _run(tmp_path / "a", [*_seeds("resnet_20", [50.0, 51.0, 52.0]),
+                              *_seeds("resnet_20", [20.0], status="stopped", first=3),
+                              *_seeds("resnet_32", [60.0], epochs=5)])
+    b = _run(tmp_path / "b", [*_seeds("resnet_20", [53.0, 54.0]),
+                              *_seeds("resnet_32", [61.0])])   # a 3-epoch budget: another arm
+    c = runs.compare(a, b)
+    [arm] = c.arms
+    assert arm.label == "resnet_20"
+    assert (arm.a.test_top1, arm.b.test_top1) == ([50.0, 51.0, 52.0], [53.0, 54.0])
+    assert (arm.a.left_out, arm.b.left_out) == (1, 0)
+    assert (c.only_a, c.only_b) == (["resnet_32"], ["resnet_32"])
+    text = runs.format_comparison(c)
+    row = next(line for line in text.splitlines() if line.startswith("resnet_20"))
+    # Δ = 53.5 − 51.0; Welch SE = sqrt(1²/3 + 0.7071²/2) = 0.76
+    assert "51.00 ± 1.00 (n=3)" in row and "53.50 ± 0.71 (n=2)" in row and "+2.50 ± 0.76" in row
+    assert row.split()[-1] == "1/0"
+
+
+def test_compare_with_no_common_arm_says_so(tmp_path):
+    a = _run(tmp_path / "a", _seeds("resnet_20", [50.0]))
+    b = _run(tmp_path / "b", _seeds("resnet_20", [50.0], lr=0.05))
+    assert "no arm in common" in runs.format_comparison(runs.compare(a, b))
