@@ -68,9 +68,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     run.set_defaults(func=cmd_run)
 
-    lst = sub.add_parser("list", help="list models or spaces")
-    lst.add_argument("what", choices=("models", "spaces"))
+    lst = sub.add_parser("list", help="list models, spaces (studies) or runs")
+    lst.add_argument("what", choices=("models", "spaces", "runs"))
     lst.add_argument("--pattern", default="*", help="shell pattern for model names")
+    lst.add_argument("--storage", default="runs", help="where to look for runs (default: ./runs)")
     lst.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     lst.set_defaults(func=cmd_list)
 
@@ -82,6 +83,19 @@ def _parser() -> argparse.ArgumentParser:
                       help="plan for this many workers per trial (keys do not change)")
     show.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     show.set_defaults(func=cmd_show)
+
+    stat = sub.add_parser("status", help="a run's trials: done, running, pending, ETA, GPU-hours")
+    stat.add_argument("run_dir")
+    stat.add_argument("--watch", action="store_true", help="refresh until the run is over")
+    stat.add_argument("--interval", type=float, default=10.0, help="seconds between refreshes")
+    stat.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    stat.set_defaults(func=cmd_status)
+
+    cmp = sub.add_parser("compare", help="the arms two runs share, side by side, with Δ")
+    cmp.add_argument("run_a")
+    cmp.add_argument("run_b")
+    cmp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    cmp.set_defaults(func=cmd_compare)
 
     rep = sub.add_parser("report", help="export tables and plots from a run's records")
     rep.add_argument("run_dir")
@@ -101,6 +115,7 @@ def _cli_overrides(args) -> dict:
 
 def cmd_run(args) -> int:
     from raysweep import cluster, driver
+    from raysweep.progress import make_progress
     from raysweep.records import read_records
     from raysweep.study import load_study
 
@@ -112,10 +127,13 @@ def cmd_run(args) -> int:
     timings = {"ray_start_seconds": time.perf_counter() - begin}
     if url:
         print(f"raysweep: Ray dashboard at {url}", flush=True)
+    progress = make_progress(study.name, driver.total_trials(study))
     try:
         run_dir = driver.run_study(study, args.storage, args.name, args.resume, timings,
-                                   inline=args.local and not args.train_workers)
+                                   inline=args.local and not args.train_workers,
+                                   progress=progress)
     finally:
+        progress.close()
         cluster.disconnect()
     keys = {t.key for t in study.trials()}
     rows = [r for r in read_records(run_dir) if r.key in keys or r.sampled_from in keys]
@@ -136,20 +154,14 @@ def summary_table(records) -> str:
     head = (f"{'trial':<34} {'label':<30} {'status':<16} {'ep':>4} {'val top1':>8} "
             f"{'test top1':>9} {'sec':>7}")
     lines = [head, "-" * len(head)]
-    for r in sorted(records, key=lambda r: (_label(r), r.key)):
+    for r in sorted(records, key=lambda r: (r.label, r.key)):
         last = r.history[-1] if r.history else None
         status = r.status + (f"@{r.stopped_at_epoch}" if r.stopped_at_epoch else "")
         secs = sum(h.epoch_seconds for h in r.history)
-        lines.append(f"{r.key:<34} {_label(r):<30} {status:<16} {r.last_epoch:>4} "
+        lines.append(f"{r.key:<34} {r.label:<30} {status:<16} {r.last_epoch:>4} "
                      f"{_fmt(last and last.val_top1):>8} {_fmt(last and last.test_top1):>9} "
                      f"{secs:>7.1f}")
     return "\n".join(lines)
-
-
-def _label(record) -> str:
-    first = record.labels[0]
-    sample = f"-n{record.sample}" if record.sample is not None else ""
-    return f"{first.group + '.' if first.group else ''}{first.variant}{sample}-s{record.seed}"
 
 
 def _fmt(x) -> str:
@@ -163,6 +175,11 @@ def cmd_list(args) -> int:
     if args.what == "spaces":
         for name in list_spaces():
             print(name)
+        return 0
+    if args.what == "runs":
+        from raysweep import runs
+
+        print(runs.format_runs(runs.list_runs(args.storage)))
         return 0
     print(f"{'model':<30} {'family':<12} {'params(M)':>9} {'FLOPs(M)':>9} {'recipe':<15} "
           f"{'innov':<5} options")
@@ -199,6 +216,24 @@ def cmd_show(args) -> int:
           f"worker(s) per trial, GPUs: {gpus}; ASHA "
           + (f"grace {study.asha['grace_period']}, reduction {study.asha['reduction_factor']}"
              " on validation top-1" if study.asha["enabled"] else "off"))
+    return 0
+
+
+def cmd_status(args) -> int:
+    from raysweep import runs
+    from raysweep.progress import format_view
+
+    if args.watch:
+        runs.watch(args.run_dir, args.interval)
+    else:
+        print(format_view(runs.status(args.run_dir)))
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from raysweep import runs
+
+    print(runs.format_comparison(runs.compare(args.run_a, args.run_b)))
     return 0
 
 

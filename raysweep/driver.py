@@ -11,6 +11,8 @@ re-run counts the samples already finished (TPE is told their results).
 from __future__ import annotations
 
 import json
+import logging
+import os
 import time
 from pathlib import Path
 
@@ -18,13 +20,15 @@ import ray
 import ray.tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-from raysweep import datasets
+from raysweep import datasets, metrics
 from raysweep import records as rec
 from raysweep.errors import StudyError
 from raysweep.planning import plan_trials
 from raysweep.provenance import write_provenance
+from raysweep.progress import Progress
 from raysweep.record_writer import Observer, RecordWriter
 from raysweep.study import Study
+from raysweep.tensorboard import TensorBoardWriter
 from raysweep.trainable import TrialContext, run_trial, safe_name
 from raysweep.trial import TrialRecord, TrialSpec
 
@@ -33,13 +37,15 @@ METRIC = "val_top1"   # every decision (ASHA, search) is on the validation split
 
 def run_study(study: Study, storage: str, name: str | None = None, resume: bool = False,
               timings: dict | None = None, inline: bool = False,
-              observers: list[Observer] = ()) -> Path | rec.RemotePath:
+              progress: Progress | None = None) -> Path | rec.RemotePath:
     """Run every trial of `study` that has no finished record under `storage/name`.
 
     `storage` is a local folder or a URI (s3://…): on a multi-node cluster every node
     writes checkpoints there, so it must be storage they all reach.
     `inline` (what `--local` asks for) runs one-worker trials inside their Tune function
     instead of a Train worker group; it applies only with local storage.
+    `progress` (a live display or plain lines, `raysweep.progress`) sees every record
+    written; each trial also gets TensorBoard files and Ray metrics.
     Ray must already be initialised (see `raysweep.cluster.connect`)."""
     timings = timings if timings is not None else {}
     run_dir = rec.run_location(storage, name or study.name)
@@ -59,18 +65,32 @@ def run_study(study: Study, storage: str, name: str | None = None, resume: bool 
     timings.update(runner="inline" if inline else "train-workers", trials_total=len(specs),
                    trials_run=0, max_concurrent=concurrent,
                    gpu_shares=sorted({r.gpus_per_worker for r in resources.values()}))
+    board = TensorBoardWriter(run_dir)
+    observers = [board.observe, metrics.observe]
+    if progress:
+        progress.preload(r for r in records if r.key in context.specs or r.sampled_from)
+        observers.insert(0, progress.observe)
     begin = time.perf_counter()
-    if not study.search:
-        if todo:
-            _tune(study, context, run_dir, {"trial": ray.tune.grid_search([s.key for s in todo])},
-                  1, concurrent, None, observers)
-        timings["trials_run"] = len(todo)
-    else:
-        for base in specs:
-            timings["trials_run"] += _search(study, context, run_dir, base, records, concurrent,
-                                             observers)
+    try:
+        if not study.search:
+            if todo:
+                _tune(study, context, run_dir,
+                      {"trial": ray.tune.grid_search([s.key for s in todo])}, 1, concurrent,
+                      None, observers)
+            timings["trials_run"] = len(todo)
+        else:
+            for base in specs:
+                timings["trials_run"] += _search(study, context, run_dir, base, records,
+                                                 concurrent, observers)
+    finally:
+        board.close()
     timings["tune_seconds"] = time.perf_counter() - begin
     return run_dir
+
+
+def total_trials(study: Study) -> int:
+    """Trials a run of the study holds when it is done (search samples included)."""
+    return len(study.trials()) * (study.num_samples if study.search else 1)
 
 
 def check_data(specs: list[TrialSpec]) -> None:
@@ -118,7 +138,13 @@ def _search(study: Study, context: TrialContext, run_dir, base: TrialSpec,
 
 
 def _tune(study: Study, context: TrialContext, run_dir, param_space: dict, num_samples: int,
-          concurrent: int, searcher, observers) -> None:
+          concurrent: int, searcher, observers: list[Observer]) -> None:
+    # raysweep writes its own TensorBoard files (`raysweep.tensorboard`); Tune's default
+    # loggers would log every reported number, JSON strings and process ids included.
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    # ... so Tune's result grid finds no result files at the end and says so: the records
+    # are the results.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     tuner = ray.tune.Tuner(
         ray.tune.with_resources(ray.tune.with_parameters(run_trial, context=context),
                                 context.pg_factory),

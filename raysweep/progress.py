@@ -16,6 +16,8 @@ Units: times in seconds, accuracies in percent.
 """
 from __future__ import annotations
 
+import copy
+
 import os
 import statistics
 import sys
@@ -23,7 +25,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import IO, Iterable
 
-from raysweep.trial import FINISHED, TrialRecord, TrialSpec
+from raysweep.trial import FINISHED, TrialRecord
 
 FAILED = ("diverged", "errored")
 # How each record status is counted in the view's summary line.
@@ -31,15 +33,9 @@ COUNTED_AS = {"completed": "done", "stopped": "stopped", "diverged": "failed",
               "errored": "failed", "running": "running", "interrupted": "interrupted"}
 
 
-def _spec_of(record: TrialRecord) -> TrialSpec:
-    return TrialSpec(record.study, record.model, record.model_options, record.seed,
-                     record.train, tuple(record.labels), searched=record.searched,
-                     sample=record.sample)
-
-
 def trial_label(record: TrialRecord) -> str:
     """`group.variant-sSEED` of the record's first label, as `TrialSpec.label` names it."""
-    return _spec_of(record).label
+    return record.label
 
 
 def arm_label(record: TrialRecord) -> str:
@@ -253,7 +249,8 @@ class Progress:
 
     def observe(self, record: TrialRecord) -> None:
         old = self.records.get(record.key)
-        self.records[record.key] = record
+        # A snapshot: the record writer goes on changing the record it passes.
+        self.records[record.key] = copy.deepcopy(record)
         self.show(events(old, record))
 
     @property

@@ -29,6 +29,11 @@ class RecordWriter(ray.tune.Callback):
         self.observers = list(observers)
         self.open: dict[str, TrialRecord] = {}   # by Tune trial id
 
+    def __getstate__(self):
+        # Tune pickles its run config (callbacks included) for Tuner.restore, which
+        # raysweep never uses; observers hold terminals and open files.
+        return {**self.__dict__, "observers": []}
+
     def _record(self, trial) -> TrialRecord:
         if trial.trial_id in self.open:
             return self.open[trial.trial_id]

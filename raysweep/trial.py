@@ -249,7 +249,8 @@ class TrialRecord:
         return cls(key=spec.key, arm_key=spec.arm_key, study=spec.study, model=spec.model,
                    model_options=dict(spec.model_options), seed=spec.seed,
                    labels=list(spec.labels), train=spec.train, searched=dict(spec.searched),
-                   sample=spec.sample, sampled_from=spec.sampled_from, family=family, innovation=innovation, params=None,
+                   sample=spec.sample, sampled_from=spec.sampled_from, family=family,
+                   innovation=innovation, params=None,
                    flops=None, status="running", stopped_at_epoch=None, error=None,
                    history=[], segments=[], restarts=0, trial_ids=[], started_at=now,
                    finished_at=None)
@@ -257,6 +258,17 @@ class TrialRecord:
     @property
     def epochs(self) -> int:
         return self.train.epochs
+
+    def spec(self) -> TrialSpec:
+        """The trial spec this record is of (its key is the record's)."""
+        return TrialSpec(self.study, self.model, self.model_options, self.seed, self.train,
+                         tuple(self.labels), searched=self.searched, sample=self.sample,
+                         sampled_from=self.sampled_from)
+
+    @property
+    def label(self) -> str:
+        """`group.variant-sSEED` of its first label, as progress lines name the trial."""
+        return self.spec().label
 
     @property
     def last_epoch(self) -> int:

@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from raysweep import metrics
 from raysweep.progress import trial_label
-from tests.factories import record, spec
+from factories import record, spec
 
 
 def _scrape() -> dict[str, list]:

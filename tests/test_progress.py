@@ -15,7 +15,7 @@ import pytest
 from rich.console import Console
 
 from raysweep.progress import LiveProgress, StudyView, make_progress
-from tests.factories import epoch, record, spec
+from factories import epoch, record, spec
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
@@ -122,10 +122,8 @@ def _run_in_pty(argv: list[str], timeout: float) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.skip(reason="end to end: needs the driver's record writer to call "
-                  "progress.observe (issue 16); the lead removes this mark when wiring it")
 def test_a_tiny_study_in_a_terminal_shows_trials_and_counts(tmp_path):
-    from tests.conftest import TINY, write_study
+    from conftest import TINY, write_study
 
     study = write_study(tmp_path, "tty", defaults={**TINY, "epochs": 1},
                         models=["resnet_20"], seeds=2, asha={"enabled": False})

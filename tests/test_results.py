@@ -26,7 +26,7 @@ from raysweep.results import ablation, comparison, hpo, plots, report
 from raysweep.results.export import write_table
 from raysweep.results.latex import to_latex
 from raysweep.trial import ArmLabel
-from tests.factories import record, search_sample, spec, write_run
+from factories import record, search_sample, spec, write_run
 
 README = Path(__file__).resolve().parents[1] / "results" / "README.md"
 

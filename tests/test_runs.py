@@ -11,7 +11,7 @@ import yaml
 from raysweep import runs
 from raysweep.errors import RaysweepError
 from raysweep.progress import format_view
-from tests.factories import record, spec, write_run
+from factories import record, spec, write_run
 
 STUDY = {"name": "demo", "defaults": {"epochs": 3, "dataset": "synthetic"},
          "models": ["resnet_20", "resnet_32"], "seeds": 3}   # 6 trials

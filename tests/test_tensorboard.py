@@ -8,7 +8,7 @@ from tensorboard.plugins.hparams import api_pb2
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
 from raysweep.tensorboard import SCALARS, TensorBoardWriter, export_run, trial_folder
-from tests.factories import epoch, record, spec, write_run
+from factories import epoch, record, spec, write_run
 
 
 def _read(folder) -> EventAccumulator:
