@@ -118,16 +118,18 @@ pending_wiring = pytest.mark.skip(reason="needs the lead's CLI/driver/report rew
 def test_raysweep_run_and_report_leave_no_credential_under_the_run_folder(tmp_path):
     from conftest import TINY, raysweep, write_study
 
-    path = write_study(tmp_path, "leak", defaults={**TINY, "epochs": 1},
+    path = write_study(tmp_path, "leak", defaults={**TINY, "epochs": 1, "train_size": 128,
+                                                    "test_size": 64},
                        groups={"g": {"baseline": "resnet_20",
-                                     "variants": {"deeper": "resnet_32"}}},
+                                     "variants": {"slow": {"model": "resnet_20",
+                                                           "set": {"lr": 0.001}}}}},
                        asha={"enabled": False})
     storage = f"file://{tmp_path}/runs?token={QUERY_TOKEN}"
-    env_run = raysweep("run", path, "--local", "--storage", storage,
+    run = raysweep("run", path, "--local", "--storage", storage,
                        "--set", f"groups.g.description=deploy with {GITHUB_TOKEN}",
                        env={**os.environ, "RAYSWEEP_TEST_API_TOKEN": ENV_SECRET})
-    assert env_run.returncode == 0, env_run.stderr[-3000:]
-    assert QUERY_TOKEN not in env_run.stdout + env_run.stderr
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert QUERY_TOKEN not in run.stdout + run.stderr
     run_dir = tmp_path / "runs" / "leak"
     report = raysweep("report", run_dir)
     assert report.returncode == 0, report.stderr[-3000:]

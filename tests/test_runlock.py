@@ -192,40 +192,62 @@ def test_a_second_raysweep_run_on_one_run_folder_is_refused_while_the_first_fini
     from conftest import TINY, one_error_line, raysweep, write_study
     from raysweep.records import read_records
 
-    path = write_study(tmp_path, "twice", defaults={**TINY, "epochs": 2}, seeds=2,
+    path = write_study(tmp_path, "twice", defaults={**TINY, "epochs": 3}, seeds=2,
                        models=["resnet_20"], asha={"enabled": False},
                        resources={"max_concurrent": 1})
     storage, run_dir = tmp_path / "runs", tmp_path / "runs" / "twice"
-    first = subprocess.Popen([sys.executable, "-m", "raysweep.cli", "run", path, "--local",
-                              "--storage", storage], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    first = _cli_run(path, storage)
     try:
-        deadline = time.monotonic() + 120
-        while not (run_dir / LOCK_NAME).is_file():
-            assert first.poll() is None and time.monotonic() < deadline, first.stderr.read()
-            time.sleep(0.1)  # polling for the first run's lock
+        _wait_for(lambda: any(r.status == "running" for r in read_records(run_dir))
+                  if (run_dir / "records").is_dir() else False, first)
         line = one_error_line(raysweep("run", path, "--local", "--storage", storage))
         assert f"pid {first.pid}," in line and "in use by another raysweep run" in line
-        out, err = first.communicate(timeout=600)
+        assert first.poll() is None  # refused while the first one still ran
+        first.wait(timeout=600)
     finally:
-        if first.poll() is None:
-            os.killpg(first.pid, signal.SIGKILL)
-            first.wait()
-    assert first.returncode == 0, err[-3000:]
+        _kill(first)
+    assert first.returncode == 0, path.with_suffix(".stderr").read_text()[-3000:]
     assert sorted(r.status for r in read_records(run_dir)) == ["completed", "completed"]
     assert not (run_dir / LOCK_NAME).exists()
 
-    # A run killed with SIGKILL leaves its lock; the next run takes it over and says so.
-    killed = subprocess.Popen([sys.executable, "-m", "raysweep.cli", "run", path, "--local",
-                               "--storage", storage, "--name", "again"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
-    deadline = time.monotonic() + 120
-    while not (storage / "again" / LOCK_NAME).is_file():
-        assert killed.poll() is None and time.monotonic() < deadline
-        time.sleep(0.1)  # polling for its lock
-    os.killpg(killed.pid, signal.SIGKILL)
-    killed.wait()
-    again = raysweep("run", path, "--local", "--storage", storage, "--name", "again")
+
+@pending_wiring
+@pytest.mark.slow
+def test_a_killed_raysweep_runs_lock_is_taken_over_by_the_next_run(tmp_path):
+    from conftest import TINY, raysweep, write_study
+
+    path = write_study(tmp_path, "once", defaults={**TINY, "epochs": 1, "train_size": 128,
+                                                    "test_size": 64},
+                       models=["resnet_20"], asha={"enabled": False})
+    killed = _cli_run(path, tmp_path / "runs")
+    try:
+        _wait_for(lambda: (tmp_path / "runs" / "once" / LOCK_NAME).is_file(), killed)
+    finally:
+        _kill(killed)  # SIGKILL: its lock stays behind
+    again = raysweep("run", path, "--local", "--storage", tmp_path / "runs")
     assert again.returncode == 0, again.stderr[-3000:]
-    assert f"taking over a stale lock" in again.stderr and f"pid {killed.pid} is gone" in again.stderr
+    assert "taking over a stale lock" in again.stderr
+    assert f"pid {killed.pid} is gone" in again.stderr
+
+
+def _cli_run(study: Path, storage: Path) -> subprocess.Popen:
+    """`raysweep run` in the background; its stderr goes to a file beside the study (a
+    pipe nobody reads while it runs could fill and stall it)."""
+    with open(study.with_suffix(".stderr"), "w") as err:
+        return subprocess.Popen([sys.executable, "-m", "raysweep.cli", "run", study, "--local",
+                                 "--storage", storage], stdout=subprocess.DEVNULL, stderr=err,
+                                start_new_session=True)
+
+
+def _wait_for(ready, proc: subprocess.Popen, timeout_s: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        assert proc.poll() is None, f"the run exited early ({proc.returncode})"
+        assert time.monotonic() < deadline, "the run never got there"
+        time.sleep(0.1)  # polling the run folder
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started
+        proc.wait()
