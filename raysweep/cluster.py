@@ -6,7 +6,7 @@ import os
 import socket
 import subprocess
 import sys
-import uuid
+import warnings
 from pathlib import Path
 
 import psutil
@@ -32,7 +32,10 @@ def connect(local: bool, address: str | None, verbose: bool = False) -> str | No
     A local Ray listens on 127.0.0.1 only (GCS, raylet, object manager, workers, dashboard,
     its agents and every metrics exporter: `_loopback_node`), and its processes are
     SIGKILLed within about a second when this driver is gone, however it dies
-    (`raysweep.reaper`).
+    (`raysweep.reaper`). Not Ray's and still on all interfaces: while a Train worker group
+    runs (`--train-workers`, or a trial with several workers), its rank 0 holds torch's
+    TCPStore for the DDP rendezvous, which torch binds to "::" unless it is handed a
+    listening socket (`TCPStore(master_listen_fd=...)`); inline trials have none.
 
     Workers' own logs stay in Ray's log folder (and the dashboard) unless `verbose`:
     raysweep prints one line per trial epoch instead.
@@ -81,8 +84,12 @@ def _start_local(env: dict, verbose: bool):
 def _tell_reaper(before: set[int]) -> None:
     """Send the reaper the pids of the processes started since `before` (by ray.init)."""
     started = [p.pid for p in psutil.Process().children() if p.pid not in before]
-    _reaper.stdin.write(f"{' '.join(map(str, started))}\n".encode())
-    _reaper.stdin.flush()
+    try:
+        _reaper.stdin.write(f"{' '.join(map(str, started))}\n".encode())
+        _reaper.stdin.flush()
+    except BrokenPipeError:
+        warnings.warn("raysweep: the Ray reaper is gone; if this driver is killed, Ray's "
+                      "agents may outlive it by a minute", RuntimeWarning, stacklevel=3)
 
 
 @contextlib.contextmanager

@@ -293,7 +293,11 @@ class RunLock:
                 warnings.warn(self.lost, StaleLockWarning, stacklevel=1)
                 return
             self.holder = self.holder.beat()
-            atomic_write_text(self.path, self.holder.to_json())
+            try:
+                atomic_write_text(self.path, self.holder.to_json())
+            except OSError as exc:  # a storage hiccup: the next beat tries again
+                warnings.warn(f"run folder {self.run_dir}: lock heartbeat failed: {exc}",
+                              StaleLockWarning, stacklevel=1)
 
 
 # A lock file that cannot be parsed (damaged, or another lock version): stale.
