@@ -1,14 +1,25 @@
 """Connecting to Ray: an in-process local cluster (`--local`) or a running one."""
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import subprocess
+import sys
+import warnings
+from pathlib import Path
 
+import psutil
 import ray
-from ray._private import services
+from ray._private import ray_constants, services
+
+from raysweep import reaper
 
 DASHBOARD_HOST = "127.0.0.1"  # never bind the dashboard to public interfaces by default
 GCS_PORT_ENV = "RAY_GCS_SERVER_PORT"  # how a locally started Ray is given its GCS port
+REAPER_WAIT_S = 10.0  # seconds disconnect() waits for the reaper's last sweep
+
+_reaper: subprocess.Popen | None = None  # the reaper of the local Ray this process started
 
 
 def connect(local: bool, address: str | None, verbose: bool = False) -> str | None:
@@ -18,6 +29,14 @@ def connect(local: bool, address: str | None, verbose: bool = False) -> str | No
     it serves the State API that Ray Train's placement-group cleaner polls; without it
     a finished trial's CPUs are never given back and the next trial waits forever.
 
+    A local Ray listens on 127.0.0.1 only (GCS, raylet, object manager, workers, dashboard,
+    its agents and every metrics exporter: `_loopback_node`), and its processes are
+    SIGKILLed within about a second when this driver is gone, however it dies
+    (`raysweep.reaper`). Not Ray's and still on all interfaces: while a Train worker group
+    runs (`--train-workers`, or a trial with several workers), its rank 0 holds torch's
+    TCPStore for the DDP rendezvous, which torch binds to "::" unless it is handed a
+    listening socket (`TCPStore(master_listen_fd=...)`); inline trials have none.
+
     Workers' own logs stay in Ray's log folder (and the dashboard) unless `verbose`:
     raysweep prints one line per trial epoch instead.
 
@@ -26,27 +45,108 @@ def connect(local: bool, address: str | None, verbose: bool = False) -> str | No
     `driver.train_run_name`) with its controller and workers (node, pid, rank)."""
     env = {"RAY_TRAIN_V2_ENABLED": "1", "RAY_TRAIN_ENABLE_STATE_TRACKING": "1"}
     os.environ.update(env)
-    start = local or (address is None and not _cluster_running())
-    gcs_port = _free_port() if start else None
+    if local or (address is None and not _cluster_running()):
+        ctx = _start_local(env, verbose)
+    else:
+        gcs = services.canonicalize_bootstrap_address_or_die(address or "auto")
+        ctx = ray.init(address=address or "auto", **_init_options(env, gcs, verbose))
+    url = getattr(ctx, "dashboard_url", None)
+    return f"http://{url}" if url and not url.startswith("http") else url
+
+
+def _init_options(env: dict, gcs: str, verbose: bool) -> dict:
     # Train's placement-group cleaner queries the State API from inside the cluster; it
     # finds its cluster by RAY_ADDRESS, else by looking for GCS processes on the machine,
     # which fails when two Rays run there, and then no finished trial's resources are
     # ever given back. So every worker of this study gets the address.
-    gcs = (f"{services.get_node_ip_address()}:{gcs_port}" if start
-           else services.canonicalize_bootstrap_address_or_die(address or "auto"))
-    common = dict(runtime_env={"env_vars": {**env, "RAY_ADDRESS": gcs}}, log_to_driver=verbose,
-                  logging_level="WARNING", configure_logging=True)
-    if start:
-        os.environ[GCS_PORT_ENV] = str(gcs_port)
-        try:
+    return dict(runtime_env={"env_vars": {**env, "RAY_ADDRESS": gcs}}, log_to_driver=verbose,
+                logging_level="WARNING", configure_logging=True)
+
+
+def _start_local(env: dict, verbose: bool):
+    global _reaper
+    gcs_port = _free_port()
+    _reaper = _start_reaper()
+    before = {p.pid for p in psutil.Process().children()}
+    try:
+        with _loopback_node(), _environ({GCS_PORT_ENV: str(gcs_port)}):
+            gcs = f"{services.get_node_ip_address()}:{gcs_port}"
             ctx = ray.init(address="local", include_dashboard=True,
-                           dashboard_host=DASHBOARD_HOST, **common)
-        finally:
-            os.environ.pop(GCS_PORT_ENV)
-    else:
-        ctx = ray.init(address=address or "auto", **common)
-    url = getattr(ctx, "dashboard_url", None)
-    return f"http://{url}" if url and not url.startswith("http") else url
+                           dashboard_host=DASHBOARD_HOST, **_init_options(env, gcs, verbose))
+    except BaseException:
+        _tell_reaper(before)
+        disconnect()  # a ray.init that failed half-way leaves nothing running either
+        raise
+    _tell_reaper(before)
+    return ctx
+
+
+def _tell_reaper(before: set[int]) -> None:
+    """Send the reaper the pids of the processes started since `before` (by ray.init)."""
+    started = [p.pid for p in psutil.Process().children() if p.pid not in before]
+    try:
+        _reaper.stdin.write(f"{' '.join(map(str, started))}\n".encode())
+        _reaper.stdin.flush()
+    except BrokenPipeError:
+        warnings.warn("raysweep: the Ray reaper is gone; if this driver is killed, Ray's "
+                      "agents may outlive it by a minute", RuntimeWarning, stacklevel=3)
+
+
+@contextlib.contextmanager
+def _loopback_node():
+    """Ray binds each server to its node's address, or to 127.0.0.1 only when that address
+    is loopback. `ray.init` has no switch for it: it turns `_node_ip_address="127.0.0.1"`
+    into the machine's public address, except in its one-machine mode (the default on
+    Windows/macOS, chosen on Linux with RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0), where the
+    node address is 127.0.0.1. That mode only refuses `ray start --address` (joining
+    other machines), which a local study never does. The variable is read when Ray is
+    imported, so the already imported constant is set too; Ray's processes inherit the
+    variable and agree."""
+    saved = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        with _environ({ray_constants.ENABLE_RAY_CLUSTERS_ENV_VAR: "0"}):
+            yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
+
+
+@contextlib.contextmanager
+def _environ(values: dict[str, str]):
+    """Set environment variables for the processes started inside; then restore them."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _start_reaper() -> subprocess.Popen:
+    """`raysweep.reaper` in its own session (a Ctrl-C or a killpg of the driver's group
+    spares it), reading a pipe whose write end only this process holds."""
+    package_root = str(Path(reaper.__file__).resolve().parent.parent)
+    code = ("import sys; sys.path.insert(0, sys.argv.pop(1)); "
+            "from raysweep.reaper import main; sys.exit(main())")
+    return subprocess.Popen([sys.executable, "-c", code, package_root], stdin=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, start_new_session=True)
+
+
+def _stop_reaper() -> None:
+    """Close the reaper's pipe: it kills what `ray.shutdown` left behind, then exits."""
+    global _reaper
+    if _reaper is None:
+        return
+    _reaper.stdin.close()
+    try:
+        _reaper.wait(timeout=REAPER_WAIT_S)
+    except subprocess.TimeoutExpired:
+        pass  # it finishes on its own; the driver need not wait longer
+    _reaper = None
 
 
 def _free_port() -> int:
@@ -68,3 +168,4 @@ def _cluster_running() -> bool:
 def disconnect() -> None:
     if ray.is_initialized():
         ray.shutdown()
+    _stop_reaper()
