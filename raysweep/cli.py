@@ -23,7 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if args.debug or not _is_user_error(exc):
             raise
-        print(f"raysweep: error: {exc}", file=sys.stderr)
+        from raysweep.provenance import redact_text
+
+        print(f"raysweep: error: {redact_text(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
 
 
@@ -116,25 +118,28 @@ def _cli_overrides(args) -> dict:
 def cmd_run(args) -> int:
     from raysweep import cluster, driver
     from raysweep.progress import make_progress
-    from raysweep.records import read_records
+    from raysweep.records import read_records, run_location
+    from raysweep.runlock import RunLock
     from raysweep.study import load_study
 
     # Validate everything that can be validated before Ray starts.
     study = load_study(args.space, args.set, _cli_overrides(args), args.group)
     driver.check_data(study.trials())
-    begin = time.perf_counter()
-    url = cluster.connect(args.local, args.address, verbose=args.verbose)
-    timings = {"ray_start_seconds": time.perf_counter() - begin}
-    if url:
-        print(f"raysweep: Ray dashboard at {url}", flush=True)
-    progress = make_progress(study.name, driver.total_trials(study))
-    try:
-        run_dir = driver.run_study(study, args.storage, args.name, args.resume, timings,
-                                   inline=args.local and not args.train_workers,
-                                   progress=progress)
-    finally:
-        progress.close()
-        cluster.disconnect()
+    # One run per run folder: a second `raysweep run` on it is refused before Ray starts.
+    with RunLock(run_location(args.storage, args.name or study.name)):
+        begin = time.perf_counter()
+        url = cluster.connect(args.local, args.address, verbose=args.verbose)
+        timings = {"ray_start_seconds": time.perf_counter() - begin}
+        if url:
+            print(f"raysweep: Ray dashboard at {url}", flush=True)
+        progress = make_progress(study.name, driver.total_trials(study))
+        try:
+            run_dir = driver.run_study(study, args.storage, args.name, args.resume, timings,
+                                       inline=args.local and not args.train_workers,
+                                       progress=progress)
+        finally:
+            progress.close()
+            cluster.disconnect()
     keys = {t.key for t in study.trials()}
     rows = [r for r in read_records(run_dir) if r.key in keys or r.sampled_from in keys]
     print(summary_table(rows))

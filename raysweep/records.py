@@ -104,7 +104,14 @@ def run_location(storage: str, name: str) -> Path | RemotePath:
     """`<storage>/<name>`: a local path (``~`` expanded, absolute) or a RemotePath."""
     if "://" not in storage:
         return Path(os.path.expanduser(storage)).resolve() / name
-    fs, path = pafs.FileSystem.from_uri(storage)
+    try:
+        fs, path = pafs.FileSystem.from_uri(storage)
+    except (ValueError, OSError) as exc:  # pyarrow's ArrowInvalid repeats the whole URI
+        from raysweep.errors import StudyError
+        from raysweep.provenance import redact_text
+
+        raise StudyError(f"--storage {redact_text(storage)!r} is not a storage URI pyarrow "
+                         f"can open: {redact_text(str(exc).splitlines()[0])}") from None
     if isinstance(fs, pafs.LocalFileSystem):
         return Path(path).resolve() / name
     return RemotePath(storage.split("://", 1)[0], path, fs) / name

@@ -182,11 +182,6 @@ def test_an_unwritable_storage_is_one_line_and_a_new_folder_is_not_left_empty(tm
 
 # --- end to end, through the CLI: needs the lead's wiring of RunLock into `raysweep run` ---
 
-pending_wiring = pytest.mark.skip(reason="needs RunLock wired into cli.cmd_run (lead, on "
-                                  "merge of the safety branch); remove this mark then")
-
-
-@pending_wiring
 @pytest.mark.slow
 def test_a_second_raysweep_run_on_one_run_folder_is_refused_while_the_first_finishes(tmp_path):
     from conftest import TINY, one_error_line, raysweep, write_study
@@ -211,7 +206,6 @@ def test_a_second_raysweep_run_on_one_run_folder_is_refused_while_the_first_fini
     assert not (run_dir / LOCK_NAME).exists()
 
 
-@pending_wiring
 @pytest.mark.slow
 def test_a_killed_raysweep_runs_lock_is_taken_over_by_the_next_run(tmp_path):
     from conftest import TINY, raysweep, write_study

@@ -37,7 +37,8 @@ def to_csv(table: Table) -> str:
 # --- Markdown ---
 
 def _md_cell(text: Any) -> str:
-    return str(text).replace("|", r"\|").replace("\n", " ")
+    # `*` escaped: redacted secrets (`***`) would otherwise render as emphasis.
+    return str(text).replace("|", r"\|").replace("*", r"\*").replace("\n", " ")
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
@@ -78,7 +79,11 @@ def record_files(run_dir: Path, records: list[TrialRecord]) -> tuple[dict[str, s
 
 def write_provenance(run_dir: Path, out_dir: Path, records: list[TrialRecord],
                      tables: list[Table]) -> list[Path]:
+    from raysweep.provenance import redact_provenance
+
+    # Redacted again: a provenance.json written before redaction existed may hold secrets.
     found = run_provenance(run_dir)
+    found = redact_provenance(found) if found else found
     hashes, skipped = record_files(run_dir, records)
     doc = {
         "report": {"raysweep": __version__, "run_dir": str(run_dir.resolve()),
