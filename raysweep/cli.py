@@ -15,6 +15,8 @@ EXIT_USAGE = 2
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # A warning (a skipped record, a damaged checkpoint) is one line, like an error.
+    warnings.formatwarning = lambda message, *_a, **_k: f"raysweep: warning: {message}\n"
     try:
         return args.func(args) or 0
     except BrokenPipeError:  # `raysweep show ablations | head`
@@ -118,15 +120,17 @@ def _cli_overrides(args) -> dict:
 def cmd_run(args) -> int:
     from raysweep import cluster, driver
     from raysweep.progress import make_progress
-    from raysweep.records import read_records, run_location
+    from raysweep.records import read_records, refuse_other_versions, run_location
     from raysweep.runlock import RunLock
     from raysweep.study import load_study
 
     # Validate everything that can be validated before Ray starts.
     study = load_study(args.space, args.set, _cli_overrides(args), args.group)
     driver.check_data(study.trials())
+    run_dir = run_location(args.storage, args.name or study.name)
+    refuse_other_versions(run_dir)
     # One run per run folder: a second `raysweep run` on it is refused before Ray starts.
-    with RunLock(run_location(args.storage, args.name or study.name)):
+    with RunLock(run_dir):
         begin = time.perf_counter()
         url = cluster.connect(args.local, args.address, verbose=args.verbose)
         timings = {"ray_start_seconds": time.perf_counter() - begin}

@@ -52,6 +52,7 @@ def run_study(study: Study, storage: str, name: str | None = None, resume: bool 
     if resume and not (run_dir / rec.RECORDS_DIR).is_dir():
         raise StudyError(f"--resume: no run named {run_dir.name!r} under {run_dir.parent}")
     _check_writable(run_dir)
+    rec.refuse_other_versions(run_dir)
     specs = study.trials()
     check_data(specs)
     records = _label_finished(run_dir, specs)

@@ -31,7 +31,7 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from raysweep.errors import RecordError
-from raysweep.trial import TrialRecord
+from raysweep.trial import RECORD_VERSION, TrialRecord
 
 RECORDS_DIR = "records"
 
@@ -176,6 +176,23 @@ def read_records(run_dir: Path | RemotePath) -> list[TrialRecord]:
 def read_record(run_dir: Path | RemotePath, key: str) -> TrialRecord | None:
     path = _location(run_dir) / RECORDS_DIR / f"{key}.json"
     return _read(path) if path.is_file() else None
+
+
+def refuse_other_versions(run_dir: Path | RemotePath) -> None:
+    """A run folder holding records of another record version cannot be continued: its
+    trials would be compared with ones that are not the same experiment."""
+    folder = _location(run_dir) / RECORDS_DIR
+    if not folder.is_dir():
+        return
+    for path in sorted(folder.glob("*.json")):
+        try:
+            version = json.loads(path.read_text()).get("record_version", 1)
+        except (OSError, ValueError, AttributeError):
+            continue  # not a record at all: skipped (and named) by the readers
+        if version != RECORD_VERSION:
+            raise RecordError(f"run folder {_location(run_dir)} holds records of record_version "
+                              f"{version} ({path.name}); this raysweep writes version "
+                              f"{RECORD_VERSION}: run the study under a new --name")
 
 
 def load_record(path: Path | RemotePath) -> TrialRecord:

@@ -11,8 +11,24 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_fn
 import torch.nn as nn
+
+
+class AllReduceSum(torch.autograd.Function):
+    """Σ over workers, differentiable: the gradient of a sum every worker uses is the sum
+    of their gradients."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        out = tensor.clone()
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        out = grad.clone()
+        dist.all_reduce(out)
+        return out
 
 
 class GlobalBatchNorm(nn.BatchNorm2d):
@@ -26,11 +42,11 @@ class GlobalBatchNorm(nn.BatchNorm2d):
         # one-pass E[x²] − E[x]² loses the variance to cancellation in float32.
         channels = x.shape[1]
         local = torch.cat([x.sum((0, 2, 3)), x.new_full((1,), x.numel() / channels)])
-        total = dist_fn.all_reduce(local)
+        total = AllReduceSum.apply(local)
         count = total[-1]
         mean = total[:channels] / count
         centred = x - mean[None, :, None, None]
-        var = dist_fn.all_reduce((centred * centred).sum((0, 2, 3))) / count
+        var = AllReduceSum.apply((centred * centred).sum((0, 2, 3))) / count
         if self.track_running_stats:
             with torch.no_grad():
                 m = self.momentum if self.momentum is not None else 0.1
@@ -52,8 +68,9 @@ def convert(model: nn.Module, device: torch.device) -> nn.Module:
 
 def _swap(module: nn.Module) -> nn.Module:
     if type(module) is nn.BatchNorm2d:
+        like = module.weight if module.affine else module.running_mean
         out = GlobalBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
-                              module.track_running_stats)
+                              module.track_running_stats, device=like.device, dtype=like.dtype)
         out.load_state_dict(module.state_dict())
         return out
     for name, child in module.named_children():

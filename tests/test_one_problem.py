@@ -1,0 +1,122 @@
+"""One optimisation problem per trial, whatever the hardware: the same study on 1 worker
+or 2 trains the same model (the global batch is split over the workers, BatchNorm sees
+the global batch), keeps its identity, and resumes on another worker count with its lr
+schedule exactly where an uninterrupted run has it. Real Ray on CPU (gloo), no mocks."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import TINY, one_error_line, raysweep, run, write_study
+from raysweep.records import read_records
+
+pytestmark = pytest.mark.slow
+
+
+def final_state(run_dir: Path) -> dict:
+    [folder] = (run_dir / "checkpoints").iterdir()
+    newest = max(folder.iterdir(), key=lambda p: p.name)
+    return torch.load(newest / "state.pt", weights_only=True)
+
+
+def max_difference(a: dict, b: dict, buffers: bool) -> float:
+    """Largest |a - b| over the weights (buffers=False) or BatchNorm's running statistics."""
+    keys = [k for k in a if ("running_" in k) == buffers and "num_batches" not in k]
+    return max((a[k].double() - b[k].double()).abs().max().item() for k in keys)
+
+
+def test_two_workers_train_what_one_worker_trains_on_the_global_batch(ray_local, tmp_path):
+    """2 gloo workers × 32 images and 1 worker × 64 (global batch 64, a BatchNorm model,
+    same seed, data order and augmentation draws) reach the same weights after an epoch
+    of steps. Float32 sums in another order (DDP's gradient average, BatchNorm's
+    cross-worker statistics) leave ~1e-3; per-worker BatchNorm (`sync_bn: false`)
+    normalises over 32 images instead of 64 and moves the weights 10× further."""
+    body = dict(defaults={**TINY, "batch_size": 64, "train_size": 256, "test_size": 64,
+                          "epochs": 1, "recipe": "sgd", "lr": 0.05, "scheduler": "cosine",
+                          "augment": "trivialaugment_erasing"},
+                models=["resnet_20"], seeds=[3], asha={"enabled": False})
+    one = run(write_study(tmp_path, "one", **body), tmp_path / "runs")
+    two = run(write_study(tmp_path, "two", **body, resources={"workers_per_trial": 2}),
+              tmp_path / "runs")
+    per_worker_bn = run(write_study(
+        tmp_path, "own_bn", **{**body, "defaults": {**body["defaults"], "sync_bn": False}},
+        resources={"workers_per_trial": 2}), tmp_path / "runs")
+    [r1], [r2], [r3] = (read_records(d) for d in (one, two, per_worker_bn))
+    assert [s.workers for s in (r1.segments[0], r2.segments[0], r3.segments[0])] == [1, 2, 2]
+    assert r1.key == r2.key != r3.key  # worker count: not identity; sync_bn: identity
+    assert r2.history[0].train_loss == pytest.approx(r1.history[0].train_loss, rel=1e-3)
+    assert r2.history[0].lr == r1.history[0].lr
+    a, b, c = (final_state(d)["model"] for d in (one, two, per_worker_bn))
+    same, apart = max_difference(a, b, buffers=False), max_difference(a, c, buffers=False)
+    assert same < 3e-3 and apart > 10 * same, (same, apart)
+    # What differs without sync_bn: the BatchNorm statistics, over 32 images, not 64.
+    assert max_difference(a, b, buffers=True) < 3e-3 < max_difference(a, c, buffers=True)
+
+
+def test_a_trial_resumed_on_two_workers_keeps_its_lr_schedule(tmp_path):
+    """Killed after epoch 2 on 1 worker (inline), resumed with --workers-per-trial 2
+    (a Train worker group): the recorded lr of every epoch equals an uninterrupted run's,
+    and the record shows both segments."""
+    path = write_study(tmp_path, "resume", defaults={**TINY, "epochs": 4},
+                       models=["resnet_20"], asha={"enabled": False})
+    storage, run_dir = tmp_path / "runs", tmp_path / "runs" / "resume"
+    proc = subprocess.Popen([sys.executable, "-m", "raysweep.cli", "run", path, "--local",
+                             "--storage", storage], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        _wait_for_epoch(run_dir, 2, proc)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    resumed = raysweep("run", path, "--local", "--storage", storage, "--name", "resume",
+                       "--resume", "--workers-per-trial", "2", timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    [r] = read_records(run_dir)
+    assert r.status == "completed" and [h.epoch for h in r.history] == [1, 2, 3, 4]
+    first, second = r.segments
+    assert (first.runner, first.workers, first.first_epoch) == ("inline", 1, 1)
+    assert (second.runner, second.workers) == ("train-workers", 2)
+    assert second.first_epoch == second.resumed_from_epoch + 1 >= 3 and r.restarts == 1
+    assert {h.segment for h in r.history if h.epoch >= second.first_epoch} == {1}
+
+    [whole] = read_records(run(path, tmp_path / "runs", "whole", inline=True))
+    assert whole.key == r.key
+    assert [h.lr for h in r.history] == [h.lr for h in whole.history]
+    assert whole.history[-1].lr == pytest.approx(0.0, abs=1e-12)  # cosine reaches 0 at the end
+
+
+def test_records_of_the_previous_version_are_refused_in_one_line(tmp_path):
+    run_dir = tmp_path / "runs" / "old"
+    (run_dir / "records").mkdir(parents=True)
+    old = {"key": "resnet_20-0123456789", "model": "resnet_20", "status": "completed",
+           "history": [{"epoch": 1, "top1": 50.0, "val_loss": 1.0}], "config": {}}
+    (run_dir / "records" / f"{old['key']}.json").write_text(json.dumps(old))
+    path = write_study(tmp_path, "old", defaults=TINY, models=["resnet_20"])
+    refused = raysweep("run", path, "--local", "--storage", tmp_path / "runs", timeout=120)
+    assert one_error_line(refused) == (
+        f"raysweep: error: run folder {run_dir} holds records of record_version 1 "
+        f"({old['key']}.json); this raysweep writes version 2: run the study under a new "
+        f"--name")
+    report = raysweep("report", run_dir, timeout=120)
+    assert report.returncode == 2
+    warning, error = report.stderr.strip().splitlines()
+    assert warning.startswith("raysweep: warning: skipping ") and "record_version 1" in warning
+    assert error == f"raysweep: error: no readable trial records in {run_dir / 'records'}"
+
+
+def _wait_for_epoch(run_dir: Path, epoch: int, proc, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        recs = read_records(run_dir) if (run_dir / "records").is_dir() else []
+        if recs and recs[0].last_epoch >= epoch:
+            return
+        time.sleep(0.2)  # polling a condition with a deadline
+    raise AssertionError(f"epoch {epoch} never recorded (driver exit code {proc.poll()})")
