@@ -125,17 +125,27 @@ def _search(study: Study, context: TrialContext, run_dir, base: TrialSpec,
     if missing <= 0:
         return 0
     space = {k: _sampler(s) for k, s in study.searched_keys(base.train.recipe).items()}
-    searcher = None
-    if study.search_algorithm == "tpe":
-        from ray.tune.search.optuna import OptunaSearch
-
-        searcher = OptunaSearch(
-            metric=METRIC, mode="max", seed=base.seed,
-            points_to_evaluate=[{"search": r.searched} for r in done] or None,
-            evaluated_rewards=[r.history[-1].val_top1 for r in done] or None)
     _tune(study, context, run_dir, {"trial": base.key, "search": space}, missing,
-          concurrent, searcher, observers)
+          concurrent, searcher_for(study, base, done), observers)
     return missing
+
+
+def searcher_for(study: Study, base: TrialSpec, done: list[TrialRecord]):
+    """None (Tune's random sampling) or Optuna's TPE, told the finished samples' last
+    validation top-1 (a sample ASHA stopped counts with the epoch it reached)."""
+    if study.search_algorithm != "tpe":
+        return None
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Tune flattens the search space: `{"search": {"lr": ...}}` is the parameter "search/lr".
+    return OptunaSearch(
+        # A new seed per re-run: the same one would draw the finished samples again.
+        metric=METRIC, mode="max", seed=base.seed * 1_000 + len(done),
+        points_to_evaluate=[{f"search/{k}": v for k, v in r.searched.items()}
+                            for r in done] or None,
+        evaluated_rewards=[r.history[-1].val_top1 for r in done] or None)
 
 
 def _tune(study: Study, context: TrialContext, run_dir, param_space: dict, num_samples: int,

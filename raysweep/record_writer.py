@@ -28,6 +28,7 @@ class RecordWriter(ray.tune.Callback):
         self.spec_of = spec_of           # Tune config → TrialSpec
         self.observers = list(observers)
         self.open: dict[str, TrialRecord] = {}   # by Tune trial id
+        self.replayed: set[str] = set()          # Tune trial ids of replayed search samples
 
     def __getstate__(self):
         # Tune pickles its run config (callbacks included) for Tuner.restore, which
@@ -39,6 +40,12 @@ class RecordWriter(ray.tune.Callback):
             return self.open[trial.trial_id]
         spec = self.spec_of(trial.config)
         record = rec.read_record(self.run_dir, spec.key)
+        if record is not None and record.finished and spec.sampled_from is not None:
+            # A search drew a finished sample again: its Tune function replays the record,
+            # which stays as it is.
+            self.replayed.add(trial.trial_id)
+            self.open[trial.trial_id] = record
+            return record
         if record is None or record.finished:
             entry = get_entry(spec.model)
             record = TrialRecord.new(spec, entry.family, entry.innovation, now())
@@ -58,10 +65,14 @@ class RecordWriter(ray.tune.Callback):
             observe(record)
 
     def on_trial_start(self, iteration, trials, trial, **info):
-        self._write(self._record(trial))
+        record = self._record(trial)
+        if trial.trial_id not in self.replayed:
+            self._write(record)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         record = self._record(trial)
+        if trial.trial_id in self.replayed:
+            return
         entry = EpochResult(**json.loads(result["raysweep_result"]))
         if "raysweep_segments" in result:  # the first report of a launch
             record.segments = [Segment(**s) for s in json.loads(result["raysweep_segments"])]
@@ -76,6 +87,9 @@ class RecordWriter(ray.tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         record = self._record(trial)
+        if trial.trial_id in self.replayed:
+            self.open.pop(trial.trial_id, None)
+            return
         if record.status != "diverged":
             finished = record.last_epoch >= record.epochs
             record.status = "completed" if finished else "stopped"

@@ -51,6 +51,8 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
     from raysweep.worker import train_inline, train_loop_per_worker
 
     spec = context.spec(config)
+    if spec.sampled_from is not None and replay_finished(spec, context.run_dir):
+        return
     res = context.resources[config["trial"]]
     launch = Launch(context.run_dir, "inline" if context.inline else "train-workers", res,
                     time.time())
@@ -72,6 +74,23 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
             callbacks=[TuneReportCallback()],
             failure_config=ray.train.FailureConfig(max_failures=context.max_failures)),
     ).fit()
+
+
+def replay_finished(spec: TrialSpec, run_dir: str) -> bool:
+    """A search can draw a sample it has already run (a `choice` space, a re-run): the
+    stored epochs are reported again instead of training the same trial twice."""
+    import dataclasses
+    import json
+
+    from raysweep.records import location, read_record
+
+    record = read_record(location(run_dir), spec.key)
+    if record is None or not record.finished or not record.history:
+        return False
+    for entry in record.history:
+        ray.tune.report({**{k: v for k, v in dataclasses.asdict(entry).items() if v is not None},
+                         "raysweep_result": json.dumps(dataclasses.asdict(entry))})
+    return True
 
 
 def train_run_name(spec: TrialSpec) -> str:
