@@ -5,12 +5,15 @@ Every user error is one line on stderr and exit status 2 (a traceback only with 
 from __future__ import annotations
 
 import argparse
+import shlex
+import signal
 import sys
 import time
 import warnings
 from pathlib import Path
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130   # the shell's code for a process ended by SIGINT
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,7 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--name", help="run name (default: the study's); an existing run with "
                      "this name is continued: only trials without a finished record run")
     run.add_argument("--resume", action="store_true",
-                     help="continue the existing run --name (error if there is none)")
+                     help="continue the existing run --name with the study it was started "
+                     "with (error if there is none)")
     run.add_argument("--group", action="append", help="run only this ablation group (repeatable)")
     run.add_argument("--workers-per-trial", type=int, help="Train workers (DDP ranks) per trial")
     run.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
@@ -120,33 +124,39 @@ def _cli_overrides(args) -> dict:
 def cmd_run(args) -> int:
     from raysweep import cluster, driver
     from raysweep.progress import make_progress
-    from raysweep.records import read_records, refuse_other_versions, run_location
+    from raysweep.records import refuse_other_versions, run_location
     from raysweep.runlock import RunLock
-    from raysweep.study import load_study
 
     # Validate everything that can be validated before Ray starts.
-    study = load_study(args.space, args.set, _cli_overrides(args), args.group)
+    study, run_dir = _study_to_run(args)
     driver.check_data(study.trials())
-    run_dir = run_location(args.storage, args.name or study.name)
     refuse_other_versions(run_dir)
     # One run per run folder: a second `raysweep run` on it is refused before Ray starts.
     with RunLock(run_dir):
         begin = time.perf_counter()
         url = cluster.connect(args.local, args.address, verbose=args.verbose)
+        # `kill` stops a study like Ctrl-C: trials interrupted, the lock released. (Set
+        # after Ray starts: its core worker installs a SIGTERM handler of its own.)
+        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
         timings = {"ray_start_seconds": time.perf_counter() - begin}
         if url:
-            print(f"raysweep: Ray dashboard at {url}", flush=True)
+            print(f"raysweep: Ray dashboard at {url}\nraysweep: {cluster.TOKEN_HELP}",
+                  flush=True)
         progress = make_progress(study.name, driver.total_trials(study))
         try:
-            run_dir = driver.run_study(study, args.storage, args.name, args.resume, timings,
-                                       inline=args.local and not args.train_workers,
-                                       progress=progress)
+            driver.run_study(study, args.storage, run_dir.name, args.resume, timings,
+                             inline=args.local and not args.train_workers, progress=progress)
+        except driver.Interrupted:
+            progress.close()
+            _print_summary(study, run_dir)
+            print(f"raysweep: interrupted; finished trials are kept, interrupted ones resume "
+                  f"from their last epoch checkpoint: {_resume_command(args, run_dir)}",
+                  file=sys.stderr)
+            return EXIT_INTERRUPTED
         finally:
             progress.close()
             cluster.disconnect()
-    keys = {t.key for t in study.trials()}
-    rows = [r for r in read_records(run_dir) if r.key in keys or r.sampled_from in keys]
-    print(summary_table(rows))
+    _print_summary(study, run_dir)
     print(f"\n{timings['trials_run']} of {timings['trials_total']} trials run "
           f"({timings['trials_total'] - timings['trials_run']} already finished); "
           f"Ray start {timings['ray_start_seconds']:.1f} s, "
@@ -156,6 +166,52 @@ def cmd_run(args) -> int:
              if any(timings.get("gpu_shares", [])) else ""))
     print(f"records: {run_dir / 'records'}")
     return 0
+
+
+def _study_to_run(args):
+    """(study, run folder): a new run reads the study file with this command line's
+    values; `--resume` reads the study the run was started with (its study.yaml) and
+    takes only values that keep every finished trial's identity."""
+    from raysweep import driver
+    from raysweep.records import run_location
+    from raysweep.study import load_study
+
+    if not args.resume:
+        study = load_study(args.space, args.set, _cli_overrides(args), args.group)
+        return study, run_location(args.storage, args.name or study.name)
+    name = args.name or _study_name(args.space)
+    run_dir = run_location(args.storage, name)
+    return driver.resume_study(run_dir, args.set, _cli_overrides(args), args.group), run_dir
+
+
+def _study_name(space: str) -> str:
+    from raysweep.errors import StudyError
+    from raysweep.study import load_study
+
+    try:
+        return load_study(space).name
+    except StudyError:
+        return space  # the study file is gone: the run may still be there under this name
+
+
+def _resume_command(args, run_dir) -> str:
+    from raysweep.provenance import redact_text
+
+    return "raysweep " + shlex.join(["run", args.space, "--storage", redact_text(args.storage),
+                                     "--name", run_dir.name, "--resume"]
+                                    + (["--local"] if args.local else []))
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _print_summary(study, run_dir) -> None:
+    from raysweep.records import read_records
+
+    keys = {t.key for t in study.trials()}
+    print(summary_table([r for r in read_records(run_dir)
+                         if r.key in keys or r.sampled_from in keys]))
 
 
 def summary_table(records) -> str:

@@ -15,6 +15,9 @@ from ray._private import ray_constants, services
 
 from raysweep import reaper
 
+# The dashboard asks for the cluster's token (Ray 2.60 turns token auth on for local
+# clusters); printed with its URL so a user knows where to find it.
+TOKEN_HELP = "the dashboard asks for a token: paste the output of `ray get-auth-token`"
 DASHBOARD_HOST = "127.0.0.1"  # never bind the dashboard to public interfaces by default
 GCS_PORT_ENV = "RAY_GCS_SERVER_PORT"  # how a locally started Ray is given its GCS port
 REAPER_WAIT_S = 10.0  # seconds disconnect() waits for the reaper's last sweep

@@ -27,12 +27,17 @@ from raysweep.planning import plan_trials
 from raysweep.provenance import write_provenance
 from raysweep.progress import Progress
 from raysweep.record_writer import Observer, RecordWriter
-from raysweep.study import Study
+from raysweep.study import Study, differences, study_from_text
 from raysweep.tensorboard import TensorBoardWriter
 from raysweep.trainable import TrialContext, run_trial, safe_name
 from raysweep.trial import TrialRecord, TrialSpec
 
 METRIC = "val_top1"   # every decision (ASHA, search) is on the validation split
+
+
+class Interrupted(Exception):
+    """The study was stopped (Ctrl-C) before every trial ran: running trials are recorded
+    as `interrupted` and resume from their last checkpoint."""
 
 
 def run_study(study: Study, storage: str, name: str | None = None, resume: bool = False,
@@ -79,6 +84,9 @@ def run_study(study: Study, storage: str, name: str | None = None, resume: bool 
                       {"trial": ray.tune.grid_search([s.key for s in todo])}, 1, concurrent,
                       None, observers)
             timings["trials_run"] = len(todo)
+            ended = {r.key for r in rec.read_records(run_dir) if r.finished or r.status == "errored"}
+            if any(s.key not in ended for s in todo):
+                raise Interrupted  # stopped between trials: some never started
         else:
             for base in specs:
                 timings["trials_run"] += _search(study, context, run_dir, base, records,
@@ -92,6 +100,31 @@ def run_study(study: Study, storage: str, name: str | None = None, resume: bool 
 def total_trials(study: Study) -> int:
     """Trials a run of the study holds when it is done (search samples included)."""
     return len(study.trials()) * (study.num_samples if study.search else 1)
+
+
+def resume_study(run_dir, overrides: list[str], cli: dict, groups: list[str] | None) -> Study:
+    """The study a run was started with (its study.yaml: overrides included), with this
+    command line's values on top. A command line that would change the identity of a
+    trial the run has started (finished, or interrupted with epochs to resume from) is
+    refused, naming what differs: that would be another experiment."""
+    stored = run_dir / "study.yaml"
+    if not stored.is_file():
+        raise StudyError(f"--resume: no run named {run_dir.name!r} under {run_dir.parent}")
+    text = stored.read_text()
+    before = study_from_text(text, str(stored))
+    study = study_from_text(text, str(stored), overrides, cli, groups)
+    keys = {s.key for s in study.trials()}
+    selected = set(groups or []) or None
+    lost = [r for r in rec.read_records(run_dir)
+            if (r.finished or r.history) and r.key not in keys and r.sampled_from not in keys
+            and (selected is None or {x.group for x in r.labels} & selected)]
+    if lost:
+        changes = "; ".join(differences(before.raw, study.raw))
+        what = (f"this command line changes {changes}, which changes" if changes else
+                "the run's study.yaml no longer describes")
+        raise StudyError(f"--resume: {what} the identity of {len(lost)} trial(s) run "
+                         f"{run_dir.name!r} has started; drop it, or run under a new --name")
+    return study
 
 
 def check_data(specs: list[TrialSpec]) -> None:
@@ -150,12 +183,8 @@ def searcher_for(study: Study, base: TrialSpec, done: list[TrialRecord]):
 
 def _tune(study: Study, context: TrialContext, run_dir, param_space: dict, num_samples: int,
           concurrent: int, searcher, observers: list[Observer]) -> None:
-    # raysweep writes its own TensorBoard files (`raysweep.tensorboard`); Tune's default
-    # loggers would log every reported number, JSON strings and process ids included.
-    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
-    # ... so Tune's result grid finds no result files at the end and says so: the records
-    # are the results.
-    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+    _quiet_tune()
+    writer = RecordWriter(run_dir, context.spec, observers)
     tuner = ray.tune.Tuner(
         ray.tune.with_resources(ray.tune.with_parameters(run_trial, context=context),
                                 context.pg_factory),
@@ -171,14 +200,33 @@ def _tune(study: Study, context: TrialContext, run_dir, param_space: dict, num_s
             trial_name_creator=lambda t: _trial_name(context, t),
             trial_dirname_creator=lambda t: _trial_name(context, t)),
         run_config=ray.tune.RunConfig(
-            name="tune", storage_path=str(run_dir), verbose=0,
-            callbacks=[RecordWriter(run_dir, context.spec, observers)],
+            name="tune", storage_path=str(run_dir), verbose=0, callbacks=[writer],
             # Inline trials are retried by Tune (from their latest checkpoint), Train
             # runs by Train (their Tune function only fails once Train has given up).
             failure_config=ray.tune.FailureConfig(
                 max_failures=context.max_failures if context.inline else 0)),
     )
-    tuner.fit()
+    try:
+        tuner.fit()
+    except KeyboardInterrupt:  # a second Ctrl-C while Tune was stopping
+        writer.interrupt_open()
+        raise Interrupted from None
+    if writer.open:  # on Ctrl-C Tune ends its loop without ending the running trials
+        writer.interrupt_open()
+        raise Interrupted
+
+
+def _quiet_tune() -> None:
+    # raysweep writes its own TensorBoard files (`raysweep.tensorboard`); Tune's default
+    # loggers would log every reported number, JSON strings and process ids included ...
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    # ... so Tune's result grid finds no result files at the end and says so: the records
+    # are the results.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+    # Tune's interrupt messages point at Tuner.restore; raysweep prints its own, and its
+    # own progress (`raysweep.progress`) instead of Tune's experiment tables.
+    logging.getLogger("ray.tune.tune").setLevel(logging.ERROR)
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
 
 
 def _trial_name(context: TrialContext, trial) -> str:

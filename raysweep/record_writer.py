@@ -101,6 +101,20 @@ class RecordWriter(ray.tune.Callback):
         record.status, record.error = "errored", _error_text(trial)
         self._finish(trial, record)
 
+    def interrupt_open(self) -> list[TrialRecord]:
+        """Mark every trial still running as interrupted (Ctrl-C): it resumes from its
+        last checkpoint on the next run of the study."""
+        stopped = []
+        for trial_id, record in list(self.open.items()):
+            if trial_id in self.replayed or record.finished:
+                continue
+            record.status, record.stopped_at_epoch = "interrupted", record.last_epoch
+            record.finished_at = now()
+            self._write(record)
+            stopped.append(record)
+        self.open.clear()
+        return stopped
+
     def _finish(self, trial, record: TrialRecord) -> None:
         record.finished_at = now()
         self._write(record)

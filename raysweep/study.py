@@ -227,8 +227,16 @@ def list_spaces() -> list[str]:
 def load_study(name_or_path: str, overrides: list[str] = (), cli: dict | None = None,
                groups: list[str] | None = None) -> Study:
     path = find_space(name_or_path)
+    return study_from_text(path.read_text(), str(path), overrides, cli, groups)
+
+
+def study_from_text(text: str, path: str, overrides: list[str] = (), cli: dict | None = None,
+                    groups: list[str] | None = None) -> Study:
+    """A study from its YAML text (a study file, or the study.yaml a run keeps), with
+    `--set` overrides and command-line values applied. Its `raw` is the study as run:
+    overrides applied, only the selected groups."""
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
@@ -242,7 +250,18 @@ def load_study(name_or_path: str, overrides: list[str] = (), cli: dict | None = 
     for dotted, value in (cli or {}).items():
         if value is not None:
             _set_dotted(raw, dotted, value)
-    return parse_study(raw, str(path), groups)
+    study = parse_study(raw, path, groups)
+    if groups:
+        study.raw = {**raw, "groups": {g: raw["groups"][g] for g in raw["groups"] if g in groups}}
+    return study
+
+
+def differences(before: Any, after: Any, where: str = "") -> list[str]:
+    """`key: old → new` for every dotted key whose value differs between two studies."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        return [d for k in sorted(set(before) | set(after), key=str)
+                for d in differences(before.get(k), after.get(k), f"{where}.{k}".lstrip("."))]
+    return [] if before == after else [f"{where}: {before!r} → {after!r}"]
 
 
 def apply_override(raw: dict, item: str) -> None:
