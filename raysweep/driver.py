@@ -71,8 +71,8 @@ def run_study(study: Study, storage: str, name: str | None = None, resume: bool 
     timings.update(runner="inline" if inline else "train-workers", trials_total=len(specs),
                    trials_run=0, max_concurrent=concurrent,
                    gpu_shares=sorted({r.gpus_per_worker for r in resources.values()}))
-    board = TensorBoardWriter(run_dir)
-    observers = [board.observe, metrics.observe]
+    board, exporter = TensorBoardWriter(run_dir), metrics.Exporter()
+    observers = [board.observe, exporter.observe]
     if progress:
         progress.preload(r for r in records if r.key in context.specs or r.sampled_from)
         observers.insert(0, progress.observe)
@@ -93,6 +93,7 @@ def run_study(study: Study, storage: str, name: str | None = None, resume: bool 
                                                  concurrent, observers)
     finally:
         board.close()
+        exporter.close()
     timings["tune_seconds"] = time.perf_counter() - begin
     return run_dir
 
@@ -186,8 +187,7 @@ def _tune(study: Study, context: TrialContext, run_dir, param_space: dict, num_s
     _quiet_tune()
     writer = RecordWriter(run_dir, context.spec, observers)
     tuner = ray.tune.Tuner(
-        ray.tune.with_resources(ray.tune.with_parameters(run_trial, context=context),
-                                context.pg_factory),
+        ray.tune.with_resources(_named_trainable(context), context.pg_factory),
         param_space=param_space,
         tune_config=ray.tune.TuneConfig(
             scheduler=_scheduler(study), num_samples=num_samples, search_alg=searcher,
@@ -214,6 +214,21 @@ def _tune(study: Study, context: TrialContext, run_dir, param_space: dict, num_s
     if writer.open:  # on Ctrl-C Tune ends its loop without ending the running trials
         writer.interrupt_open()
         raise Interrupted
+
+
+def _named_trainable(context: TrialContext):
+    """The Tune function as a trainable class whose actors name their trial: the
+    dashboard's Actors page shows an actor's repr (recorded once, when the actor starts;
+    an inline process that Tune reuses keeps its first trial's name)."""
+    from ray.tune.trainable.function_trainable import wrap_function
+
+    base = wrap_function(ray.tune.with_parameters(run_trial, context=context))
+
+    class RaysweepTrial(base):
+        def __repr__(self):
+            return f"raysweep trial {self.trial_name}"
+
+    return RaysweepTrial
 
 
 def _quiet_tune() -> None:

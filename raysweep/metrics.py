@@ -1,7 +1,9 @@
 """Per-trial metrics on Ray's metrics endpoint, what Prometheus and the dashboard's
 Metrics view read:
 
-    metrics.observe(record)     # on the driver, after every record write
+    exporter = metrics.Exporter()      # on the driver, for one run
+    exporter.observe(record)           # after every record write
+    exporter.close()                   # when the run ends
 
 Gauges (Ray prefixes them `ray_` on the endpoint), each tagged with `study`, `trial` (the
 trial's label, `group.variant-sSEED`) and `key`:
@@ -17,11 +19,14 @@ tasks and actors. Each process exports its values to its node's metrics agent ev
 `metrics_report_interval_ms` (Ray system config, default 10 000 ms; env
 `RAY_metrics_report_interval_ms` before Ray starts), and the agent serves them in
 Prometheus text format at `http://<node ip>:<MetricsExportPort>/metrics` (`ray.nodes()`).
-A gauge's series lasts while its process lives: finished trials keep their last values
-until the driver exits.
+Ray 2.60's recorder exports a gauge's value once: a series is gone from the endpoint one
+interval after its last `set`. A trial's epoch takes minutes, so `Exporter` sets every
+trial's latest values again every `REFRESH_SECONDS` while the run lasts: a scrape at any
+moment of a run sees every trial, finished ones with their final values.
 """
 from __future__ import annotations
 
+import threading
 from functools import lru_cache
 
 from raysweep.progress import trial_label
@@ -57,3 +62,34 @@ def observe(record: TrialRecord) -> bool:
         value = last.epoch if field is None else getattr(last, field)
         _gauge(name).set(value, tags=tags)  # a None value records nothing
     return True
+
+
+REFRESH_SECONDS = 5.0   # shorter than Ray's export interval (10 s by default)
+
+
+class Exporter:
+    """Keeps every observed trial's latest gauges on the endpoint until `close`."""
+
+    def __init__(self, refresh_seconds: float = REFRESH_SECONDS):
+        self.latest: dict[str, TrialRecord] = {}
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._refresh, args=(refresh_seconds,),
+                                       name="raysweep-metrics", daemon=True)
+        self.thread.start()
+
+    def observe(self, record: TrialRecord) -> bool:
+        with self.lock:
+            self.latest[record.key] = record
+        return observe(record)
+
+    def _refresh(self, every: float) -> None:
+        while not self.stopped.wait(every):
+            with self.lock:
+                records = list(self.latest.values())
+            for record in records:
+                observe(record)
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.thread.join(timeout=10)
