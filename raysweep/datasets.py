@@ -237,6 +237,8 @@ FASHION_MNIST_MD5 = {
 }
 FASHION_MNIST_FIX = ("apt-get install dataset-fashion-mnist, point --data-dir at a folder "
                      "holding the four idx files (.gz or not), or pass --download")
+FASHION_MNIST_DAMAGED_FIX = ("replace it: apt-get install --reinstall dataset-fashion-mnist "
+                             "(Debian's copy), or delete it and pass --download")
 PAD = 2  # pixels of black border on each side: 28 + 2 × 2 = 32
 
 
@@ -255,17 +257,15 @@ def _fashion_mnist_split(train: TrainConfig, split: str) -> tuple[torch.Tensor, 
     folder = fashion_mnist_folder(train.data_dir) or _download_fashion_mnist(train)
     image_name, label_name = FASHION_MNIST_FILES[split]
     with tempfile.TemporaryDirectory(prefix="raysweep-fashion-mnist-") as tmp:
-        image_file, label_file = (_unpacked(folder, name, Path(tmp), train.data_checksums)
-                                  for name in (image_name, label_name))
-        images = _read_idx(read_image_file, image_file, folder / image_name)
-        labels = _read_idx(read_label_file, label_file, folder / label_name)
+        images = _read_idx(read_image_file, folder, image_name, Path(tmp), train.data_checksums)
+        labels = _read_idx(read_label_file, folder, label_name, Path(tmp), train.data_checksums)
     if images.shape[1:] != (28, 28) or len(images) != len(labels) or len(labels) == 0:
         raise DataError(f"fashion_mnist files {str(folder / image_name)!r} and {label_name} "
                         f"do not match (images {tuple(images.shape)}, {len(labels)} labels; "
-                        f"expected N×28×28 and N); {FASHION_MNIST_FIX}")
+                        f"expected N×28×28 and N); {FASHION_MNIST_DAMAGED_FIX}")
     if labels.min() < 0 or labels.max() > 9:
         raise DataError(f"fashion_mnist file {str(folder / label_name)!r} has labels outside "
-                        f"0..9 (damaged); {FASHION_MNIST_FIX}")
+                        f"0..9 (damaged); {FASHION_MNIST_DAMAGED_FIX}")
     return fashion_mnist_to_zoo(images), labels
 
 
@@ -300,7 +300,7 @@ def _unpacked(folder: Path, name: str, tmp: Path, checksums: bool) -> Path:
                 md5.update(block)
     except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"fashion_mnist file {str(path)!r} is damaged ({_first_line(exc)}); "
-                        f"{FASHION_MNIST_FIX}") from None
+                        f"{FASHION_MNIST_DAMAGED_FIX}") from None
     if checksums and md5.hexdigest() != FASHION_MNIST_MD5[name]:
         raise DataError(f"fashion_mnist file {str(path)!r} fails the MD5 check of the official "
                         f"files (damaged, or not the official data; data_checksums: false "
@@ -308,13 +308,15 @@ def _unpacked(folder: Path, name: str, tmp: Path, checksums: bool) -> Path:
     return target
 
 
-def _read_idx(reader, path: Path, shown: Path) -> torch.Tensor:
+def _read_idx(reader, folder: Path, name: str, tmp: Path, checksums: bool) -> torch.Tensor:
+    """idx file `name` of `folder` through torchvision's `reader`."""
+    unpacked = _unpacked(folder, name, tmp, checksums)
     try:
-        return reader(str(path))
+        return reader(str(unpacked))
     except (AssertionError, RuntimeError, TypeError, ValueError, IndexError, KeyError) as exc:
-        raise DataError(f"fashion_mnist file {str(shown)!r} is not a valid idx file "
-                        f"({type(exc).__name__}: {_first_line(exc)}); {FASHION_MNIST_FIX}"
-                        ) from None
+        raise DataError(f"fashion_mnist file {str(_idx_file(folder, name))!r} is not a valid "
+                        f"idx file ({type(exc).__name__}: {_first_line(exc)}); "
+                        f"{FASHION_MNIST_DAMAGED_FIX}") from None
 
 
 def _download_fashion_mnist(train: TrainConfig) -> Path:
@@ -409,13 +411,12 @@ def _folder_root(train: TrainConfig) -> Path:
 def _scan(folder: Path):
     """torchvision's ImageFolder over `folder` (classes and file list; nothing decoded)."""
     from torchvision.datasets import ImageFolder
-    from torchvision.datasets.folder import IMG_EXTENSIONS
 
     try:
         return ImageFolder(str(folder), loader=read_image)
     except FileNotFoundError as exc:  # no class folder, or a class folder with no image
-        raise DataError(f"imagefolder {str(folder)!r}: {_first_line(exc)} (image files: "
-                        f"{' '.join(IMG_EXTENSIONS)}); {IMAGEFOLDER_FIX}") from None
+        raise DataError(f"imagefolder {str(folder)!r}: {_first_line(exc)}; {IMAGEFOLDER_FIX}"
+                        ) from None
 
 
 def read_image(path: str) -> torch.Tensor:
