@@ -294,7 +294,7 @@ def test_fashion_mnist_study_runs_through_the_worker_loop(ray_local, tmp_path, n
         **TINY, "dataset": "fashion_mnist", "data_dir": str(data_dir),
         "data_checksums": False, "train_size": None, "test_size": None, "epochs": 1},
         models=["resnet_20"], asha={"enabled": False})
-    [rec] = read_records(run(path, tmp_path / "runs"))
+    [rec] = read_records(run(path, tmp_path / "runs", inline=True))
     assert rec.status == "completed" and rec.train.dataset == "fashion_mnist"
     [first] = rec.history
     assert first.val_top1 is not None and 0 <= first.test_top1 <= 100
