@@ -20,8 +20,8 @@ fashion_mnist
         <data_dir>/FashionMNIST/raw/          torchvision's layout (what --download leaves)
         <data_dir>/                           e.g. --data-dir /usr/share/datasets/fashion-mnist
         /usr/share/datasets/fashion-mnist/    Debian's package (SYSTEM_FASHION_MNIST)
-    Debian's `dataset-fashion-mnist` (0.0~git20200523.55506a9-1, no root needed to read)
-    installs exactly:
+    Debian's `dataset-fashion-mnist` (0.0~git20200523.55506a9-1; installing it needs root,
+    reading it does not) installs exactly:
         /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz   60,000 × 28 × 28 uint8
         /usr/share/datasets/fashion-mnist/train-labels-idx1-ubyte.gz   60,000 labels 0..9
         /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz    10,000 × 28 × 28
@@ -30,7 +30,8 @@ fashion_mnist
     Debian re-compressed the archives, so their MD5s differ from torchvision's list, but
     the unpacked bytes are the official ones: `data_checksums` compares the MD5 of the
     unpacked files (FASHION_MNIST_MD5). A `.gz` is unpacked into a temporary folder on
-    every read (~0.3 s); nothing is written next to the data.
+    every read (the training split: 1-2 s on the 2-core machine, checksum included);
+    nothing is written next to the data.
     To the zoo's input: a 2-pixel black border (28 → 32; the background is 0, so the
     border is background and no pixel is resampled), the grey channel copied to R, G and B.
     Normalisation: the mean and std of those padded training images (FASHION_MNIST_STATS).
@@ -39,7 +40,8 @@ imagefolder
     A user's images, read by torchvision's `ImageFolder` (classes = sub-folder names,
     sorted; files with one of its IMG_EXTENSIONS). `data_dir` is either
         <data_dir>/train/<class>/*.png and <data_dir>/test/<class>/*.png   (split by folders)
-    or  <data_dir>/<class>/*.png     (the test split: `test_fraction` of every class, drawn
+    or  <data_dir>/<class>/*.png     (the test split: `test_fraction` of every class, 0.2
+                                      by default (DEFAULT_TEST_FRACTION), drawn
                                       with the fixed TEST_SPLIT_SEED, so every trial of
                                       every study on the folder tests on the same images)
     Each image: RGB, the shorter side resized to 32 px (bilinear, antialiased), the centre
@@ -78,9 +80,8 @@ class DatasetInfo:
     description: str
     class_names: tuple[str, ...] = ()  # in label order, where the data set fixes them
 
-# Fashion-MNIST's 60,000 training images after the 2-pixel border (measured on the
-# official files: `python -c "from raysweep import datasets; print(datasets.measure_stats(...))"`).
-# Unpadded 28 × 28 they are the familiar 0.2860 / 0.3530.
+# Fashion-MNIST's 60,000 training images after the 2-pixel border, measured on the
+# official files with `measure_stats` (unpadded 28 × 28: the familiar 0.2860 / 0.3530).
 FASHION_MNIST_STATS = ((0.2190,) * 3, (0.3318,) * 3)
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
                          "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -346,7 +347,7 @@ def _first_line(exc: BaseException) -> str:
 
 # --- a user's image folder ---
 
-IMAGE_SIZE = 32
+IMAGE_SIZE = 32        # pixels, both sides: the zoo's input
 TEST_SPLIT_SEED = 0    # the test split of a folder without train/ and test/ folders
 SHUFFLE_SEED = 1       # the fixed order of a split's images (train_size takes the first N)
 DEFAULT_TEST_FRACTION = 0.2
@@ -538,7 +539,7 @@ def _write_idx(path: Path, magic: int, array, compressed: bool) -> None:
         f.write(header + array.tobytes())
 
 
-def write_image_folder(root: Path, classes, per_class: int, by_folders: bool = False,
+def write_image_folder(root: Path, classes: int | list[str], per_class: int, by_folders: bool = False,
                        test_per_class: int | None = None, size: tuple[int, int] = (48, 40),
                        seed: int = 0, ext: str = "png") -> Path:
     """A user's image folder: `root/<class>/<i>.<ext>` (or `root/train/<class>/...` and
