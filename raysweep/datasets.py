@@ -400,9 +400,7 @@ def _image_folder(train: TrainConfig) -> ImageFolderLayout:
     if len(classes) < 2:
         raise DataError(f"imagefolder {str(root)!r} has {len(classes)} class sub-folder(s) "
                         f"{list(classes)}; a classifier needs at least 2")
-    # TrainConfig has no test_fraction yet: the lead adds it (raysweep.trial).
-    fraction = getattr(train, "test_fraction", None)
-    fraction = DEFAULT_TEST_FRACTION if fraction is None else fraction
+    fraction = DEFAULT_TEST_FRACTION if train.test_fraction is None else train.test_fraction
     if not by_folders and not 0 < fraction < 1:
         raise DataError(f"test_fraction={fraction!r} for imagefolder {str(root)!r} (no train/ "
                         f"and test/ folders); allowed: 0 < test_fraction < 1")

@@ -147,7 +147,8 @@ def check_data(specs: list[TrialSpec]) -> None:
 
 # The TrainConfig values that decide which images a trial reads.
 DATA_KEYS = ("dataset", "data_dir", "download", "data_checksums", "train_size", "test_size",
-             "val_fraction", "split_seed", "synthetic_classes", "data_fingerprint")
+             "test_fraction", "val_fraction", "split_seed", "synthetic_classes",
+             "data_fingerprint")
 
 
 def _search(study: Study, context: TrialContext, run_dir, base: TrialSpec,

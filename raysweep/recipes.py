@@ -53,6 +53,8 @@ def resolve(recipe: str, train: dict, val_fraction: float,
         values["betas"] = tuple(values["betas"])
     if values["dataset"] != "synthetic":
         values["synthetic_classes"] = None
+    if values["dataset"] != "imagefolder":
+        values["test_fraction"] = None
     # Warmup only means something to the warmup schedule; other schedules start at full lr.
     if values["scheduler"] != "warmup_cosine":
         values["warmup_epochs"] = 0

@@ -109,6 +109,8 @@ TRAIN_SCHEMA: dict[str, tuple] = {
     "data_checksums": (_type(bool, "true or false"), True),  # verify the dataset files
     "train_size": (_int(1, null=True), None),              # first N train images (null: all)
     "test_size": (_int(1, null=True), None),
+    "test_fraction": (lambda v: None if v is None else _num(0, 1, lo_open=True)(v)
+                      or (None if v < 1 else "must be < 1"), None),   # imagefolder only
     "val_fraction": (lambda v: None if v is None else _below(1)(v), None),  # null: dataset's
     "split_seed": (_int(0), 0),                             # seed of the validation split
     "synthetic_classes": (_int(2, 1000), 10),

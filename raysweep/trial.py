@@ -64,6 +64,7 @@ class TrainConfig:
     dataset: str                # datasets.DATASETS
     train_size: int | None      # first N training images, before the validation split (None: all)
     test_size: int | None       # first N test images (None: all)
+    test_fraction: float | None  # imagefolder without train/ and test/: share held out for test
     val_fraction: float         # share of the training images held out for validation, stratified
     split_seed: int             # seed of the validation split (never the trial seed)
     synthetic_classes: int | None   # classes of the synthetic set; None for other datasets

@@ -13,7 +13,8 @@ TRAIN = TrainConfig(
     recipe="sgd", optimizer="sgd", epochs=3, batch_size=64, lr=0.1, lr_scaling="none",
     lr_base_batch=1024, peak_lr=0.1, momentum=0.9, betas=None, weight_decay=5e-4,
     warmup_epochs=0, scheduler="cosine", label_smoothing=0.0, augment="basic", sync_bn=True,
-    dataset="synthetic", train_size=512, test_size=256, val_fraction=0.1, split_seed=0,
+    dataset="synthetic", train_size=512, test_size=256, test_fraction=None, val_fraction=0.1,
+    split_seed=0,
     synthetic_classes=10, data_fingerprint=None, amp="auto", pipeline="tensor",
     channels_last=False, compile="off", data_dir="/tmp/data", download=False,
     data_checksums=True, loader_workers=0)

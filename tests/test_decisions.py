@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ray import tune
+from ray.util.state import list_actors
 
 from conftest import TINY, run, write_study
 from raysweep import datasets
@@ -49,13 +50,21 @@ def test_asha_stops_trials_by_validation_top1_not_test(ray_local, tmp_path):
                        models=["resnet_20", {"model": "resnet_20", "set": {"lr": 1e-7}}],
                        asha={"grace_period": 2, "reduction_factor": 2},
                        resources={"max_concurrent": 1})
-    records = {r.train.peak_lr: r for r in read_records(run(path, tmp_path / "runs", inline=True))}
+    # The Train path: a trial that ASHA stops must give its workers back.
+    records = {r.train.peak_lr: r for r in read_records(run(path, tmp_path / "runs"))}
     learner, hopeless = records[TINY["lr"]], records[1e-7]
     rung = learner.history[1], hopeless.history[1]
     assert rung[0].val_top1 > rung[1].val_top1 + 50            # validation: learner far ahead
     assert rung[0].test_top1 <= rung[1].test_top1              # test: the other way round
     assert learner.status == "completed"
     assert hopeless.status == "stopped" and hopeless.stopped_at_epoch == 2
+    assert hopeless.segments[0].runner == "train-workers"
+    assert alive("RayTrainWorker", ray_local) == [] and alive("TrainController", ray_local) == []
+
+
+def alive(class_name: str, address: str) -> list:
+    return list_actors(address=address,
+                       filters=[("class_name", "=", class_name), ("state", "=", "ALIVE")])
 
 
 def test_a_tpe_search_rerun_runs_only_the_missing_samples(ray_local, tmp_path):

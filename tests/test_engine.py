@@ -3,7 +3,6 @@ from __future__ import annotations
 
 
 import pytest
-from ray.util.state import list_actors
 
 from conftest import TINY, run, write_study
 from raysweep import datasets
@@ -14,34 +13,21 @@ from raysweep.study import load_study
 pytestmark = pytest.mark.slow
 
 
-def alive(class_name: str, address: str) -> list:
-    return list_actors(address=address,
-                       filters=[("class_name", "=", class_name), ("state", "=", "ALIVE")])
-
-
 def by_label(records, variant, seed=0):
     return next(r for r in records if r.labels[0].variant == variant and r.seed == seed)
 
 
-def test_study_runs_every_trial_and_asha_stops_the_hopeless_one(smoke_run_dir, ray_local):
+def test_study_runs_every_trial_of_the_group_and_seeds(smoke_run_dir):
     records = read_records(smoke_run_dir)
     # (baseline, deeper, tiny_lr) × 2 seeds
     assert len(records) == 6
     assert {(r.labels[0].variant, r.seed) for r in records} == {
         (v, s) for v in ("baseline", "deeper", "tiny_lr") for s in (0, 1)}
     for r in records:
-        assert r.status in ("completed", "stopped"), r
-        epochs = [h.epoch for h in r.history]
-        assert epochs == list(range(1, len(epochs) + 1))
-        if r.status == "stopped":
-            assert r.stopped_at_epoch == epochs[-1] < r.epochs
-        else:
-            assert epochs[-1] == r.epochs == 3
-    for seed in (0, 1):
-        stopped = by_label(records, "tiny_lr", seed)
-        assert stopped.status == "stopped" and stopped.stopped_at_epoch == 1
-    # Its Train workers and controller are gone once the study is over.
-    assert alive("RayTrainWorker", ray_local) == [] and alive("TrainController", ray_local) == []
+        assert r.status == "completed", r
+        assert [h.epoch for h in r.history] == [1, 2] == list(range(1, r.epochs + 1))
+    tiny = by_label(records, "tiny_lr")
+    assert tiny.history[-1].val_top1 < by_label(records, "baseline").history[-1].val_top1
 
 
 def test_synthetic_data_is_learnt_well_above_chance(smoke_run_dir):
@@ -60,7 +46,7 @@ def test_record_carries_model_facts_splits_and_timings(smoke_run_dir):
     assert all(h.epoch_seconds > 0 and h.images_per_s > 0 for h in r.history)
     assert all(h.val_top1 is not None and h.test_top1 is not None for h in r.history)
     [segment] = r.segments
-    assert segment.runner == "train-workers" and segment.workers == 1
+    assert segment.runner == "inline" and segment.workers == 1
     assert segment.setup_seconds > 0 and segment.first_epoch == 1 and r.restarts == 0
     assert r.train.val_fraction == 0.1 and r.train.peak_lr == TINY["lr"]
 

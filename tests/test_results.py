@@ -517,5 +517,5 @@ def test_end_to_end_ablation_matches_scipy_on_a_real_run(smoke_run_dir, tmp_path
                if label[r.key].variant == row["variant"]}
         shared = sorted(set(var) & set(base))
         v, b = [var[s] for s in shared], [base[s] for s in shared]
-        if len(shared) >= 2 and np.std(np.subtract(v, b)) > 1e-9:
-            assert row["p"] == pytest.approx(sps.ttest_rel(v, b).pvalue)
+        assert len(shared) == 2  # the fixture's seeds all complete (ASHA off)
+        assert row["p"] == pytest.approx(sps.ttest_rel(v, b).pvalue, nan_ok=True)
