@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 import time
 from dataclasses import dataclass
@@ -23,15 +22,21 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from models import count_flops, create_model, get_entry
+from raysweep import planning  # autoscale:
 from raysweep import data
 from raysweep import records as rec
+from raysweep.cluster import allow_pending_trials, find_autoscaler  # autoscale:
+from raysweep.errors import ResourceError  # autoscale:
 from raysweep.provenance import write_provenance
 from raysweep.study import Study, StudyError, trial_key
 from raysweep.worker import CHECKPOINT_FILE, train_inline, train_loop_per_worker
 
 # A trial's Tune function only waits on its Train run: it holds no CPU (Tune needs a
 # non-empty bundle, so it holds a token 1 MiB of logical memory instead).
-DRIVER_RESOURCES = {"CPU": 0, "memory": 2**20}
+# autoscale: and a token of the head's own resource, so it runs on the head (Train puts
+# the trial's controller beside it): a lost worker node then takes only Train workers,
+# which the controller restarts elsewhere from the last checkpoint.
+DRIVER_RESOURCES = {"CPU": 0, "memory": 2**20, planning.HEAD: 1e-4}
 METRIC = "top1"          # validation top-1, percent
 FINISHED = ("completed", "stopped", "diverged")
 
@@ -56,48 +61,18 @@ class Resources:
 
 def plan_resources(study: Study, cluster: dict[str, float],
                    nodes: list[dict[str, float]] | None = None,
-                   gpu_share: float | None = None) -> Resources:
-    """Size workers and trial concurrency from what the cluster has.
-
-    The trial's Tune function and Train's controller take no CPU (DRIVER_RESOURCES), so a trial holds
-    exactly its workers' resources and trials never wait on each other's drivers
-    (with Ray's 1-CPU default driver, two trials on 2 CPUs deadlock).
-
-    `nodes` (each alive node's total resources; default: the cluster as one node) decide
-    what fits: a worker lives on one node, so the cluster's CPUs summed over nodes can
-    hold fewer workers than its total suggests. A trial whose workers do not fit on one
-    node spreads them across nodes (Train's default PACK placement).
-
-    `gpu_share` replaces `gpus_per_worker: auto` (one whole GPU, or none on a CPU
-    cluster) with the share `plan_trials` picked from a model's size."""
-    r = study.resources
-    cpus, gpus = cluster.get("CPU", 0), cluster.get("GPU", 0)
-    if r["gpus_per_worker"] != "auto":
-        gpw = float(r["gpus_per_worker"])
-    else:
-        gpw = (gpu_share or 1.0) if gpus else 0.0
-    cpw, workers = float(r["cpus_per_worker"]), r["workers_per_trial"]
-    if workers * cpw > cpus:
-        raise StudyError(f"resources: {workers} workers × {cpw:g} CPU = {workers * cpw:g} CPUs per "
-                         f"trial, but the cluster has {cpus:g} CPUs; allowed: workers_per_trial "
-                         f"× cpus_per_worker <= {cpus:g}")
-    if workers * gpw > gpus:
-        raise StudyError(f"resources: {workers} workers × {gpw:g} GPU = {workers * gpw:g} GPUs per "
-                         f"trial, but the cluster has {gpus:g} GPUs; allowed: <= {gpus:g} "
-                         f"(or gpus_per_worker: 0 for CPU training)")
-    nodes = nodes or [cluster]
-    held = sum(_workers_on(node, cpw, gpw) for node in nodes)
-    if held == 0:
-        big = max(nodes, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0)))
-        raise StudyError(f"resources: a worker needs {_shape(cpw, gpw)} on one node, but the "
-                         f"largest node has {_shape(big.get('CPU', 0), big.get('GPU', 0), gpw)}; "
-                         f"allowed: cpus_per_worker and gpus_per_worker that one node holds")
-    if held < workers:
-        raise StudyError(f"resources: {workers} workers per trial, but the cluster's nodes hold "
-                         f"only {held} workers of {_shape(cpw, gpw)} each; allowed: <= {held}")
-    fit = held // workers
-    limit = r["max_concurrent"]
-    return Resources(workers, cpw, gpw, fit if limit == "auto" else min(fit, limit))
+                   gpu_share: float | None = None,
+                   autoscaler: planning.Autoscaler | None = None) -> Resources:
+    """Size workers and trial concurrency from what the cluster has (and, with an
+    autoscaler, what it can grow into): `raysweep.planning.plan_resources`."""
+    # autoscale: the rules (node types included) live in raysweep.planning; this wrapper
+    # keeps this driver's types and error class.
+    try:
+        plan = planning.plan_resources(study.resources, cluster, nodes, gpu_share, autoscaler)
+    except ResourceError as exc:
+        raise StudyError(str(exc)) from None
+    r = plan.resources
+    return Resources(r.workers, r.cpus_per_worker, r.gpus_per_worker, plan.max_concurrent)
 
 
 # Forward FLOPs per 32×32 image under which one trial leaves most of a modern GPU idle
@@ -119,33 +94,23 @@ def _model_flops(model: str, options_json: str) -> int:
 
 
 def plan_trials(study: Study, trials: list[dict], cluster: dict[str, float],
-                nodes: list[dict[str, float]] | None = None) -> int:
+                nodes: list[dict[str, float]] | None = None,
+                autoscaler: planning.Autoscaler | None = None) -> int:  # autoscale:
     """Give each trial (in place) the resources its workers ask for; returns how many
     trials may run at once. With `gpus_per_worker: auto` on a GPU cluster, a one-worker
     trial of a small model gets a fraction of a GPU (`auto_gpu_share`); DDP trials keep
     whole GPUs (two ranks of one trial on one GPU would only contend)."""
-    auto = (study.resources["gpus_per_worker"] == "auto" and cluster.get("GPU", 0) > 0
+    auto = (study.resources["gpus_per_worker"] == "auto"
+            and planning.has_gpus(cluster, autoscaler)  # autoscale: GPU node types count
             and study.resources["workers_per_trial"] == 1)
     plans: dict[float | None, Resources] = {}
     for trial in trials:
         share = auto_gpu_share(_model_flops(trial["model"], json.dumps(
             trial["model_options"], sort_keys=True))) if auto else None
         if share not in plans:
-            plans[share] = plan_resources(study, cluster, nodes, gpu_share=share)
+            plans[share] = plan_resources(study, cluster, nodes, share, autoscaler)  # autoscale:
         trial["resources"] = plans[share].__dict__
     return max((p.max_concurrent for p in plans.values()), default=1)
-
-
-def _workers_on(node: dict[str, float], cpw: float, gpw: float) -> int:
-    fit = node.get("CPU", 0) / cpw
-    if gpw:
-        fit = min(fit, node.get("GPU", 0) / gpw)
-    return math.floor(fit + 1e-9)
-
-
-def _shape(cpus: float, gpus: float, show_gpus: float | None = None) -> str:
-    show = gpus if show_gpus is None else show_gpus
-    return f"{cpus:g} CPU" + (f" and {gpus:g} GPU" if show else "")
 
 
 def alive_nodes() -> list[dict[str, float]]:
@@ -315,7 +280,10 @@ def run_study(study: Study, storage: str, name: str | None = None, resume: bool 
         data.check_available(json.loads(train))
     done = {r["key"] for r in rec.read_records(run_dir) if r["status"] in FINISHED}
     todo = [t for t in trials if t["key"] not in done] if not study.search else trials
-    concurrent = plan_trials(study, todo, ray.cluster_resources(), alive_nodes())
+    autoscaler = find_autoscaler()  # autoscale: the node types it may add
+    concurrent = plan_trials(study, todo, ray.cluster_resources(), alive_nodes(), autoscaler)
+    if autoscaler:  # autoscale: trials that wait for nodes are the autoscaler's demand
+        allow_pending_trials(len(todo) * study.num_samples)
     inline = inline and study.resources["workers_per_trial"] == 1 and isinstance(run_dir, Path)
     write_provenance(run_dir, study)
     timings.update(runner="inline" if inline else "train-workers", trials_total=len(trials),
