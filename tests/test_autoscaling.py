@@ -198,9 +198,10 @@ def _train_run(cluster: FakeAutoscalingCluster, key: str) -> dict | None:
     return next((r for r in cluster.train_runs() if r["name"].endswith(f".{key}")), None)
 
 
-def _workers(cluster: FakeAutoscalingCluster, key: str) -> list[dict]:
-    run = _train_run(cluster, key)
-    return run["attempts"][-1]["workers"] if run and run["attempts"] else []
+def _training_nodes(cluster: FakeAutoscalingCluster) -> dict[str, str]:
+    """The node each trial's (one) Train worker runs on now, by trial key."""
+    return {r["name"].rsplit(".", 1)[-1]: r["attempts"][-1]["workers"][0]["node_id"]
+            for r in cluster.train_runs() if r["attempts"] and r["attempts"][-1]["workers"]}
 
 
 @pytest.mark.slow
@@ -239,11 +240,16 @@ def elastic_run(autoscaling, tmp_path_factory) -> ElasticRun:
     run_dir = folder / "runs" / "grow"
     watch = autoscaling.watch(interval=1.0)
     proc = _raysweep_run(autoscaling, study, folder / "runs")
+    nodes: dict[str, str] = {}   # trial key -> the node training it, known before it checkpoints
+
+    def first_checkpointed() -> tuple[str, str] | None:
+        if len(nodes) < 3:
+            nodes.update(_training_nodes(autoscaling))
+        return next(((k, nodes[k]) for k in _checkpointed(run_dir) if k in nodes), None)
+
     try:
-        [key, *_] = wait_for(lambda: _checkpointed(run_dir), "a first checkpoint", timeout=600,
-                             proc=proc)
-        [worker] = wait_for(lambda: _workers(autoscaling, key), "the trial's Train worker")
-        os.kill(autoscaling.raylet_pid(worker["node_id"]), signal.SIGKILL)
+        key, node = wait_for(first_checkpointed, "a first checkpoint", timeout=600, proc=proc)
+        os.kill(autoscaling.raylet_pid(node), signal.SIGKILL)
     finally:
         output, _ = _finish(proc)
         counts = watch.stop()
@@ -251,7 +257,7 @@ def elastic_run(autoscaling, tmp_path_factory) -> ElasticRun:
     for count in counts:
         print(f"  {count.seconds:6.1f} s  up {count.workers}  launching {count.launching}")
     found = _records(run_dir)
-    return ElasticRun(output, proc.returncode, found, counts, key, worker["node_id"],
+    return ElasticRun(output, proc.returncode, found, counts, key, node,
                       {k: _train_run(autoscaling, k) for k in found})
 
 
