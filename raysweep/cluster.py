@@ -1,4 +1,5 @@
-"""Connecting to Ray: an in-process local cluster (`--local`) or a running one."""
+"""Connecting to Ray: an in-process local cluster (`--local`) or a running one; what an
+autoscaling cluster can grow into."""
 from __future__ import annotations
 
 import contextlib
@@ -11,9 +12,11 @@ from pathlib import Path
 
 import psutil
 import ray
+import yaml
 from ray._private import ray_constants, services
 
 from raysweep import reaper
+from raysweep.planning import Autoscaler, NodeType
 
 # The dashboard asks for the cluster's token (Ray 2.60 turns token auth on for local
 # clusters); printed with its URL so a user knows where to find it.
@@ -172,3 +175,65 @@ def disconnect() -> None:
     if ray.is_initialized():
         ray.shutdown()
     _stop_reaper()
+
+
+# The autoscaler's process on the head, as `ray start --head --autoscaling-config=PATH`
+# starts it (v1 is 2.60's default; v2 runs when RAY_enable_autoscaler_v2=1).
+MONITOR_SCRIPTS = ("autoscaler/_private/monitor.py", "autoscaler/v2/monitor.py")
+# Tune's limit on trials waiting for their placement groups (its default: 200, or the
+# cluster's CPUs × 1.1 when more; with a custom searcher, max_concurrent_trials or 1).
+PENDING_TRIALS_ENV = "TUNE_MAX_PENDING_TRIALS_PG"
+
+
+def find_autoscaler() -> Autoscaler | None:
+    """The worker node types the connected cluster's autoscaler may start, read at run
+    time from the config its monitor process runs with (`ray up` writes it to
+    ~/ray_bootstrap_config.yaml on the head, with every type's resources filled in).
+
+    None when no autoscaler of this cluster runs on this machine: a `--local` run, a
+    cluster of fixed nodes, or a driver that is not on the head. Planning then uses the
+    alive nodes alone. (Ray 2.60 publishes the node types nowhere else: the GCS's
+    ClusterConfig, which Train reads, stays empty under the autoscaler `ray up` starts.)"""
+    path = _autoscaling_config(ray.get_runtime_context().gcs_address)
+    if path is None:
+        return None
+    try:
+        config = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        warnings.warn(f"the autoscaler's config {path} is unreadable ({exc}); trials are "
+                      f"planned on the nodes that are up", stacklevel=2)
+        return None
+    return autoscaler_from_config(config)
+
+
+def autoscaler_from_config(config: dict) -> Autoscaler:
+    """The worker node types of a cluster launcher config (`available_node_types`), with
+    Ray's defaults: a type without `max_workers` may use the cluster's whole
+    `max_workers`; the head's type starts no worker nodes."""
+    cap = config.get("max_workers")
+    head = config.get("head_node_type")
+    types = tuple(
+        NodeType(name, {k: float(v) for k, v in (kind.get("resources") or {}).items()},
+                 int(kind.get("max_workers", cap or 0)))
+        for name, kind in (config.get("available_node_types") or {}).items() if name != head)
+    return Autoscaler(types, None if cap is None else int(cap))
+
+
+def _autoscaling_config(gcs_address: str) -> Path | None:
+    """The `--autoscaling-config` of the monitor process that serves `gcs_address`."""
+    for proc in psutil.process_iter(["cmdline", "cwd"]):
+        args = proc.info["cmdline"] or []
+        if not any(a.endswith(MONITOR_SCRIPTS) for a in args[:3]):
+            continue
+        flags = dict(a[2:].split("=", 1) for a in args if a.startswith("--") and "=" in a)
+        if flags.get("gcs-address") == gcs_address and flags.get("autoscaling-config"):
+            # A relative path is the monitor's own (`ray start` passes it on as given).
+            return Path(proc.info["cwd"] or "/") / os.path.expanduser(flags["autoscaling-config"])
+    return None
+
+
+def allow_pending_trials(trials: int) -> None:
+    """Let Tune keep every trial of a study waiting for its placement group: the waiting
+    placement groups are the demand the autoscaler adds nodes for. Read when a Tuner
+    starts, so call it before `Tuner.fit`."""
+    os.environ[PENDING_TRIALS_ENV] = str(max(1, trials))

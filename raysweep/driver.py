@@ -22,6 +22,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from raysweep import datasets, metrics
 from raysweep import records as rec
+from raysweep.cluster import allow_pending_trials, find_autoscaler
 from raysweep.errors import StudyError
 from raysweep.planning import plan_trials
 from raysweep.provenance import write_provenance
@@ -62,8 +63,14 @@ def run_study(study: Study, storage: str, name: str | None = None, resume: bool 
     check_data(specs)
     records = _label_finished(run_dir, specs)
     todo = specs if study.search else [s for s in specs if not _finished(records, s.key)]
+    # On an autoscaling cluster, trials are planned on what its node types can grow into,
+    # and trials that do not fit yet wait as placement groups: that is the demand the
+    # autoscaler adds nodes for.
+    autoscaler = find_autoscaler()
     resources, concurrent = plan_trials(study.resources, todo or specs, ray.cluster_resources(),
-                                        alive_nodes())
+                                        alive_nodes(), autoscaler)
+    if autoscaler:
+        allow_pending_trials(len(todo) * study.num_samples)
     inline = inline and study.resources["workers_per_trial"] == 1 and isinstance(run_dir, Path)
     write_provenance(run_dir, study)
     context = TrialContext({s.key: s for s in specs}, resources, str(run_dir), inline,

@@ -5,6 +5,11 @@ A trial's Tune function and Train's controller take no CPU (the driver module gi
 a token of memory), so a trial holds exactly its workers' resources and trials never
 wait on each other's drivers (with Ray's 1-CPU default driver, two trials on 2 CPUs
 deadlock).
+
+On a cluster with an autoscaler (`Autoscaler`: its worker node types), a study is
+planned against the largest cluster the autoscaler may build, not the nodes up when it
+starts: trials that do not fit now wait as pending placement groups, and that demand is
+what makes the autoscaler add nodes.
 """
 from __future__ import annotations
 
@@ -17,16 +22,72 @@ from raysweep.errors import ResourceError
 from raysweep.trial import TrialResources, TrialSpec
 
 Node = dict[str, float]   # one node's total resources, as Ray reports them ("CPU", "GPU", ...)
+HEAD = "node:__internal_head__"   # the resource Ray gives the head node, and no other
+
+
+@dataclass(frozen=True)
+class NodeType:
+    """A kind of worker node the autoscaler starts on demand (`available_node_types`)."""
+    name: str
+    resources: Node           # what one node of this type offers
+    max_workers: int          # nodes of this type at most
+
+
+@dataclass(frozen=True)
+class Autoscaler:
+    """What a cluster can grow into: its worker node types and the cap on all of them."""
+    node_types: tuple[NodeType, ...]
+    max_workers: int | None   # worker nodes of every type together; None: no cap of its own
+
+    def workers_at_most(self, cpw: float, gpw: float) -> int:
+        """Workers of one shape that the worker nodes hold when grown to their limits.
+        Every node counts once against `max_workers`, so taking the types that hold the
+        most such workers per node first gives the largest count."""
+        per_type = sorted(((workers_on(t.resources, cpw, gpw), t.max_workers)
+                           for t in self.node_types), reverse=True)
+        room = self.max_workers if self.max_workers is not None else sum(n for _, n in per_type)
+        held = 0
+        for per_node, count in per_type:
+            count = min(count, room)
+            held, room = held + per_node * count, room - count
+        return held
+
+    def largest(self) -> NodeType:
+        """The type with the most GPUs (then CPUs), among those it may start."""
+        startable = [t for t in self.node_types if t.max_workers > 0] or self.node_types
+        return max(startable, key=lambda t: (t.resources.get("GPU", 0), t.resources.get("CPU", 0)))
+
+    @property
+    def has_gpus(self) -> bool:
+        return any(t.resources.get("GPU", 0) > 0 and t.max_workers > 0 for t in self.node_types)
 
 
 @dataclass(frozen=True)
 class Plan:
     resources: TrialResources
-    max_concurrent: int       # trials of this shape that fit at once
+    max_concurrent: int       # trials of this shape that fit at once (on the grown cluster)
+
+
+def has_gpus(cluster: Node, autoscaler: Autoscaler | None = None) -> bool:
+    """Whether the cluster has GPUs now or its autoscaler can add some."""
+    return cluster.get("GPU", 0) > 0 or bool(autoscaler and autoscaler.has_gpus)
+
+
+def workers_held(nodes: list[Node], cpw: float, gpw: float,
+                 autoscaler: Autoscaler | None = None) -> int:
+    """Workers of one shape the cluster holds at its largest: the alive nodes, or with an
+    autoscaler the head plus every worker node type up to its limit (alive worker nodes
+    are some of those), whichever holds more."""
+    now = sum(workers_on(node, cpw, gpw) for node in nodes)
+    if autoscaler is None:
+        return now
+    head = sum(workers_on(node, cpw, gpw) for node in nodes if HEAD in node)
+    return max(now, head + autoscaler.workers_at_most(cpw, gpw))
 
 
 def plan_resources(resources: dict, cluster: Node, nodes: list[Node] | None = None,
-                   gpu_share: float | None = None) -> Plan:
+                   gpu_share: float | None = None,
+                   autoscaler: Autoscaler | None = None) -> Plan:
     """Size one trial's workers from a study's `resources` section and check that the
     cluster holds them.
 
@@ -35,14 +96,35 @@ def plan_resources(resources: dict, cluster: Node, nodes: list[Node] | None = No
     hold fewer workers than its total suggests. A trial whose workers do not fit on one
     node spreads them across nodes (Train's default PACK placement).
 
+    `autoscaler` (the cluster's worker node types; None: the nodes are all there is)
+    lets a trial need nodes that are not up yet: it is refused only when no node type
+    can hold its workers, and trials at once count the nodes the autoscaler may add.
+
     `gpu_share` replaces `gpus_per_worker: auto` (one whole GPU, or none on a CPU
     cluster) with the share `plan_trials` picked from a model's size."""
-    cpus, gpus = cluster.get("CPU", 0), cluster.get("GPU", 0)
     if resources["gpus_per_worker"] != "auto":
         gpw = float(resources["gpus_per_worker"])
     else:
-        gpw = (gpu_share or 1.0) if gpus else 0.0
+        gpw = (gpu_share or 1.0) if has_gpus(cluster, autoscaler) else 0.0
     cpw, workers = float(resources["cpus_per_worker"]), resources["workers_per_trial"]
+    if autoscaler is None:
+        _check_totals(cluster, workers, cpw, gpw)
+    nodes = nodes or [cluster]
+    held = workers_held(nodes, cpw, gpw, autoscaler)
+    if held == 0:
+        raise ResourceError(_no_node_holds(nodes, cpw, gpw, autoscaler))
+    if held < workers:
+        grown = " (every node type at its max_workers)" if autoscaler else ""
+        raise ResourceError(f"resources: {workers} workers per trial, but the cluster's nodes"
+                            f"{grown} hold only {held} workers of {shape(cpw, gpw)} each"
+                            f"{_largest_type(autoscaler, gpw)}; allowed: <= {held}")
+    fit = held // workers
+    limit = resources["max_concurrent"]
+    return Plan(TrialResources(workers, cpw, gpw), fit if limit == "auto" else min(fit, limit))
+
+
+def _check_totals(cluster: Node, workers: int, cpw: float, gpw: float) -> None:
+    cpus, gpus = cluster.get("CPU", 0), cluster.get("GPU", 0)
     if workers * cpw > cpus:
         raise ResourceError(f"resources: {workers} workers × {cpw:g} CPU = {workers * cpw:g} CPUs "
                             f"per trial, but the cluster has {cpus:g} CPUs; allowed: "
@@ -51,19 +133,25 @@ def plan_resources(resources: dict, cluster: Node, nodes: list[Node] | None = No
         raise ResourceError(f"resources: {workers} workers × {gpw:g} GPU = {workers * gpw:g} GPUs "
                             f"per trial, but the cluster has {gpus:g} GPUs; allowed: <= {gpus:g} "
                             f"(or gpus_per_worker: 0 for CPU training)")
-    nodes = nodes or [cluster]
-    held = sum(workers_on(node, cpw, gpw) for node in nodes)
-    if held == 0:
-        big = max(nodes, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0)))
-        raise ResourceError(f"resources: a worker needs {shape(cpw, gpw)} on one node, but the "
-                            f"largest node has {shape(big.get('CPU', 0), big.get('GPU', 0), gpw)}; "
-                            f"allowed: cpus_per_worker and gpus_per_worker that one node holds")
-    if held < workers:
-        raise ResourceError(f"resources: {workers} workers per trial, but the cluster's nodes "
-                            f"hold only {held} workers of {shape(cpw, gpw)} each; allowed: <= {held}")
-    fit = held // workers
-    limit = resources["max_concurrent"]
-    return Plan(TrialResources(workers, cpw, gpw), fit if limit == "auto" else min(fit, limit))
+
+
+def _no_node_holds(nodes: list[Node], cpw: float, gpw: float,
+                   autoscaler: Autoscaler | None) -> str:
+    allowed = "allowed: cpus_per_worker and gpus_per_worker that one node holds"
+    if autoscaler is not None and autoscaler.node_types:
+        return (f"resources: a worker needs {shape(cpw, gpw)} on one node, but no node type of "
+                f"the cluster has that{_largest_type(autoscaler, gpw)}; {allowed}")
+    big = max(nodes, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0)))
+    return (f"resources: a worker needs {shape(cpw, gpw)} on one node, but the largest node "
+            f"has {shape(big.get('CPU', 0), big.get('GPU', 0), gpw)}; {allowed}")
+
+
+def _largest_type(autoscaler: Autoscaler | None, gpw: float) -> str:
+    if autoscaler is None or not autoscaler.node_types:
+        return ""
+    big = autoscaler.largest()
+    return (f" (the largest node type, {big.name}, has "
+            f"{shape(big.resources.get('CPU', 0), big.resources.get('GPU', 0), gpw)})")
 
 
 # Forward FLOPs per 32×32 image under which one trial leaves most of a modern GPU idle
@@ -87,12 +175,13 @@ def _model_flops(model: str, options_json: str) -> int:
 
 
 def plan_trials(resources: dict, specs: list[TrialSpec], cluster: Node,
-                nodes: list[Node] | None = None) -> tuple[dict[str, TrialResources], int]:
+                nodes: list[Node] | None = None, autoscaler: Autoscaler | None = None
+                ) -> tuple[dict[str, TrialResources], int]:
     """Each trial's resources (by key) and how many trials may run at once. With
-    `gpus_per_worker: auto` on a GPU cluster, a one-worker trial of a small model gets a
-    fraction of a GPU (`auto_gpu_share`); DDP trials keep whole GPUs (two ranks of one
-    trial on one GPU would only contend)."""
-    auto = (resources["gpus_per_worker"] == "auto" and cluster.get("GPU", 0) > 0
+    `gpus_per_worker: auto` on a GPU cluster (GPUs up, or node types that have them), a
+    one-worker trial of a small model gets a fraction of a GPU (`auto_gpu_share`); DDP
+    trials keep whole GPUs (two ranks of one trial on one GPU would only contend)."""
+    auto = (resources["gpus_per_worker"] == "auto" and has_gpus(cluster, autoscaler)
             and resources["workers_per_trial"] == 1)
     plans: dict[float | None, Plan] = {}
     out = {}
@@ -100,7 +189,7 @@ def plan_trials(resources: dict, specs: list[TrialSpec], cluster: Node,
         share = auto_gpu_share(_model_flops(spec.model, json.dumps(
             spec.model_options, sort_keys=True))) if auto else None
         if share not in plans:
-            plans[share] = plan_resources(resources, cluster, nodes, gpu_share=share)
+            plans[share] = plan_resources(resources, cluster, nodes, share, autoscaler)
         out[spec.key] = plans[share].resources
     return out, max((p.max_concurrent for p in plans.values()), default=1)
 

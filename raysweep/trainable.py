@@ -15,11 +15,15 @@ import ray
 import ray.train
 import ray.tune
 
+from raysweep.planning import HEAD
 from raysweep.trial import Launch, TrialResources, TrialSpec
 
 # A trial's Tune function only waits on its Train run: it holds no CPU (Tune needs a
-# non-empty bundle, so it holds a token 1 MiB of logical memory instead).
-DRIVER_RESOURCES = {"CPU": 0, "memory": 2**20}
+# non-empty bundle, so it holds a token 1 MiB of logical memory instead), and a token of
+# the head's own resource, so it runs on the head (Train puts the trial's controller
+# beside it): a lost worker node then takes only Train workers, which the controller
+# restarts elsewhere from the last checkpoint.
+DRIVER_RESOURCES = {"CPU": 0, "memory": 2**20, HEAD: 1e-4}
 
 
 @dataclass(frozen=True)
