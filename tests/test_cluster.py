@@ -100,7 +100,7 @@ def test_a_worker_bigger_than_every_node_is_refused():
         plan_resources(_study(cpus_per_worker=6), _total(nodes), nodes)
     nodes = [{"CPU": 3}, {"CPU": 3}]
     with pytest.raises(StudyError, match="nodes hold only 2 workers of 2 CPU each; allowed: <= 2"):
-        plan_resources(_study(cpus_per_worker=2, workers_per_trial=3), _total(nodes), nodes)
+        plan_resources(_study(cpus_per_worker=2, workers_per_trial=4), _total(nodes), nodes)
 
 
 # --- storage URIs ---
