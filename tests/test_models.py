@@ -1,10 +1,13 @@
 """Every registered model, one parametrized test (timm style), plus the seeds' counts."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
-from models import FAMILIES, RECIPES, count_params, create_model, get_entry, list_models
+from models import FAMILIES, RECIPES, count_params, create_model, get_entry, list_models, model_facts
+from models.facts import FACTS_FILE, count_on_meta, count_real, standard_cases, zoo_fingerprint
 from models.registry import UnknownModelError
 
 ALL = list_models()
@@ -30,6 +33,35 @@ def test_forward_backward_at_32px(name, options):
         out.float().logsumexp(1).mean().backward()
         grads = [p.grad for p in model.parameters() if p.requires_grad]
         assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_facts_equal_the_built_models_counts(name):
+    """`model_facts` (models/facts.json) and the meta-device count that answers any case
+    the file lacks, against the model built and run for real."""
+    real = count_real(name)
+    assert model_facts(name) == real
+    assert count_on_meta(name) == real
+
+
+FACT_CASES = standard_cases()
+
+
+@pytest.mark.parametrize("name, options", FACT_CASES,
+                         ids=[f"{n}-{json.dumps(o, sort_keys=True)}" for n, o in FACT_CASES])
+def test_stored_facts_equal_meta_counts(name, options):
+    """Every other entry of facts.json, without a real forward per case: write_facts_file
+    counted each entry on a real build (and test_facts_file_is_current pins the file to
+    this code), so agreement with the meta count proves the meta path exact on every
+    standard case, and the file's entry exact wherever the meta path is."""
+    assert model_facts(name, **options) == count_on_meta(name, **options)
+
+
+def test_facts_file_is_current():
+    stored = json.loads(FACTS_FILE.read_text())
+    assert stored["fingerprint"] == zoo_fingerprint(), \
+        "models/ changed since models/facts.json was written: run python -m models.write_facts"
+    assert [(e["model"], e["options"]) for e in stored["facts"]] == FACT_CASES
 
 
 @pytest.mark.parametrize("name", [n for n in ALL if get_entry(n).seed_params
