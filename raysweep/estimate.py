@@ -34,6 +34,7 @@ import statistics
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -268,11 +269,10 @@ def split_images(spec: TrialSpec) -> tuple[int, int, int]:
         raise EstimateError(f"dataset {t.dataset!r} has no known size to estimate from; "
                             f"allowed: {', '.join(SPLIT_SIZES)}")
     train_total, test_total = SPLIT_SIZES[t.dataset]
-    train = min(t.train_size or train_total, train_total) if t.dataset != "synthetic" \
-        else (t.train_size or train_total)
-    test = min(t.test_size or test_total, test_total) if t.dataset != "synthetic" \
-        else (t.test_size or test_total)
-    val = round(train * t.val_fraction)
+    train, test = t.train_size or train_total, t.test_size or test_total
+    if t.dataset != "synthetic":   # the synthetic set is generated at any size
+        train, test = min(train, train_total), min(test, test_total)
+    val = round(train * t.val_fraction)   # stratified per class, so within a few images
     return train - val, val, test
 
 
@@ -289,20 +289,23 @@ def measure_key(spec: TrialSpec) -> tuple[str, str]:
 def measure_step_time(spec: TrialSpec, device: torch.device, threads: int = 1,
                       probe: int | None = None) -> StepTime:
     """Time a few training and evaluation steps of `spec`'s model on `device` at probe
-    batches (probe/2, probe) per worker; `probe` defaults by device and model size."""
-    from models import create_model
-
+    batches (probe/2, probe) per worker; `probe` defaults by device and model size and
+    is halved while it runs out of GPU memory."""
     probe = probe or probe_batch(spec, device)
-    batches = (max(1, probe // 2), probe)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        model = create_model(spec.model, num_classes=_classes(spec), **spec.model_options)
-        model = model.to(device, memory_format=_layout(spec))
-        optimizer = _optimizer(model, spec.train.optimizer)
-        train = [_time(lambda: _train_step(model, optimizer, b, spec, device), device)
-                 for b in batches]
-        evals = [_time(lambda: _eval_step(model, b, spec, device), device) for b in batches]
+        while True:
+            batches = (max(1, probe // 2), probe)
+            try:
+                train, evals = _probe(spec, device, batches)
+                break
+            except torch.OutOfMemoryError:
+                if probe <= 4:
+                    raise
+            # outside the except block, so the failed attempt's tensors are free
+            torch.cuda.empty_cache()
+            probe //= 2
     finally:
         torch.set_num_threads(previous)
     return StepTime(spec.model, dict(spec.model_options), device_name(device), device.type,
@@ -311,6 +314,19 @@ def measure_step_time(spec: TrialSpec, device: torch.device, threads: int = 1,
                     tuple(statistics.median(t) for t in evals),
                     min(len(t) for t in train + evals),
                     datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+
+def _probe(spec: TrialSpec, device: torch.device, batches: tuple[int, int]):
+    """Per-step seconds of training steps and of evaluation passes at each batch."""
+    from models import create_model
+
+    model = create_model(spec.model, num_classes=_classes(spec), **spec.model_options)
+    model = model.to(device, memory_format=_layout(spec))
+    optimizer = _optimizer(model, spec.train.optimizer)
+    train = [_time(partial(_train_step, model, optimizer, b, spec, device), device)
+             for b in batches]
+    evals = [_time(partial(_eval_step, model, b, spec, device), device) for b in batches]
+    return train, evals
 
 
 def probe_batch(spec: TrialSpec, device: torch.device) -> int:
@@ -373,8 +389,8 @@ def _autocast(spec: TrialSpec, device: torch.device):
     amp = spec.train.amp
     if device.type != "cuda" or amp == "off":
         return torch.autocast(device.type, enabled=False)
-    dtype = torch.float16 if amp == "fp16" or (amp == "auto" and not torch.cuda.is_bf16_supported()) \
-        else torch.bfloat16
+    fp16 = amp == "fp16" or (amp == "auto" and not torch.cuda.is_bf16_supported())
+    dtype = torch.float16 if fp16 else torch.bfloat16
     return torch.autocast(device.type, dtype=dtype)
 
 

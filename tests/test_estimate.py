@@ -23,7 +23,8 @@ def test_asha_large_study_limit_by_hand():
     # 100 epochs, grace 1, η 4: rungs 1, 4, 16, 64. All trials run epoch 1, 1/4 run
     # epochs 2-4, 1/16 epochs 5-16, 1/64 epochs 17-64, 1/256 epochs 65-100.
     assert asha_rungs(100, 1, 4) == [1, 4, 16, 64]
-    assert asha_expected_epochs(100, 1, 4) == pytest.approx(1 + 3 / 4 + 12 / 16 + 48 / 64 + 36 / 256)
+    by_hand = 1 + 3 / 4 + 12 / 16 + 48 / 64 + 36 / 256
+    assert asha_expected_epochs(100, 1, 4) == pytest.approx(by_hand)
     assert asha_rungs(64, 1, 4) == [1, 4, 16]     # a rung at the last epoch stops nothing
 
 

@@ -6,7 +6,8 @@ import json
 import pytest
 import torch
 
-from models import FAMILIES, RECIPES, count_params, create_model, get_entry, list_models, model_facts
+from models import (FAMILIES, RECIPES, count_params, create_model, get_entry, list_models,
+                    model_facts)
 from models.facts import FACTS_FILE, count_on_meta, count_real, standard_cases, zoo_fingerprint
 from models.registry import UnknownModelError
 
