@@ -14,7 +14,9 @@ per-worker batch: on a GPU a small step is bound by kernel launches (benchmarks/
 ~10 ms per resnet_20 step whatever its batch), so scaling one small-batch time in
 proportion would overestimate a large batch several-fold; on a CPU the fixed part is
 near zero and the line is plain proportional scaling. Measurements are cached per
-machine and device in ~/.cache/raysweep/step_times.json, so a second estimate is instant.
+machine and device in ~/.cache/raysweep/step_times.json, so a second estimate is instant;
+a measurement taken while other work loaded the machine says so (its load per core), and
+deleting the file measures again.
 
 What it leaves out: start-up, data loading and augmentation, DDP gradient traffic,
 torch.compile, and the slowdown of trials packed on one GPU (taken at the speed of one
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import socket
 import statistics
@@ -91,6 +94,8 @@ class StepTime:
     eval_s: tuple[float, float]    # seconds per forward pass without gradients, median
     timed_steps: int          # timed steps per probe (the fewest of the four)
     measured_at: str          # ISO-8601 UTC
+    load: float               # the machine's 1-minute load average per CPU core then:
+                              # above 1, other work was slowing the measurement
     cached: bool = False      # read from the cache rather than measured now
 
     def train_step(self, batch: float) -> float:
@@ -313,7 +318,7 @@ def measure_step_time(spec: TrialSpec, device: torch.device, threads: int = 1,
                     tuple(statistics.median(t) for t in train),
                     tuple(statistics.median(t) for t in evals),
                     min(len(t) for t in train + evals),
-                    datetime.now(timezone.utc).isoformat(timespec="seconds"))
+                    datetime.now(timezone.utc).isoformat(timespec="seconds"), _load())
 
 
 def _probe(spec: TrialSpec, device: torch.device, batches: tuple[int, int]):
@@ -419,6 +424,13 @@ def _through(xs: tuple[int, int], ys: tuple[float, float], x: float) -> float:
     if slope <= 0 or fixed < 0:
         slope, fixed = y2 / x2, 0.0
     return fixed + slope * x
+
+
+def _load() -> float:
+    try:
+        return os.getloadavg()[0] / (os.cpu_count() or 1)
+    except OSError:   # not available on this platform
+        return 0.0
 
 
 def device_name(device: torch.device) -> str:
@@ -556,11 +568,7 @@ def format_estimate(est: Estimate, models_shown: int = 3) -> list[str]:
         lines.append(f"with ASHA (grace {s.grace_period}, reduction {s.reduction_factor}; "
                      f"Ray's cutoff at each rung, trials ranked at random): "
                      f"{_cost(est.asha)} (~{_hours(est.asha.wall_hours)} h).")
-    shown = [_describe(st) for st in est.step_times[:models_shown]]
-    more = len(est.step_times) - models_shown
-    lines.append(f"measured: {'; '.join(shown)}{f'; {more} more models' if more > 0 else ''}"
-                 f"; step time = a fixed part + a part per image, through the two probes, "
-                 f"taken at {', '.join(map(str, est.scaled_to))} images/worker.")
+    lines.append(_measured_line(est, models_shown))
     lines.append("counts training steps and evaluation only: no start-up, data loading or "
                  "DDP traffic; packed trials at the speed of one alone.")
     return lines
@@ -572,12 +580,21 @@ def _cost(cost: Cost) -> str:
             f"trial-hours{gpu}")
 
 
-def _describe(st: StepTime) -> str:
-    (b1, b2), (t1, t2) = st.batches, st.train_s
-    when = f"cached {st.measured_at[:10]}" if st.cached else "measured now"
-    options = "".join(f" {k}={v}" for k, v in sorted(st.options.items()))
-    return (f"{st.model}{options} {t2:.3g} s/step at {b2} images/worker ({t1:.3g} at {b1}) "
-            f"on {st.device} ({when}, median of >= {st.timed_steps} steps)")
+def _measured_line(est: Estimate, models_shown: int) -> str:
+    times = est.step_times
+    shown = "; ".join(f"{st.model}{''.join(f' {k}={v}' for k, v in sorted(st.options.items()))}"
+                      f" {st.train_s[1]:.3g} s/step at {st.batches[1]} images/worker, "
+                      f"{st.train_s[0]:.3g} at {st.batches[0]}" for st in times[:models_shown])
+    more = f"; {len(times) - models_shown} more models" if len(times) > models_shown else ""
+    cached = [st.measured_at[:10] for st in times if st.cached]
+    when = (f"cached {min(cached)}" if len(cached) == len(times) else "measured now"
+            if not cached else f"measured now and cached {min(cached)}")
+    busy = max(st.load for st in times)
+    busy = f"; the machine was busy, load up to {busy:.1f} per core" if busy > 1 else ""
+    return (f"measured: {shown}{more} ({when}; median of >= {min(st.timed_steps for st in times)}"
+            f" timed steps after {WARMUP_STEPS} warm-up{busy}); step time = a fixed part + a "
+            f"part per image, through the two probes, taken at "
+            f"{', '.join(map(str, est.scaled_to))} images/worker.")
 
 
 def _hours(h: float) -> str:

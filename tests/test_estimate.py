@@ -69,7 +69,8 @@ def step_time(model="resnet_20", device="Test CPU", device_type="cpu", **kw) -> 
     6.25 ms per image); eval 0.2 s at 64, 0.3 s at 128 (0.1 s + 1.5625 ms per image)."""
     values = dict(model=model, options={}, device=device, device_type=device_type,
                   host="testhost", threads=1, batches=(64, 128), train_s=(0.5, 0.9),
-                  eval_s=(0.2, 0.3), timed_steps=5, measured_at="2026-11-24T00:00:00+00:00")
+                  eval_s=(0.2, 0.3), timed_steps=5, measured_at="2026-11-24T00:00:00+00:00",
+                  load=0.5)
     return StepTime(**{**values, **kw})
 
 
@@ -117,8 +118,13 @@ def test_formatter_names_the_estimate_and_its_measurement():
     assert lines[0].startswith("estimate for this CPU (Test CPU): 30 trial-epochs ≈ ")
     assert "(3 at once ~" in lines[0]
     assert lines[1].startswith("with ASHA (grace 1, reduction 4")
-    assert "resnet_20 0.9 s/step at 128 images/worker (0.5 at 64) on Test CPU (cached 2026-11-24" \
-        in measured_line(est) == lines[2]
+    assert measured_line(est) == lines[2]
+    assert lines[2].startswith("measured: resnet_20 0.9 s/step at 128 images/worker, 0.5 at 64 "
+                               "(cached 2026-11-24; median of >= 5 timed steps")
+    assert "busy" not in lines[2]
+    busy = estimate_from(specs, {measure_key(specs[0]): step_time(load=3.0)}, NO_ASHA, ONE_CPU, 3)
+    assert "measured now; median of >= 5 timed steps after 2 warm-up; the machine was busy, " \
+           "load up to 3.0 per core)" in measured_line(busy)
 
 
 def measured_line(est) -> str:
