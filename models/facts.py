@@ -24,9 +24,10 @@ Two sources, both exact:
    differs from its CPU kernel, which tests/test_models.py rules out for every standard
    case.
 
-Why both: on the 2-core development machine the meta path costs 0.1–0.9 s per model
-(construction is Python work either way), about 9 s for the 33 models of `raysweep list
-models`, which the file answers in milliseconds.
+Why both: the meta path still runs each model's Python construction and forward, about
+11 s for the 33 models of `raysweep list models` on the shared 2-core development
+machine, where the file answers in 2 ms and building them for real took 43 s
+(`python -m benchmarks.bench_model_facts`, 2026-11-24, load average ~6).
 """
 from __future__ import annotations
 
@@ -54,7 +55,9 @@ class ModelFacts:
 def model_facts(name: str, num_classes: int = FACTS_CLASSES, **options) -> ModelFacts:
     """Parameter and FLOP counts of a model, as the real built model has them."""
     get_entry(name).check_options(options)
-    return _facts(name, num_classes, _options_key(options))
+    # An option stated at its default is the same model: look it up as the default.
+    chosen = {k: v for k, v in options.items() if not _is_default(name, k, v)}
+    return _facts(name, num_classes, _options_key(chosen))
 
 
 @functools.lru_cache(maxsize=None)
