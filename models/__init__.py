@@ -1,11 +1,12 @@
 """raysweep's model zoo: CIFAR-sized backbones looked up by name.
 
-    from models import create_model, list_models
+    from models import create_model, list_models, model_facts
     net = create_model("resnet_20", num_classes=100)
+    model_facts("resnet_20")          # ModelFacts(params=278324, flops=81637888), no build
 """
-from models.registry import (FAMILIES, RECIPES, ModelEntry, ModelFacts, UnknownModelError,
-                             count_flops, count_params, create_model, get_entry, list_models,
-                             model_facts, register_model)
+from models.facts import ModelFacts, model_facts
+from models.registry import (FAMILIES, RECIPES, ModelEntry, UnknownModelError, count_flops,
+                             count_params, create_model, get_entry, list_models, register_model)
 
 __all__ = ["FAMILIES", "RECIPES", "ModelEntry", "ModelFacts", "UnknownModelError", "count_flops",
            "count_params", "create_model", "get_entry", "list_models", "model_facts",

@@ -9,7 +9,6 @@ values), and the seeds' parameter count where they give one.
 from __future__ import annotations
 
 import difflib
-import functools
 import fnmatch
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -117,28 +116,6 @@ def create_model(name: str, num_classes: int = 100, **overrides) -> nn.Module:
     return entry.builder(num_classes=num_classes, **overrides)
 
 
-@dataclass(frozen=True)
-class ModelFacts:
-    params: int     # trainable parameters
-    flops: int      # forward FLOPs of one 32×32 image (a multiply-add counts 2)
-
-
-@functools.lru_cache(maxsize=None)
-def _facts(name: str, num_classes: int, options_json: str) -> ModelFacts:
-    import json
-
-    model = create_model(name, num_classes=num_classes, **json.loads(options_json))
-    return ModelFacts(count_params(model), count_flops(model))
-
-
-def model_facts(name: str, num_classes: int = 100, **options) -> ModelFacts:
-    """Parameter and FLOP counts of a model without training it."""
-    import json
-
-    get_entry(name).check_options(options)
-    return _facts(name, num_classes, json.dumps(options, sort_keys=True))
-
-
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -148,9 +125,11 @@ def count_flops(model: nn.Module, size: int = 32) -> int:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
+    # The input goes where the model is: models.facts counts on the meta device.
+    device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(torch.zeros(1, 3, size, size))
+        model(torch.zeros(1, 3, size, size, device=device))
     model.train(was_training)
     return counter.get_total_flops()

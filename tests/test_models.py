@@ -1,10 +1,16 @@
 """Every registered model, one parametrized test (timm style), plus the seeds' counts."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
-from models import FAMILIES, RECIPES, count_params, create_model, get_entry, list_models
+from torch.utils.flop_counter import FlopCounterMode
+
+from models import (FAMILIES, RECIPES, ModelFacts, count_params, create_model, get_entry,
+                    list_models, model_facts)
+from models.facts import FACTS_FILE, count_on_meta, standard_cases, zoo_fingerprint
 from models.registry import UnknownModelError
 
 ALL = list_models()
@@ -22,14 +28,45 @@ CASES = [(n, o) for n in ALL for o in _variants(n)]
 @pytest.mark.parametrize("name, options", CASES,
                          ids=[f"{n}-{o.get('stem', 'default')}" for n, o in CASES])
 def test_forward_backward_at_32px(name, options):
+    """Every model at every stem trains a step on 32×32 images; and, at 100 classes,
+    `model_facts` (models/facts.json while it is current, else the meta-device count)
+    equals this real model's parameter and FLOP counts. The counted operators
+    (convolutions, matmuls, attention) scale with the batch and are the same in train
+    and eval mode, so half this batch-2 forward's count is count_flops' batch-1 eval
+    count: the real forward this test runs anyway is the proof, where a separate real
+    count of every model would cost more than this whole test."""
     torch.manual_seed(0)
     for classes in (100, 10):
         model = create_model(name, num_classes=classes, **options).train()
-        out = model(torch.randn(2, 3, 32, 32))
+        with FlopCounterMode(display=False) as counter:
+            out = model(torch.randn(2, 3, 32, 32))
         assert out.shape == (2, classes)
         out.float().logsumexp(1).mean().backward()
         grads = [p.grad for p in model.parameters() if p.requires_grad]
         assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
+        if classes == 100:
+            real = ModelFacts(count_params(model), counter.get_total_flops() // 2)
+            assert model_facts(name, **options) == real
+
+
+OPTION_CASES = [(n, o) for n, o in standard_cases() if o]
+
+
+@pytest.mark.parametrize("name, options", OPTION_CASES,
+                         ids=[f"{n}-{json.dumps(o, sort_keys=True)}" for n, o in OPTION_CASES])
+def test_stored_facts_equal_meta_counts(name, options):
+    """The entries with options, without a real build per case (about 5× dearer):
+    write_facts_file counted each on a real build and test_facts_file_is_current pins
+    the file to this zoo, so agreement proves the meta path, which answers every case
+    the file lacks, exact on each of them."""
+    assert model_facts(name, **options) == count_on_meta(name, **options)
+
+
+def test_facts_file_is_current():
+    stored = json.loads(FACTS_FILE.read_text())
+    assert stored["fingerprint"] == zoo_fingerprint(), \
+        "models/ changed since models/facts.json was written: run python -m models.write_facts"
+    assert [(e["model"], e["options"]) for e in stored["facts"]] == standard_cases()
 
 
 @pytest.mark.parametrize("name", [n for n in ALL if get_entry(n).seed_params

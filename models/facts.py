@@ -1,0 +1,150 @@
+"""Parameter and FLOP counts of a registered model, without building it for real.
+
+    from models import model_facts
+    model_facts("resnet_20").flops                       # 81_637_888
+    model_facts("ghost_resnet_20", ratio=3).params       # 108_980
+
+Two sources, both exact:
+
+1. `models/facts.json`, the counts of the real built models for the standard cases
+   (`standard_cases`: every model at its defaults and with each choice option changed
+   alone, at 100 classes). It is used only while its fingerprint equals this zoo's
+   (`zoo_fingerprint`, a hash of every module under models/), so an edited model is
+   never read from a stale file. Regenerate it after a zoo change with
+   `python -m models.write_facts` (tests/test_models.py fails until then). The torch and
+   timm versions it was written with are recorded, not fingerprinted: a fresh install
+   with newer ones keeps the fast path, and tests/test_models.py compares the file with
+   real builds in whatever environment runs it, so a version that changes a count fails
+   there.
+2. Anything else is built on the meta device: parameters and activations get shapes but
+   no memory and no initialisation, and `FlopCounterMode` counts FLOPs from shapes
+   alone. A model whose construction or forward reads a tensor's values fails on meta
+   (meta tensors have none), so a meta count can differ from the real model's only if
+   its code reads values (then it is built for real) or an operator's meta kernel
+   differs from its CPU kernel, which tests/test_models.py rules out for every standard
+   case.
+
+Why both: the meta path still runs each model's Python construction and forward, about
+11 s for the 33 models of `raysweep list models` on the shared 2-core development
+machine, where the file answers in 2 ms and building them for real took 43 s
+(`python -m benchmarks.bench_model_facts`, 2026-11-24, load average ~6).
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from models.registry import count_flops, count_params, create_model, get_entry, list_models
+
+FACTS_FILE = Path(__file__).with_name("facts.json")
+FACTS_CLASSES = 100   # the classes of the standard cases (CIFAR-100)
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    params: int     # trainable parameters
+    flops: int      # forward FLOPs of one 32×32 image (a multiply-add counts 2)
+
+
+def model_facts(name: str, num_classes: int = FACTS_CLASSES, **options) -> ModelFacts:
+    """Parameter and FLOP counts of a model, as the real built model has them."""
+    get_entry(name).check_options(options)
+    # An option stated at its default is the same model: look it up as the default.
+    chosen = {k: v for k, v in options.items() if not _is_default(name, k, v)}
+    return _facts(name, num_classes, _options_key(chosen))
+
+
+@functools.lru_cache(maxsize=None)
+def _facts(name: str, num_classes: int, options_key: str) -> ModelFacts:
+    stored = _stored().get((name, num_classes, options_key))
+    return stored or count_on_meta(name, num_classes, **json.loads(options_key))
+
+
+def count_on_meta(name: str, num_classes: int = FACTS_CLASSES, **options) -> ModelFacts:
+    """Counts of the model built on the meta device (no memory, no initialisation); a
+    model that cannot be built or run there is counted on a real CPU build."""
+    try:
+        with torch.device("meta"):
+            return count_built(create_model(name, num_classes=num_classes, **options))
+    except (NotImplementedError, RuntimeError):
+        return count_real(name, num_classes, **options)
+
+
+def count_real(name: str, num_classes: int = FACTS_CLASSES, **options) -> ModelFacts:
+    """Counts of the model built for real on the CPU: the reference the others must equal."""
+    return count_built(create_model(name, num_classes=num_classes, **options))
+
+
+def count_built(model: torch.nn.Module) -> ModelFacts:
+    return ModelFacts(count_params(model), count_flops(model))
+
+
+def standard_cases() -> list[tuple[str, dict[str, Any]]]:
+    """(model, options) of every model at its defaults and with each choice option set to
+    each other allowed value alone (a bool option flipped); free int/float options stay
+    at their defaults. These are the entries of facts.json."""
+    cases = []
+    for name in list_models():
+        cases.append((name, {}))
+        for key, allowed in sorted(get_entry(name).options.items()):
+            values = allowed if isinstance(allowed, tuple) else (True, False) if allowed is bool \
+                else ()
+            cases += [(name, {key: v}) for v in values if not _is_default(name, key, v)]
+    return cases
+
+
+def zoo_fingerprint() -> str:
+    """A hash of the zoo's source: every module under models/."""
+    digest = hashlib.sha256()
+    root = Path(__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def write_facts_file(path: Path = FACTS_FILE) -> int:
+    """Count every standard case on a real build and write the file; returns the count."""
+    import timm
+
+    entries = [{"model": name, "num_classes": FACTS_CLASSES, "options": options,
+                **vars(count_real(name, **options))} for name, options in standard_cases()]
+    about = ("Parameter and FLOP counts of the real built models at 32x32, read by "
+             "models.facts.model_facts; regenerate with `python -m models.write_facts`")
+    # One entry per line: a zoo change shows as a readable diff.
+    lines = ",\n  ".join(json.dumps(e, sort_keys=True) for e in entries)
+    written_with = {"torch": torch.__version__, "timm": timm.__version__}
+    path.write_text(f'{{"about": {json.dumps(about)},\n "fingerprint": '
+                    f'{json.dumps(zoo_fingerprint())},\n "written_with": '
+                    f'{json.dumps(written_with)},\n "facts": [\n  {lines}\n]}}\n')
+    return len(entries)
+
+
+@functools.lru_cache(maxsize=1)
+def _stored() -> dict[tuple[str, int, str], ModelFacts]:
+    """facts.json's entries, or none when it is missing or written for another zoo."""
+    try:
+        payload = json.loads(FACTS_FILE.read_text())
+    except (OSError, ValueError):
+        return {}
+    if payload.get("fingerprint") != zoo_fingerprint():
+        return {}
+    return {(e["model"], e["num_classes"], _options_key(e["options"])):
+            ModelFacts(e["params"], e["flops"]) for e in payload["facts"]}
+
+
+def _options_key(options: dict[str, Any]) -> str:
+    return json.dumps(options, sort_keys=True)
+
+
+def _is_default(name: str, key: str, value: Any) -> bool:
+    import inspect
+
+    param = inspect.signature(get_entry(name).builder).parameters.get(key)
+    return param is not None and param.default == value
+
