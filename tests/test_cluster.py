@@ -98,8 +98,8 @@ def test_a_worker_bigger_than_every_node_is_refused():
     nodes = [{"CPU": 0}, {"CPU": 4}, {"CPU": 4}]
     with pytest.raises(StudyError, match="needs 6 CPU on one node, but the largest node has 4 CPU;"):
         plan_resources(_study(cpus_per_worker=6), _total(nodes), nodes)
-    nodes = [{"CPU": 3}, {"CPU": 3}]
-    with pytest.raises(StudyError, match="nodes hold only 2 workers of 2 CPU each; allowed: <= 2"):
+    nodes = [{"CPU": 3}, {"CPU": 3}, {"CPU": 2}]  # 8 CPUs, but one 2-CPU worker per node
+    with pytest.raises(StudyError, match="nodes hold only 3 workers of 2 CPU each; allowed: <= 3"):
         plan_resources(_study(cpus_per_worker=2, workers_per_trial=4), _total(nodes), nodes)
 
 
