@@ -89,6 +89,11 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     show.add_argument("--workers-per-trial", type=int,
                       help="plan for this many workers per trial (keys do not change)")
+    show.add_argument("--gpus", type=int,
+                      help="estimate the cost on this many GPUs (from a GPU step time measured "
+                      "on this machine earlier) instead of this machine")
+    show.add_argument("--no-estimate", action="store_true",
+                      help="skip the measured cost estimate")
     show.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     show.set_defaults(func=cmd_show)
 
@@ -281,7 +286,26 @@ def cmd_show(args) -> int:
           f"worker(s) per trial, GPUs: {gpus}; ASHA "
           + (f"grace {study.asha['grace_period']}, reduction {study.asha['reduction_factor']}"
              " on validation top-1" if study.asha["enabled"] else "off"))
+    if not args.no_estimate:
+        print("\n".join(_estimate_lines(study, trials, args.gpus)))
     return 0
+
+
+def _estimate_lines(study, trials, gpus: int | None) -> list[str]:
+    """The study's cost from step times measured on this machine (cached)."""
+    import os
+
+    import torch
+
+    from raysweep.estimate import AshaSettings, estimate, format_estimate
+    from raysweep.planning import plan_trials
+
+    here = {"CPU": os.cpu_count() or 1, "GPU": torch.cuda.device_count()}
+    resources, concurrent = plan_trials(study.resources, trials, here)
+    est = estimate(trials, AshaSettings.from_study(study.asha), resources, concurrent,
+                   gpus=gpus, on_measure=lambda m: print(f"raysweep: measuring {m} step time ...",
+                                                         file=sys.stderr, flush=True))
+    return format_estimate(est)
 
 
 def cmd_status(args) -> int:

@@ -79,6 +79,7 @@ class DatasetInfo:
     val_fraction: float               # default share of the training images held out
     description: str
     class_names: tuple[str, ...] = ()  # in label order, where the data set fixes them
+    images: tuple[int, int] | None = None  # (train, test) as published; None: not fixed
 
 # Fashion-MNIST's 60,000 training images after the 2-pixel border, measured on the
 # official files with `measure_stats` (unpadded 28 × 28: the familiar 0.2860 / 0.3530).
@@ -89,20 +90,23 @@ IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 DATASETS: dict[str, DatasetInfo] = {
     "cifar100": DatasetInfo("cifar100", 100, (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761),
-                            0.1, "CIFAR-100: 50,000 train / 10,000 test 32×32 colour images"),
+                            0.1, "CIFAR-100: 50,000 train / 10,000 test 32×32 colour images",
+                            images=(50_000, 10_000)),
     "cifar10": DatasetInfo("cifar10", 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616),
-                           0.1, "CIFAR-10: 50,000 train / 10,000 test 32×32 colour images"),
+                           0.1, "CIFAR-10: 50,000 train / 10,000 test 32×32 colour images",
+                           images=(50_000, 10_000)),
     "fashion_mnist": DatasetInfo(
         "fashion_mnist", 10, *FASHION_MNIST_STATS, 1 / 12,
         "Fashion-MNIST: 60,000 train / 10,000 test 28×28 grey images of clothing, "
         "padded to 32×32, grey copied to 3 channels (5,000 held out for validation)",
-        FASHION_MNIST_CLASSES),
+        FASHION_MNIST_CLASSES, images=(60_000, 10_000)),
     "imagefolder": DatasetInfo(
         "imagefolder", None, *IMAGENET_STATS, 0.1,
         "your images: a folder of class sub-folders (or train/ and test/ folders of them), "
         "resized to 32 px on the shorter side and centre-cropped to 32×32"),
     "synthetic": DatasetInfo("synthetic", None, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), 0.1,
-                             "a learnable stand-in: smooth colour templates, shifts and noise"),
+                             "a learnable stand-in: smooth colour templates, shifts and noise",
+                             images=(5_000, 1_000)),   # its default sizes; any size is made
 }
 
 SPLITS = ("train", "test")

@@ -39,5 +39,9 @@ class NoRecordsError(RaysweepError):
     """A run folder with no readable trial record."""
 
 
+class EstimateError(RaysweepError):
+    """A cost estimate that cannot be made (no GPU measured, a dataset of unknown size)."""
+
+
 class RunLockedError(RaysweepError):
     """Another `raysweep run` holds the run folder."""

@@ -43,7 +43,8 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from raysweep.errors import RaysweepError
+from raysweep import datasets
+from raysweep.errors import EstimateError
 from raysweep.trial import TrialResources, TrialSpec
 
 CACHE_FILE = Path("~/.cache/raysweep/step_times.json")
@@ -51,8 +52,6 @@ CACHE_VERSION = 1
 EVAL_BATCH = 256              # images per evaluation step (worker.evaluate)
 # Training and test split sizes (images); `train_size`/`test_size` cut them, and the
 # synthetic set's are datasets.load's defaults when no size is set.
-SPLIT_SIZES = {"cifar100": (50_000, 10_000), "cifar10": (50_000, 10_000),
-               "synthetic": (5_000, 1_000)}
 # Probe batch b (images per worker; b/2 is the other point): on a GPU large enough to
 # leave the launch-bound regime; on a CPU a step of about PROBE_CPU_FLOPS (forward +
 # backward ≈ 3 × forward FLOPs), so that a 25-GFLOP model is measured in seconds.
@@ -63,10 +62,6 @@ WARMUP_STEPS = 2              # untimed steps per probe batch (allocation, kerne
 TIMED_STEPS = 5               # at most; the median is taken
 TIMED_BUDGET_S = 1.0          # stop timing a probe after this many seconds (>= 1 step)
 EXACT_ASHA_TRIALS = 5_000     # above this many trials ASHA's savings use the large-study limit
-
-
-class EstimateError(RaysweepError):
-    """An estimate that cannot be made (no GPU measured, an unknown dataset size)."""
 
 
 @dataclass(frozen=True)
@@ -270,10 +265,12 @@ def epoch_seconds(spec: TrialSpec, step: StepTime, workers: int) -> float:
 def split_images(spec: TrialSpec) -> tuple[int, int, int]:
     """(training, validation, test) images per epoch."""
     t = spec.train
-    if t.dataset not in SPLIT_SIZES:
-        raise EstimateError(f"dataset {t.dataset!r} has no known size to estimate from; "
-                            f"allowed: {', '.join(SPLIT_SIZES)}")
-    train_total, test_total = SPLIT_SIZES[t.dataset]
+    sizes = datasets.info(t.dataset).images
+    if sizes is None:
+        known = [name for name, info in datasets.DATASETS.items() if info.images]
+        raise EstimateError(f"dataset {t.dataset!r} has no fixed size to estimate from; "
+                            f"allowed: {', '.join(known)}")
+    train_total, test_total = sizes
     train, test = t.train_size or train_total, t.test_size or test_total
     if t.dataset != "synthetic":   # the synthetic set is generated at any size
         train, test = min(train, train_total), min(test, test_total)

@@ -1,6 +1,8 @@
 """Study files: validation errors name key, value and what is allowed; expansion is exact."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from conftest import one_error_line, raysweep, write_study
@@ -27,7 +29,7 @@ def study(tmp_path, **body):
     ({"models": [{"model": "resnet_20", "options": {"width": 2}}]},
      "model 'resnet_20' takes no option 'width'; accepted options: none"),
     ({"models": ["resnet_20"], "defaults": {"dataset": "imagenet"}},
-     "defaults.dataset='imagenet' must be one of cifar100, cifar10, synthetic"),
+     "defaults.dataset='imagenet' must be one of cifar100, cifar10, fashion_mnist, imagefolder"),
     ({"models": ["resnet_20"], "resources": {"workers_per_trial": 0}},
      "resources.workers_per_trial=0 must be >= 1"),
     ({"models": ["resnet_20"], "search": {"params": {"lr": {"loguniform": [0, 1]}}}},
@@ -145,17 +147,21 @@ def test_cli_rejects_a_bad_study_before_ray_starts(tmp_path):
     assert not (tmp_path / "runs").exists()  # nothing started, nothing stored
 
 
-def test_cli_show_lists_the_expanded_trials():
-    proc = raysweep("show", "smoke", timeout=120)
+def test_cli_show_lists_the_expanded_trials_and_their_measured_cost(tmp_path):
+    # HOME: the step-time cache goes to this test's own folder.
+    proc = raysweep("show", "smoke", timeout=300, env={**os.environ, "HOME": str(tmp_path)})
     assert proc.returncode == 0, proc.stderr
     assert "resnet_20" in proc.stdout and "3 trials" in proc.stdout
+    assert "estimate for this CPU" in proc.stdout and "measured: resnet_20" in proc.stdout
+    assert (tmp_path / ".cache" / "raysweep" / "step_times.json").is_file()
 
 
 def test_show_lists_the_same_keys_for_every_worker_count_that_divides_the_batch():
     """The worker count is not part of a trial's identity: 1, 2 or 8 workers train the
     same global batch (`show` prints the keys a run would use)."""
     def keys(*args):
-        proc = raysweep("show", "ablations", "--group", "eca_kernel", *args, timeout=120)
+        proc = raysweep("show", "ablations", "--group", "eca_kernel", "--no-estimate", *args,
+                        timeout=120)
         assert proc.returncode == 0, proc.stderr
         return [line.split()[0] for line in proc.stdout.splitlines()
                 if line.startswith(("resnet_20-", "ecanet"))]
@@ -164,7 +170,8 @@ def test_show_lists_the_same_keys_for_every_worker_count_that_divides_the_batch(
     assert len(one) == 18 and keys("--workers-per-trial", "2") == one == keys(
         "--workers-per-trial", "8")
     assert keys("--set", "sync_bn=false") != one and keys("--set", "batch_size=512") != one
-    refused = raysweep("show", "ablations", "--group", "eca_kernel", "--workers-per-trial", "3")
+    refused = raysweep("show", "ablations", "--group", "eca_kernel", "--workers-per-trial", "3",
+                       "--no-estimate")
     assert one_error_line(refused) == (
         "raysweep: error: defaults.batch_size=1024 is not divisible by workers_per_trial=3: "
         "each worker takes batch_size / workers images per step; allowed: a worker count "
@@ -189,10 +196,11 @@ def test_shipped_studies_load_and_cover_the_zoo():
 
 
 def test_cli_show_ablations_lists_groups_and_budget():
-    proc = raysweep("show", "ablations", "--group", "ghost_ratio", timeout=120)
+    proc = raysweep("show", "ablations", "--group", "ghost_ratio", "--no-estimate", timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("ghost_ratio") == 12  # (baseline + 3 ratios) × 3 seeds
     assert "12 trials; epoch budget 3600 trial-epochs" in proc.stdout
     # One resnet_20 trial per seed serves the eca_kernel and ghost_ratio baselines.
-    both = raysweep("show", "ablations", "--group", "ghost_ratio", "--group", "eca_kernel")
+    both = raysweep("show", "ablations", "--group", "ghost_ratio", "--group", "eca_kernel",
+                    "--no-estimate")
     assert "27 trials" in both.stdout and both.stdout.count("(+1 more labels)") == 3  # 30 - 3
