@@ -68,6 +68,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="continue the existing run --name with the study it was started "
                      "with (error if there is none)")
     run.add_argument("--group", action="append", help="run only this ablation group (repeatable)")
+    run.add_argument("--max-trials", type=int, default=None,
+                     help="run a study of more trials than the default limit (10,000)")
     run.add_argument("--workers-per-trial", type=int, help="Train workers (DDP ranks) per trial")
     run.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -94,6 +96,8 @@ def _parser() -> argparse.ArgumentParser:
                       "on this machine earlier) instead of this machine")
     show.add_argument("--no-estimate", action="store_true",
                       help="skip the measured cost estimate")
+    show.add_argument("--max-trials", type=int, default=None,
+                      help="list and estimate a study of more trials than the default limit")
     show.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     show.set_defaults(func=cmd_show)
 
@@ -135,6 +139,7 @@ def cmd_run(args) -> int:
     # Validate everything that can be validated before Ray starts.
     study, run_dir = _study_to_run(args)
     driver.check_data(study.trials())
+    driver.check_writable(run_dir)
     refuse_other_versions(run_dir)
     # One run per run folder: a second `raysweep run` on it is refused before Ray starts.
     with RunLock(run_dir):
@@ -181,12 +186,18 @@ def _study_to_run(args):
     from raysweep.records import run_location
     from raysweep.study import load_study
 
+    from raysweep.study import MAX_TRIALS, check_name
+
+    if args.name is not None:
+        check_name("--name", args.name)
     if not args.resume:
         study = load_study(args.space, args.set, _cli_overrides(args), args.group)
-        return study, run_location(args.storage, args.name or study.name)
-    name = args.name or _study_name(args.space)
-    run_dir = run_location(args.storage, name)
-    return driver.resume_study(run_dir, args.set, _cli_overrides(args), args.group), run_dir
+        run_dir = run_location(args.storage, args.name or study.name)
+    else:
+        run_dir = run_location(args.storage, args.name or _study_name(args.space))
+        study = driver.resume_study(run_dir, args.set, _cli_overrides(args), args.group)
+    study.check_size(args.max_trials or MAX_TRIALS)
+    return study, run_dir
 
 
 def _study_name(space: str) -> str:
@@ -261,13 +272,26 @@ def cmd_list(args) -> int:
     return 0
 
 
+SHOW_FIRST = 50   # trials `show` lists of a study past the trial limit
+
+
 def cmd_show(args) -> int:
-    from raysweep.study import load_study
+    import itertools
+
+    from raysweep.study import MAX_TRIALS, load_study
 
     cli = {"resources.workers_per_trial": args.workers_per_trial}
     study = load_study(args.space, args.set, cli, args.group)
+    print(f"study {study.name} ({study.path}): {study.count():,} trials")
+    limit = args.max_trials or MAX_TRIALS
+    if study.count() > limit:
+        # Listed lazily, so a huge study costs no more than the lines printed.
+        for spec in itertools.islice(study.iter_trials(), SHOW_FIRST):
+            print(f"{spec.key:<34} {spec.label}")
+        print(f"... and {study.count() - SHOW_FIRST:,} more: more than --max-trials={limit:,}, "
+              f"so `raysweep run` refuses it; narrow the study, or pass --max-trials")
+        return 0
     trials = study.trials()
-    print(f"study {study.name} ({study.path})")
     print(f"{'key':<34} {'label':<34} {'model':<28} {'epochs':>6} {'batch':>6} "
           f"{'peak lr':>8} {'recipe':<14} options/overrides")
     for t in trials:

@@ -57,7 +57,7 @@ def run_study(study: Study, storage: str, name: str | None = None, resume: bool 
     run_dir = rec.run_location(storage, name or study.name)
     if resume and not (run_dir / rec.RECORDS_DIR).is_dir():
         raise StudyError(f"--resume: no run named {run_dir.name!r} under {run_dir.parent}")
-    _check_writable(run_dir)
+    check_writable(run_dir)
     rec.refuse_other_versions(run_dir)
     specs = study.trials()
     check_data(specs)
@@ -295,7 +295,8 @@ def alive_nodes() -> list[dict[str, float]]:
     return [n["Resources"] for n in ray.nodes() if n["Alive"]]
 
 
-def _check_writable(run_dir: Path | rec.RemotePath) -> None:
+def check_writable(run_dir: Path | rec.RemotePath) -> None:
+    """The run folder can be made and written (checked before Ray starts)."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".write-test"

@@ -39,6 +39,10 @@ class NoRecordsError(RaysweepError):
     """A run folder with no readable trial record."""
 
 
+class StorageFullError(RaysweepError):
+    """The storage a run writes to has no space left (ENOSPC, or a quota)."""
+
+
 class EstimateError(RaysweepError):
     """A cost estimate that cannot be made (no GPU measured, a dataset of unknown size)."""
 

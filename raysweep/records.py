@@ -19,6 +19,7 @@ object whole, so a reader never sees half a record). ``file://`` URIs are plain 
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -30,7 +31,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from raysweep.errors import RecordError
+from raysweep.errors import RecordError, StorageFullError
 from raysweep.trial import RECORD_VERSION, TrialRecord
 
 RECORDS_DIR = "records"
@@ -147,18 +148,31 @@ def atomic_write_text(path: Path | RemotePath, text: str) -> None:
 
 def atomic_write(path: Path, write, binary: bool = True) -> None:
     """Call `write(file)` on a temp file beside `path`, fsync, rename over `path`:
-    a crash leaves the old file whole and no temp file behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    a crash, or a full disk, leaves the old file whole and no temp file behind."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        _raise_if_full(exc, path)
+        raise
     try:
         with os.fdopen(fd, "wb" if binary else "w") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        _raise_if_full(exc, path)
         raise
+
+
+def _raise_if_full(exc: BaseException, path: Path) -> None:
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        raise StorageFullError(
+            f"no space left on the device of {path.parent} to write {path.name}: free space "
+            f"there (or use another --storage) and run the study again with --resume; every "
+            f"record and checkpoint written before is intact") from None
 
 
 def write_record(run_dir: Path | RemotePath, record: TrialRecord) -> Path | RemotePath:

@@ -13,7 +13,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
 
@@ -30,6 +30,17 @@ AMP = ("auto", "bf16", "fp16", "off")
 PIPELINES = ("auto", "tensor", "torchvision")
 COMPILE_MODES = ("off", "default", "reduce-overhead", "max-autotune")
 SEARCH_ALGORITHMS = ("random", "tpe")
+
+# Names become folder and file names (run folders, TensorBoard folders, report files):
+# a safe character set, no leading dot (hidden folders, `..`), and a length that keeps
+# the paths built from them under the file system's limits.
+NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.()+=,@")
+NAME_MAX = 64
+# Bounds on what a study may be: its file, a --set value, its nesting, its trial count.
+MAX_STUDY_BYTES = 1_000_000
+MAX_SET_CHARS = 10_000
+MAX_DEPTH = 20
+MAX_TRIALS = 10_000   # a default fit for one run; `--max-trials N` raises it explicitly
 
 __all__ = ["Study", "StudyError", "load_study", "parse_study", "apply_override", "find_space",
            "list_spaces"]
@@ -166,19 +177,42 @@ class Study:
     resources: dict[str, Any]
     raw: dict[str, Any]
 
-    def trials(self) -> list[TrialSpec]:
-        """The expanded grid: every arm × grid point × seed, as resolved trial specs, one
-        per identity. Arms that resolve to the same trial (a baseline shared by several
-        ablation groups) are one trial carrying every arm's label."""
-        by_key: dict[str, TrialSpec] = {}
+    def count(self) -> int:
+        """Trials the study expands to (search samples included), counted without
+        expanding it: an upper bound, before trials that arms share are merged."""
+        points = math.prod(len(values) for values in self.grid.values())
+        samples = self.num_samples if self.search else 1
+        return len(self.arms) * points * len(self.seeds) * samples
+
+    def check_size(self, max_trials: int = MAX_TRIALS) -> None:
+        """A study larger than `max_trials` is refused before anything is expanded."""
+        if self.count() > max_trials:
+            raise StudyError(
+                f"the study expands to {self.count():,} trials ({len(self.arms)} arms × "
+                f"{math.prod(len(v) for v in self.grid.values()):,} grid points × "
+                f"{len(self.seeds)} seeds" + (f" × {self.num_samples} samples" if self.search
+                                             else "") + f"), more than --max-trials="
+                f"{max_trials:,} allows; narrow it, or pass --max-trials {self.count()} to "
+                f"run them all")
+
+    def iter_trials(self) -> Iterator[TrialSpec]:
+        """Every arm × grid point × seed as a resolved trial spec, lazily, in study order
+        (trials that arms share come once per arm)."""
         keys = list(self.grid)
         for arm in self.arms:
             for point in itertools.product(*(self.grid[k] for k in keys)) or [()]:
                 for seed in self.seeds:
-                    spec = make_trial(self, arm, dict(zip(keys, point)), seed)
-                    known = by_key.get(spec.key)
-                    by_key[spec.key] = spec if known is None else known.with_labels(
-                        known.labels + tuple(x for x in spec.labels if x not in known.labels))
+                    yield make_trial(self, arm, dict(zip(keys, point)), seed)
+
+    def trials(self) -> list[TrialSpec]:
+        """The expanded grid, one spec per identity. Arms that resolve to the same trial
+        (a baseline shared by several ablation groups) are one trial carrying every
+        arm's label."""
+        by_key: dict[str, TrialSpec] = {}
+        for spec in self.iter_trials():
+            known = by_key.get(spec.key)
+            by_key[spec.key] = spec if known is None else known.with_labels(
+                known.labels + tuple(x for x in spec.labels if x not in known.labels))
         return list(by_key.values())
 
     def searched_keys(self, recipe: str) -> dict[str, dict]:
@@ -237,8 +271,14 @@ def study_from_text(text: str, path: str, overrides: list[str] = (), cli: dict |
     """A study from its YAML text (a study file, or the study.yaml a run keeps), with
     `--set` overrides and command-line values applied. Its `raw` is the study as run:
     overrides applied, only the selected groups."""
+    if len(text) > MAX_STUDY_BYTES:
+        raise StudyError(f"{path} is {len(text):,} characters; allowed: a study file of at "
+                         f"most {MAX_STUDY_BYTES:,}")
     try:
-        raw = yaml.safe_load(text)
+        raw = _bounded(yaml.safe_load(text), path)
+    except RecursionError:
+        raise StudyError(f"{path} is nested too deeply to read; allowed: at most "
+                         f"{MAX_DEPTH} levels") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
@@ -270,16 +310,47 @@ def apply_override(raw: dict, item: str) -> None:
     """`key=value` with a dotted key; the value is parsed as YAML data, never evaluated.
 
     A bare key (`epochs=2`) means `defaults.epochs`."""
+    if len(item) > MAX_SET_CHARS:
+        raise StudyError(f"--set {item[:40]!r}... is {len(item):,} characters; allowed: at "
+                         f"most {MAX_SET_CHARS:,}")
     if "=" not in item:
         raise StudyError(f"--set {item!r}: expected key=value, e.g. --set epochs=2")
     key, text = item.split("=", 1)
     try:
-        value = yaml.safe_load(text) if text else None
+        value = _bounded(yaml.safe_load(text), f"--set {key}") if text else None
+    except RecursionError:
+        raise StudyError(f"--set {key}: the value is nested too deeply; allowed: at most "
+                         f"{MAX_DEPTH} levels") from None
     except yaml.YAMLError:
         raise StudyError(f"--set {item!r}: value {text!r} is not valid YAML data") from None
     if "." not in key:
         key = f"defaults.{key}"
     _set_dotted(raw, key, value)
+
+
+def _bounded(data: Any, where: str, depth: int = 0) -> Any:
+    """`data`, checked to nest at most MAX_DEPTH levels."""
+    if depth > MAX_DEPTH:
+        raise StudyError(f"{where} is nested more than {MAX_DEPTH} levels deep; allowed: at "
+                         f"most {MAX_DEPTH}")
+    children = data.values() if isinstance(data, dict) else data if isinstance(data, list) else ()
+    for child in children:
+        _bounded(child, where, depth + 1)
+    return data
+
+
+def check_name(where: str, name: Any) -> str:
+    """A study, group, variant or run name that is safe as a folder name."""
+    if not isinstance(name, str) or not name:
+        raise StudyError(f"{where}={name!r} must be a non-empty name")
+    bad = sorted(set(name) - NAME_CHARS)
+    if bad or name.startswith(".") or len(name) > NAME_MAX:
+        why = (f"has {''.join(bad)!r}" if bad else "starts with '.'" if name.startswith(".")
+               else f"is {len(name)} characters long")
+        raise StudyError(f"{where}={name[:80]!r} {why}; allowed: letters, digits and "
+                         f"- _ . ( ) + = , @, at most {NAME_MAX} characters, not starting "
+                         f"with '.'")
+    return name
 
 
 def _set_dotted(raw: dict, dotted: str, value: Any) -> None:
@@ -322,9 +393,7 @@ def parse_study(raw: dict, path: str, only_groups: list[str] | None = None) -> S
             close = difflib.get_close_matches(str(key), TOP_KEYS, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise StudyError(f"unknown key {key!r}{hint}; allowed: {', '.join(TOP_KEYS)}")
-    name = raw.get("name") or Path(path).stem
-    if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
-        raise StudyError(f"name={name!r} must be letters, digits, '-' or '_'")
+    name = check_name("name", raw.get("name") or Path(path).stem)
     defaults = _check_section("defaults", raw.get("defaults"), TRAIN_SCHEMA)
     asha = _check_section("asha", raw.get("asha"), ASHA_SCHEMA)
     resources = _check_section("resources", raw.get("resources"), RESOURCES_SCHEMA)
@@ -415,6 +484,7 @@ def _parse_groups(groups: Any, only: list[str] | None) -> list[Arm]:
             raise StudyError(f"unknown group {name!r}; {hint}allowed: {', '.join(groups)}")
     arms = []
     for gname, group in groups.items():
+        check_name("groups", gname)
         if only and gname not in only:
             continue
         if not isinstance(group, dict) or set(group) - {"baseline", "variants", "description"}:
@@ -425,8 +495,9 @@ def _parse_groups(groups: Any, only: list[str] | None) -> list[Arm]:
         arms.append(_parse_arm(f"groups.{gname}.baseline", group["baseline"],
                                group=gname, variant="baseline", baseline=True))
         for vname, variant in group["variants"].items():
+            check_name(f"groups.{gname}.variants", vname)
             arms.append(_parse_arm(f"groups.{gname}.variants.{vname}", variant,
-                                   group=gname, variant=str(vname)))
+                                   group=gname, variant=vname))
     return arms
 
 

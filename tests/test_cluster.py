@@ -29,7 +29,7 @@ import yaml
 import factories
 from conftest import TINY, write_study
 from raysweep import records
-from raysweep.driver import _check_writable
+from raysweep.driver import check_writable
 from raysweep.errors import StudyError
 from raysweep.planning import plan_resources
 from raysweep.provenance import write_provenance
@@ -113,7 +113,7 @@ def test_file_uris_and_plain_paths_are_the_same_run_folder(tmp_path):
 def test_records_and_provenance_go_through_a_pyarrow_filesystem(tmp_path):
     run_dir = records.run_location("mock:///bucket/runs", "study")
     assert isinstance(run_dir, records.RemotePath) and str(run_dir) == "mock://bucket/runs/study"
-    _check_writable(run_dir)
+    check_writable(run_dir)
     one, two = factories.record(factories.spec(seed=1)), factories.record(factories.spec(seed=2))
     records.write_record(run_dir, dataclasses.replace(two, status="running"))
     records.write_record(run_dir, one)
