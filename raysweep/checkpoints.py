@@ -18,7 +18,6 @@ import io
 import json
 import re
 import shutil
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -54,15 +53,16 @@ def save(run_dir: Location, key: str, epoch: int, state: dict[str, Any]) -> Loca
     return folder
 
 
-def latest(run_dir: Location, key: str) -> dict[str, Any] | None:
-    """The newest intact checkpoint of trial `key` (its state dict), or None. Damaged
-    ones are named in a warning and skipped."""
+def latest(run_dir: Location, key: str) -> tuple[dict[str, Any] | None, list[str]]:
+    """The newest intact checkpoint of trial `key` (its state dict, or None) and what was
+    wrong with each newer one it skipped (one line each)."""
+    skipped = []
     for epoch, folder in _epoch_folders(trial_folder(run_dir, key)):
         try:
-            return load(folder, epoch)
+            return load(folder, epoch), skipped
         except CheckpointError as exc:
-            warnings.warn(f"{exc}; trying an older checkpoint", stacklevel=2)
-    return None
+            skipped.append(f"{exc}; trying an older checkpoint")
+    return None, skipped
 
 
 def load(folder: Location, epoch: int | None = None) -> dict[str, Any]:

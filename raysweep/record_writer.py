@@ -8,6 +8,7 @@ recorded); this callback turns each report into the trial's `TrialRecord`.
 from __future__ import annotations
 
 import json
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -76,6 +77,8 @@ class RecordWriter(ray.tune.Callback):
         entry = EpochResult(**json.loads(result["raysweep_result"]))
         if "raysweep_segments" in result:  # the first report of a launch
             record.segments = [Segment(**s) for s in json.loads(result["raysweep_segments"])]
+            for problem in record.segments[-1].skipped_checkpoints:
+                warnings.warn(problem, stacklevel=1)  # once, where the user sees it
             record.history = [EpochResult(**h) for h in json.loads(result["raysweep_history"])]
             record.params, record.flops = result.get("params"), result.get("flops")
             record.restarts = len(record.segments) - 1

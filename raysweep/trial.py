@@ -188,14 +188,14 @@ class EpochResult:
     val_loss: float | None      # on the validation split; None without one (val_fraction 0)
     val_top1: float | None
     val_top5: float | None
-    test_loss: float            # on the test split: recorded, never used for a decision
+    test_loss: float | None     # on the test split: recorded, never used for a decision
     test_top1: float
     test_top5: float
     lr: float                   # lr of the epoch's last optimizer step
     epoch_seconds: float        # wall time of the epoch: training and evaluation
     images_per_s: float         # training images per second, all workers together
     segment: int                # index into TrialRecord.segments
-    optimizer_fingerprint: float   # sum |x| over the optimizer's state tensors (a resume check)
+    optimizer_fingerprint: float | None  # sum |x| over the optimizer's state (a resume check)
 
 
 @dataclass
@@ -214,6 +214,7 @@ class Segment:
     resumed_from_epoch: int | None   # the checkpoint's epoch it continued from
     resumed_optimizer_fingerprint: float | None  # the optimizer state it resumed with
     worker_pid: int             # rank 0's process
+    skipped_checkpoints: list[str] = field(default_factory=list)  # damaged ones passed over
 
 
 @dataclass

@@ -102,13 +102,13 @@ def train(spec: TrialSpec, launch: Launch, session) -> None:
     _seed_all(spec.seed)  # same init on every rank; DDP also broadcasts rank 0's weights
     opt = build(spec, t, splits.classes, steps, device, world)
     run_dir = location(launch.run_dir)
-    state = checkpoints.latest(run_dir, spec.key)
+    state, skipped = checkpoints.latest(run_dir, spec.key)
     history, segments = [], []
     if state:
         opt.restore(state)
         history = [EpochResult(**h) for h in state["history"]]
         segments = [Segment(**s) for s in state["segments"]]
-    segments.append(_segment(launch, world, device, history, opt, state))
+    segments.append(_segment(launch, world, device, history, opt, state, skipped))
     amp = _amp_dtype(t.amp, device)
     step_model = opt.model if t.compile == "off" else torch.compile(opt.model, mode=t.compile)
     loop = Loop(spec, opt, step_model, splits, steps, device, amp, rank, world)
@@ -178,15 +178,16 @@ class Loop:
         train_seconds = time.perf_counter() - begin
         val = self.evaluate(self.splits.val) if self.splits.val is not None else None
         test = self.evaluate(self.splits.test)
+        val = val or (None, None, None)
+        # A diverged model's losses are not finite: stored as missing, never as NaN.
         return EpochResult(
             epoch=epoch, train_loss=finite(train_loss),
-            val_loss=val[0] if val else None, val_top1=val[1] if val else None,
-            val_top5=val[2] if val else None,
-            test_loss=test[0], test_top1=test[1], test_top5=test[2],
+            val_loss=finite(val[0]), val_top1=val[1], val_top5=val[2],
+            test_loss=finite(test[0]), test_top1=test[1], test_top5=test[2],
             lr=self.opt.optimizer.param_groups[0]["lr"],
             epoch_seconds=time.perf_counter() - begin,
             images_per_s=self.steps * t.batch_size / train_seconds, segment=segment,
-            optimizer_fingerprint=optimizer_fingerprint(self.opt.optimizer))
+            optimizer_fingerprint=finite(optimizer_fingerprint(self.opt.optimizer)))
 
     def train_epoch(self, batches) -> float:
         """Mean training loss per image over the epoch, all workers."""
@@ -279,7 +280,7 @@ def _metrics(result: EpochResult, extra: dict) -> dict:
     return {**flat, **extra, "raysweep_result": json.dumps(dataclasses.asdict(result))}
 
 
-def _segment(launch: Launch, world: int, device, history, opt, state) -> Segment:
+def _segment(launch: Launch, world: int, device, history, opt, state, skipped) -> Segment:
     return Segment(
         first_epoch=_last_epoch(history) + 1, runner=launch.runner, workers=world,
         cpus_per_worker=launch.resources.cpus_per_worker,
@@ -289,7 +290,7 @@ def _segment(launch: Launch, world: int, device, history, opt, state) -> Segment
         setup_seconds=time.time() - launch.launched_at,
         resumed_from_epoch=history[-1].epoch if history else None,
         resumed_optimizer_fingerprint=optimizer_fingerprint(opt.optimizer) if state else None,
-        worker_pid=os.getpid())
+        worker_pid=os.getpid(), skipped_checkpoints=skipped)
 
 
 # --- small helpers ---

@@ -1,9 +1,13 @@
 """Fault: the driver (`raysweep run`, and the Ray it started) killed with SIGKILL
 mid-study; `--resume` finishes it without re-running finished trials, and the unfinished
-one continues from its checkpoint."""
+one continues from its checkpoint: no epoch trained twice, even for a group whose name
+Tune would rewrite in its folder names (`eca(k)`). Then the checkpoints themselves: a
+damaged newest checkpoint is skipped for the intact one before it, and a run folder
+copied without its file times resumes from the newest epoch, not the newest file."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,8 +23,8 @@ pytestmark = pytest.mark.slow
 
 def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
     path = write_study(tmp_path, "resume", defaults={**TINY, "epochs": 3}, seeds=2,
-                       models=["resnet_20"], asha={"enabled": False},
-                       resources={"max_concurrent": 1})
+                       groups={"eca(k)": {"baseline": "resnet_20", "variants": {}}},
+                       asha={"enabled": False}, resources={"max_concurrent": 1})
     storage, run_dir = tmp_path / "runs", tmp_path / "runs" / "resume"
     proc = subprocess.Popen([sys.executable, "-m", "raysweep.cli", "run", path, "--local",
                              "--storage", storage], stdout=subprocess.DEVNULL,
@@ -30,7 +34,7 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started
         proc.wait()
-    finished_before = {r["key"]: r for r in read_records(run_dir) if r["status"] == "completed"}
+    finished_before = {r.key: r for r in read_records(run_dir) if r.status == "completed"}
     assert first[0] == 1 and len(finished_before) == 1  # one trial done, one mid-way
 
     resumed = raysweep("run", path, "--local", "--storage", storage, "--name", "resume",
@@ -38,20 +42,23 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "1 of 2 trials run (1 already finished)" in resumed.stdout
     recs = read_records(run_dir)
-    assert sorted(r["status"] for r in recs) == ["completed", "completed"]
+    assert sorted(r.status for r in recs) == ["completed", "completed"]
     for r in recs:
-        assert [h["epoch"] for h in r["history"]] == [1, 2, 3]
-        if r["key"] in finished_before:
-            assert r == finished_before[r["key"]]  # not re-run
-        else:
-            assert r["restarts"] == 1  # continued from its checkpoint
+        assert [h.epoch for h in r.history] == [1, 2, 3]
+        if r.key in finished_before:
+            assert r == finished_before[r.key]  # not re-run
+        else:  # continued from its checkpoint: no epoch trained twice
+            first_launch, second = r.segments
+            assert r.restarts == 1 and second.first_epoch == second.resumed_from_epoch + 1
+            assert [h.segment for h in r.history] == [0] * second.resumed_from_epoch + [1] * (
+                3 - second.resumed_from_epoch)
 
 
 def _progress(run_dir):
     recs = read_records(run_dir) if (run_dir / "records").is_dir() else []
-    done = sum(r["status"] == "completed" for r in recs)
-    running = [r for r in recs if r["status"] == "running"]
-    return done, max((len(r["history"]) for r in running), default=0)
+    done = sum(r.status == "completed" for r in recs)
+    running = [r for r in recs if r.status == "running"]
+    return done, max((len(r.history) for r in running), default=0)
 
 
 def _wait_until(probe, ready, proc, timeout=240):
@@ -62,3 +69,50 @@ def _wait_until(probe, ready, proc, timeout=240):
             return value
         time.sleep(0.2)  # polling a condition
     raise AssertionError(f"the study never got there (driver exit code {proc.poll()})")
+
+
+def test_a_damaged_checkpoint_falls_back_and_a_copied_folder_resumes_by_epoch(tmp_path):
+    path = write_study(tmp_path, "ckpt", defaults={**TINY, "epochs": 4},
+                       models=["resnet_20"], asha={"enabled": False})
+    storage = tmp_path / "runs"
+    proc = subprocess.Popen([sys.executable, "-m", "raysweep.cli", "run", path, "--local",
+                             "--storage", storage], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        _wait_until(lambda: _epochs_checkpointed(storage / "ckpt"), lambda v: v[0] >= 2, proc)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    [folder] = (storage / "ckpt" / "checkpoints").iterdir()
+    newest, older = sorted(folder.iterdir(), reverse=True)[:2]
+    epoch = int(newest.name.split("_")[1])
+
+    # A copy whose file times say the older checkpoint is the newer one.
+    shutil.copytree(storage / "ckpt", tmp_path / "copy" / "ckpt", copy_function=shutil.copy)
+    later = time.time() + 3600
+    for item in (tmp_path / "copy" / "ckpt" / "checkpoints" / folder.name / older.name).rglob("*"):
+        os.utime(item, (later, later))
+    copied = raysweep("run", path, "--local", "--storage", tmp_path / "copy", "--name", "ckpt",
+                      "--resume", timeout=600)
+    assert copied.returncode == 0, copied.stderr[-3000:]
+    [r] = read_records(tmp_path / "copy" / "ckpt")
+    assert r.segments[1].resumed_from_epoch == epoch  # by the epoch it holds
+    assert [h.epoch for h in r.history] == [1, 2, 3, 4]
+
+    # The original with its newest checkpoint cut in half (a disk that filled mid-save).
+    state = newest / "state.pt"
+    state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
+    damaged = raysweep("run", path, "--local", "--storage", storage, "--name", "ckpt",
+                       "--resume", timeout=600)
+    assert damaged.returncode == 0, damaged.stderr[-3000:]
+    warned = [ln for ln in damaged.stderr.splitlines() if str(state) in ln]
+    assert len(warned) == 1 and warned[0].startswith("raysweep: warning: checkpoint ")
+    assert "is damaged" in warned[0] and warned[0].endswith("trying an older checkpoint")
+    [r] = read_records(storage / "ckpt")
+    assert r.status == "completed" and r.segments[1].resumed_from_epoch == epoch - 1
+    assert [h.epoch for h in r.history] == [1, 2, 3, 4]
+
+
+def _epochs_checkpointed(run_dir):
+    found = list((run_dir / "checkpoints").glob("*/epoch_*/complete.json"))
+    return (max(int(p.parent.name.split("_")[1]) for p in found) if found else 0,)

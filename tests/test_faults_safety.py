@@ -2,6 +2,8 @@
 `--set` values parsed as data, the local dashboard bound to loopback."""
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import pickle
 from pathlib import Path
@@ -9,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from conftest import one_error_line, raysweep
-from raysweep import worker
+from raysweep import checkpoints
+from raysweep.errors import CheckpointError
 
 
 class _Exploit:
@@ -18,11 +21,16 @@ class _Exploit:
 
 
 def test_checkpoint_loading_never_runs_pickled_code(tmp_path):
-    (tmp_path / "c").mkdir()
-    with open(tmp_path / "c" / worker.CHECKPOINT_FILE, "wb") as f:
-        pickle.dump({"format": worker.CHECKPOINT_FORMAT, "x": _Exploit()}, f)
-    with pytest.raises(worker.CheckpointError):
-        worker.load_checkpoint(str(tmp_path / "c"))
+    folder = tmp_path / "checkpoints" / "k" / "epoch_0001"
+    folder.mkdir(parents=True)
+    data = pickle.dumps({"format": checkpoints.CHECKPOINT_FORMAT, "x": _Exploit()})
+    (folder / checkpoints.CHECKPOINT_FILE).write_bytes(data)
+    (folder / checkpoints.MARKER_FILE).write_text(json.dumps(
+        {"epoch": 1, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}))
+    with pytest.raises(CheckpointError, match="is unreadable"):
+        checkpoints.load(folder, 1)
+    state, skipped = checkpoints.latest(tmp_path, "k")
+    assert state is None and "is unreadable" in skipped[0]
     assert not Path("/tmp/raysweep-pwned").exists()
 
 

@@ -29,14 +29,15 @@ def test_killed_worker_restarts_from_its_checkpoint_with_the_same_optimizer(
     os.kill(pid, signal.SIGKILL)
     worker.join(timeout=300)
     [r] = read_records(runs / "restart")
-    assert r["runner"] == ("inline" if inline else "train-workers")
-    assert r["status"] == "completed" and r["restarts"] == 1
-    assert [h["epoch"] for h in r["history"]] == [1, 2, 3, 4]
-    resumed = [h for h in r["history"] if "resumed_optimizer_fingerprint" in h]
-    assert len(resumed) == 1
-    before = next(h for h in r["history"] if h["epoch"] == resumed[0]["epoch"] - 1)
-    assert resumed[0]["resumed_optimizer_fingerprint"] == pytest.approx(
-        before["optimizer_fingerprint"], rel=1e-9)
+    assert {s.runner for s in r.segments} == {"inline" if inline else "train-workers"}
+    assert r.status == "completed" and r.restarts == 1 and len(r.segments) == 2
+    assert [h.epoch for h in r.history] == [1, 2, 3, 4]
+    resumed = r.segments[1]
+    assert resumed.first_epoch == resumed.resumed_from_epoch + 1
+    before = next(h for h in r.history if h.epoch == resumed.resumed_from_epoch)
+    assert resumed.resumed_optimizer_fingerprint == pytest.approx(
+        before.optimizer_fingerprint, rel=1e-9)
+    assert {h.segment for h in r.history if h.epoch >= resumed.first_epoch} == {1}
 
 
 def _wait_for_worker_after_epoch(run_dir, epoch, thread, timeout=180):
@@ -45,7 +46,7 @@ def _wait_for_worker_after_epoch(run_dir, epoch, thread, timeout=180):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and thread.is_alive():
         recs = read_records(run_dir) if (run_dir / "records").is_dir() else []
-        if recs and recs[0]["history"] and recs[0]["history"][-1]["epoch"] >= epoch:
-            return recs[0]["worker_pid"]
+        if recs and recs[0].last_epoch >= epoch:
+            return recs[0].segments[-1].worker_pid
         time.sleep(0.2)  # polling a condition, not waiting for it to happen by itself
     raise AssertionError("the trial never finished its first epoch")
