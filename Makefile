@@ -17,9 +17,20 @@ $(STAMP): pyproject.toml
 	PIP_FIND_LINKS= $(BIN)/pip install -q -e '.[test]'
 	touch $(STAMP)
 
+# Real images when Fashion-MNIST is on this machine (Debian's dataset-fashion-mnist, or
+# ~/.cache/raysweep/data), else the synthetic set; the first line printed says which.
 demo: $(STAMP)
-	$(BIN)/raysweep run smoke --local --name demo
-	$(BIN)/raysweep report runs/demo
+	@folder=$$($(BIN)/python -c "from raysweep.datasets import fashion_mnist_folder as f; \
+		print(f('~/.cache/raysweep/data') or '')"); \
+	if [ -n "$$folder" ]; then \
+		echo "demo: Fashion-MNIST from $$folder (real images)"; \
+		$(BIN)/raysweep run smoke --local --name demo_fashion_mnist --set dataset=fashion_mnist \
+			&& $(BIN)/raysweep report runs/demo_fashion_mnist; \
+	else \
+		echo "demo: synthetic images (apt-get install dataset-fashion-mnist for real ones)"; \
+		$(BIN)/raysweep run smoke --local --name demo_synthetic \
+			&& $(BIN)/raysweep report runs/demo_synthetic; \
+	fi
 
 # The committed results/showcase/: a small real CPU run and its report.
 results: $(STAMP)

@@ -114,6 +114,12 @@ def _parser() -> argparse.ArgumentParser:
     cmp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     cmp.set_defaults(func=cmd_compare)
 
+    board = sub.add_parser("tensorboard", help="write a run's TensorBoard files from its records "
+                           "(a run synced from a cluster); then tensorboard --logdir RUN/tensorboard")
+    board.add_argument("run_dir")
+    board.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    board.set_defaults(func=cmd_tensorboard)
+
     rep = sub.add_parser("report", help="export tables and plots from a run's records")
     rep.add_argument("run_dir")
     rep.add_argument("--format", default="md,csv,tex", help="comma list of md, csv, tex")
@@ -347,6 +353,18 @@ def cmd_compare(args) -> int:
     from raysweep import runs
 
     print(runs.format_comparison(runs.compare(args.run_a, args.run_b)))
+    return 0
+
+
+def cmd_tensorboard(args) -> int:
+    from raysweep.errors import NoRecordsError
+    from raysweep.tensorboard import export_run
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "records").is_dir():
+        raise NoRecordsError(f"{run_dir} is not a run folder (it has no records/)")
+    for folder in export_run(run_dir):
+        print(folder)
     return 0
 
 
