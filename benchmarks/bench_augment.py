@@ -3,7 +3,7 @@ in a DataLoader, per CPU core (one thread, no loader processes) and, with a GPU,
 
     .venv/bin/python -m benchmarks.bench_augment [--images 4096] [--repeats 3]
 
-Every pipeline is seed 002's train augmentation: RandomCrop 32 pad 4, flip,
+Every pipeline is paper 002's train augmentation: RandomCrop 32 pad 4, flip,
 TrivialAugmentWide, normalise, RandomErasing p=0.5 (batch 256)."""
 from __future__ import annotations
 
@@ -15,10 +15,14 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
 from benchmarks._util import interleaved, machine
-from raysweep import augment, data
+from raysweep import augment, data, datasets
 
-MEAN, STD = data.NORMALISATION["cifar100"]
+CIFAR100 = datasets.info("cifar100")
+MEAN, STD = CIFAR100.mean, CIFAR100.std
 BATCH = 256
+# Images per call as data.TensorLoader augments them: whole global batches, up to
+# data.AUGMENT_CHUNK.
+CHUNK = BATCH * max(1, data.AUGMENT_CHUNK // BATCH)
 
 
 class PILCifar(Dataset):
@@ -46,8 +50,10 @@ def drain(loader) -> int:
 
 
 def batched(images: torch.Tensor, device, per_call: int = BATCH) -> callable:
+    """Batches of `per_call` images on `device`, their draws from a CPU generator (as
+    data.TensorLoader draws them, whatever the device)."""
     aug = augment.BatchAugment("trivialaugment_erasing", MEAN, STD)
-    imgs, gen = images.to(device), torch.Generator(device).manual_seed(0)
+    imgs, gen = images.to(device), torch.Generator().manual_seed(0)
 
     def run() -> int:
         for begin in range(0, len(imgs), per_call):
@@ -62,10 +68,10 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    images = data.synthetic(100, args.images, "train")[0]
+    images = datasets.synthetic(100, args.images, "train")[0]
     pil = DataLoader(PILCifar(images, pil_pipeline()), batch_size=BATCH, num_workers=0)
     v2_ds = data.TensorDataset(images, torch.zeros(len(images), dtype=torch.long),
-                               data.train_transform("trivialaugment_erasing", "cifar100"))
+                               data.train_transform("trivialaugment_erasing", CIFAR100))
     v2_loader = DataLoader(v2_ds, batch_size=BATCH, num_workers=0)
     cases = {"batched tensor (raysweep.augment)": batched(images, "cpu"),
              "torchvision per-sample PIL, DataLoader": lambda: drain(pil),
@@ -78,10 +84,9 @@ def main() -> None:
     if torch.cuda.is_available():
         # 64k images (the set tiled): enough work per repeat to time a GPU.
         tiled = images.repeat(-(-65536 // len(images)), 1, 1, 1)[:65536]
-        chunk = data.augment_chunk(BATCH, "cuda")
         gpu = interleaved({f"batch {BATCH} per call": batched(tiled, "cuda"),
-                           f"{chunk} per call (TensorLoader on a GPU)":
-                               batched(tiled, "cuda", chunk)},
+                           f"{CHUNK} per call (TensorLoader on a GPU)":
+                               batched(tiled, "cuda", CHUNK)},
                           args.repeats + 2, "cuda")
         for name, rate in gpu.items():
             label = f"batched tensor on {torch.cuda.get_device_name()}, {name}"

@@ -29,9 +29,11 @@ def measure(path: Path, storage: Path, inline: bool) -> dict[str, float]:
     timings: dict = {}
     records = read_records(run_study(load_study(str(path)), str(storage), name=f"inline{inline}",
                                      timings=timings, inline=inline))
-    assert {r["runner"] for r in records} == {"inline" if inline else "train-workers"}
-    epoch = statistics.mean(h["epoch_seconds"] for r in records for h in r["history"])
-    setup = statistics.mean(s for r in records for s in r.get("setup_seconds") or [])
+    assert {s.runner for r in records for s in r.segments} == {
+        "inline" if inline else "train-workers"}
+    epoch = statistics.mean(h.epoch_seconds for r in records for h in r.history)
+    setup = statistics.mean(s.setup_seconds for r in records for s in r.segments
+                            if s.setup_seconds is not None)
     per_trial = timings["tune_seconds"] / len(records)
     return {"trials": len(records), "per_trial": per_trial, "epoch": epoch, "setup": setup,
             "fixed": per_trial - epoch}
@@ -51,11 +53,13 @@ def main() -> None:
         begin = time.perf_counter()
         cluster.connect(local=True, address=None)
         ray_start = time.perf_counter() - begin
-        runs = {"inline (--local)": measure(path, Path(tmp) / "runs", True),
-                "Train workers (--train-workers)": measure(path, Path(tmp) / "runs", False)}
-        begin = time.perf_counter()
-        cluster.disconnect()
-        ray_stop = time.perf_counter() - begin
+        try:
+            runs = {"inline (--local)": measure(path, Path(tmp) / "runs", True),
+                    "Train workers (--train-workers)": measure(path, Path(tmp) / "runs", False)}
+        finally:
+            begin = time.perf_counter()
+            cluster.disconnect()
+            ray_stop = time.perf_counter() - begin
     print(f"# {args.trials} one-epoch resnet_20 trials (512 synthetic images), one at a time; "
           f"{machine()}")
     print(f"Ray start (local, with dashboard) {ray_start:6.2f} s, shutdown {ray_stop:5.2f} s, "

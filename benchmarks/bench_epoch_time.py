@@ -1,13 +1,15 @@
 """Seconds per CIFAR-100 epoch of resnet_20 through the whole engine (Tune → TorchTrainer →
 worker loop), against the target of 2 s on one H100 and against a plain PyTorch loop over
-torchvision's per-sample DataLoader (the seeds' set-up) on the same data and device.
+torchvision's per-sample DataLoader (the papers' set-up) on the same data and device.
 
     .venv/bin/python -m benchmarks.bench_epoch_time [--epochs 4] [--data-dir DIR]
 
 Without --data-dir it writes 50 000 + 10 000 random images in the exact cifar-100-python
 format and reads them with torchvision's CIFAR100 reader (timing does not depend on the
-pixels). Seed 002's recipe: batch 128 per GPU (global 1024 on its 8 GPUs), SGD, trivialaugment_erasing; bf16 autocast and
-channels_last on a GPU. The engine's figure is the median epoch_seconds of epochs 2..E
+pixels). Paper 002's recipe (SGD, trivialaugment_erasing) at each global batch of
+--batches (images per optimizer step; the paper's is 1024 = 128 per GPU on 8 GPUs), its
+lr stated for 1024 and scaled linearly to the others (`lr_scaling: linear`), so only 1024
+is the paper's optimisation problem; bf16 autocast and channels_last on a GPU. The engine's figure is the median epoch_seconds of epochs 2..E
 from the trial records (epoch 1 includes cuDNN autotuning); it includes evaluation on
 the 10 000 test images, as a real epoch does."""
 from __future__ import annotations
@@ -25,26 +27,27 @@ from torch.utils.data import DataLoader
 
 from benchmarks._util import machine
 from models import create_model
-from raysweep import cluster, data
+from raysweep import cluster, data, datasets
 from raysweep.driver import run_study
 from raysweep.records import read_records
 from raysweep.study import load_study
+from raysweep.trial import TrainConfig, TrialRecord
 
 TARGET_SECONDS = 2.0
 
 
-def engine_epochs(data_dir: Path, args, tmp: Path) -> list[dict]:
+def engine_epochs(data_dir: Path, args, tmp: Path) -> list[TrialRecord]:
     gpu = torch.cuda.is_available()
     variants = {f"b{b}": {"batch_size": b} for b in args.batches[1:]}
     if args.compile:
-        variants.update({f"b{b}-compiled": {"batch_size": b, "compile": True}
+        variants.update({f"b{b}-{args.compile}": {"batch_size": b, "compile": args.compile}
                          for b in args.batches})
     path = tmp / "epoch_time.yaml"
     path.write_text(yaml.safe_dump({
         "name": "epoch_time",
         "defaults": {"epochs": args.epochs, "dataset": "cifar100", "data_dir": str(data_dir),
                      "data_checksums": False, "batch_size": args.batches[0],
-                     "channels_last": gpu},
+                     "lr_scaling": "linear", "channels_last": gpu},
         "groups": {"epoch_time": {"baseline": "resnet_20", "variants": {
             name: {"model": "resnet_20", "set": s} for name, s in variants.items()}}},
         "asha": {"enabled": False},
@@ -56,11 +59,10 @@ def engine_epochs(data_dir: Path, args, tmp: Path) -> list[dict]:
 def plain_epoch(data_dir: Path, workers: int) -> float:
     """One epoch of a hand-written loop over torchvision's per-sample pipeline."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    t = {"dataset": "cifar100", "data_dir": str(data_dir), "data_checksums": False,
-         "download": False, "train_size": None, "test_size": None}
-    images, labels = data.load_split(t, "train")
-    ds = data.TensorDataset(images, labels, data.train_transform("trivialaugment_erasing",
-                                                                 "cifar100"))
+    train = _plain_config(data_dir)
+    images, labels = datasets.load(train, "train")
+    ds = data.TensorDataset(images, labels, data.train_transform(
+        "trivialaugment_erasing", datasets.info("cifar100")))
     loader = DataLoader(ds, batch_size=128, shuffle=True, drop_last=True, num_workers=workers,
                         pin_memory=device.type == "cuda", persistent_workers=False)
     fmt = torch.channels_last if device.type == "cuda" else torch.contiguous_format
@@ -81,17 +83,32 @@ def plain_epoch(data_dir: Path, workers: int) -> float:
     return time.perf_counter() - begin
 
 
+def _plain_config(data_dir: Path) -> TrainConfig:
+    """The whole CIFAR-100 copy at `data_dir`, read as a trial reads it."""
+    return TrainConfig(
+        recipe="sgd", optimizer="sgd", epochs=1, batch_size=128, lr=0.1, lr_scaling="none",
+        lr_base_batch=128, peak_lr=0.1, momentum=0.9, betas=None, weight_decay=5e-4,
+        warmup_epochs=0, scheduler="cosine", label_smoothing=0.0,
+        augment="trivialaugment_erasing", sync_bn=False, dataset="cifar100", train_size=None,
+        test_size=None, test_fraction=None, val_fraction=0.0, split_seed=0,
+        synthetic_classes=None, data_fingerprint=None, amp="auto", pipeline="torchvision",
+        channels_last=False, compile="off", data_dir=str(data_dir), download=False,
+        data_checksums=False, loader_workers=0)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--data-dir", type=Path, help="a cifar-100-python copy (default: written)")
     ap.add_argument("--batches", type=int, nargs="+", default=[128],
-                    help="batch sizes per worker, one trial each (lr per 128 images scales)")
-    ap.add_argument("--compile", action="store_true", help="also torch.compile trials")
+                    help="global batch sizes, one trial each (the lr stated for 1024 is "
+                         "scaled linearly)")
+    ap.add_argument("--compile", choices=("default", "reduce-overhead", "max-autotune"),
+                    help="also run each batch size with torch.compile in this mode")
     ap.add_argument("--loader-workers", type=int, default=8, help="for the plain loop")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        root = args.data_dir or data.write_cifar100(Path(tmp) / "data", 50000, 10000)
+        root = args.data_dir or datasets.write_cifar100(Path(tmp) / "data", 50000, 10000)
         cluster.connect(local=True, address=None)
         try:
             records = engine_epochs(root, args, Path(tmp))
@@ -101,13 +118,13 @@ def main() -> None:
     where = args.data_dir or "50k/10k random images written in cifar-100-python format"
     print(f"# resnet_20, CIFAR-100 read by torchvision from {where}, "
           f"{args.epochs} epochs; {machine()}")
-    for r in sorted(records, key=lambda r: r["variant"]):
-        later = [h["epoch_seconds"] for h in r["history"][1:]] or [r["history"][0]["epoch_seconds"]]
-        sec = statistics.median(later)
-        rate = statistics.median(h["images_per_s"] for h in r["history"][1:] or r["history"])
-        batch = r["config"]["batch_size"]
-        print(f"engine ({r['variant']:8s}, batch {batch:4d}): {sec:6.2f} s/epoch (train + eval; epoch 1 "
-              f"{r['history'][0]['epoch_seconds']:.2f} s), {rate:8.0f} train images/s, "
+    for r in sorted(records, key=lambda r: r.labels[0].variant):
+        later = r.history[1:] or r.history
+        sec = statistics.median(h.epoch_seconds for h in later)
+        rate = statistics.median(h.images_per_s for h in later)
+        print(f"engine ({r.labels[0].variant:8s}, global batch {r.train.batch_size:4d}, "
+              f"peak lr {r.train.peak_lr:g}): {sec:6.2f} s/epoch (train + eval; epoch 1 "
+              f"{r.history[0].epoch_seconds:.2f} s), {rate:8.0f} train images/s, "
               f"{sec / TARGET_SECONDS:5.2f}x the {TARGET_SECONDS:g} s target, "
               f"{plain / sec:5.2f}x faster than the plain loop")
     print(f"plain PyTorch loop + DataLoader(torchvision per-sample, {args.loader_workers} "

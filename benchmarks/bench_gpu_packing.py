@@ -33,7 +33,7 @@ def run_packed(k: int, args, tmp: Path, cpus: float) -> tuple[float, float]:
         "resources": {"gpus_per_worker": 1 / k, "cpus_per_worker": min(1.0, cpus / k)}}))
     timings: dict = {}
     records = read_records(run_study(load_study(str(path)), str(tmp / "runs"), timings=timings))
-    last = sum(r["history"][-1]["images_per_s"] for r in records)
+    last = sum(r.history[-1].images_per_s for r in records)
     return last, timings["tune_seconds"]
 
 
@@ -46,17 +46,19 @@ def main() -> None:
     if not torch.cuda.is_available():
         sys.exit("bench_gpu_packing: no GPU here; this benchmark needs one")
     cluster.connect(local=True, address=None)
-    cpus = ray.cluster_resources()["CPU"]
-    print(f"# resnet_20, batch 128, {args.train_size} synthetic images, {args.epochs} epochs, "
-          f"bf16, channels_last; {machine()}")
-    single = None
-    with tempfile.TemporaryDirectory() as tmp:
-        for k in args.packs:
-            rate, wall = run_packed(k, args, Path(tmp), cpus)
-            single = single or rate
-            print(f"{k} trial(s) per GPU: {rate:9.0f} images/s aggregate  {rate / single:5.2f}x one "
-                  f"trial  (Tune wall {wall:.0f} s)", flush=True)
-    cluster.disconnect()
+    try:
+        cpus = ray.cluster_resources()["CPU"]
+        print(f"# resnet_20, batch 128, {args.train_size} synthetic images, "
+              f"{args.epochs} epochs, bf16, channels_last; {machine()}")
+        single = None
+        with tempfile.TemporaryDirectory() as tmp:
+            for k in args.packs:
+                rate, wall = run_packed(k, args, Path(tmp), cpus)
+                single = single or rate
+                print(f"{k} trial(s) per GPU: {rate:9.0f} images/s aggregate  "
+                      f"{rate / single:5.2f}x one trial  (Tune wall {wall:.0f} s)", flush=True)
+    finally:
+        cluster.disconnect()
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""The engine's train loop (raysweep.worker.train_epoch) vs a hand-written plain PyTorch
-loop: same model (resnet_20, same initial weights), same batches, same batch size.
+"""The engine's train loop (raysweep.worker.Loop.train_epoch, set up by worker.build) vs a
+hand-written plain PyTorch loop: same model (resnet_20, same initial weights), same
+batches, same batch size.
 
     .venv/bin/python -m benchmarks.bench_train_loop [--steps 12] [--repeats 3]
 
@@ -18,18 +19,22 @@ from torch.utils.data import DataLoader
 
 from benchmarks._util import interleaved, machine
 from models import create_model
-from raysweep import augment, data, worker
+from raysweep import augment, data, datasets, worker
 from raysweep.recipes import resolve
 from raysweep.study import TRAIN_SCHEMA
+from raysweep.trial import ArmLabel, TrainConfig, TrialSpec
 
 AUGMENT = "trivialaugment_erasing"
 
 
-def train_config(batch: int, device) -> dict:
-    t = resolve("sgd", {k: default for k, (_, default) in TRAIN_SCHEMA.items()})
-    t.update(dataset="synthetic", synthetic_classes=100, batch_size=batch, epochs=10, augment=AUGMENT,
-             amp="auto", channels_last=device.type == "cuda")
-    return t
+def train_config(batch: int, device) -> TrainConfig:
+    """The study defaults under the sgd recipe (peak lr 0.1, as the plain loop's), at a
+    global batch of `batch` on one worker, with no validation split."""
+    t = {k: default for k, (_, default) in TRAIN_SCHEMA.items()
+         if k not in ("recipe", "val_fraction")}
+    t.update(dataset="synthetic", synthetic_classes=100, batch_size=batch, epochs=10,
+             augment=AUGMENT, amp="auto", channels_last=device.type == "cuda", pipeline="tensor")
+    return resolve("sgd", t, val_fraction=0.0)
 
 
 def main() -> None:
@@ -41,25 +46,30 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     t = train_config(args.batch, device)
     n = args.steps * args.batch
-    images, labels = data.synthetic(100, n, "train")
+    images, labels = datasets.synthetic(100, n, "train")
+    info = datasets.info("synthetic")
     split = data.DeviceSplit(images, labels, device,
-                             augment.BatchAugment(AUGMENT, *data.NORMALISATION["synthetic"]))
-    fmt = torch.channels_last if t["channels_last"] else torch.contiguous_format
-    amp = worker._amp_dtype(t["amp"], device)
+                             augment.BatchAugment(AUGMENT, info.mean, info.std))
+    fmt = torch.channels_last if t.channels_last else torch.contiguous_format
+    amp = worker._amp_dtype(t.amp, device)
     base = create_model("resnet_20", num_classes=100).to(device, memory_format=fmt)
 
     def batches():
-        return data.batches(split, list(range(n)), args.batch, 0, True, 0, device)
+        # One worker's share of every global batch (all of it), in order, as an epoch's.
+        return data.train_batches(split, torch.arange(n), args.batch, 0, 1, 0, 0)
 
-    engine_model = copy.deepcopy(base)
-    opt = worker.make_optimizer(engine_model, t)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, worker.lr_factor(t, args.steps))
-    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
+    # The engine's own set-up (worker.build) and loop (worker.Loop), from base's weights.
+    spec = TrialSpec("bench_train_loop", "resnet_20", {}, 0, t,
+                     (ArmLabel(None, "resnet_20", False),))
+    opt = worker.build(spec, t, 100, args.steps, device, world=1)
+    opt.model.load_state_dict(base.state_dict())
+    loop = worker.Loop(spec, opt, opt.model, data.Splits(split, None, split, 100), args.steps,
+                       device, amp, 0, 1)
     crit = nn.CrossEntropyLoss()
 
     def engine() -> int:
-        return worker.train_epoch(engine_model, batches(), opt, sched, scaler, crit, None,
-                                  device, amp, t)[1]
+        loop.train_epoch(batches())
+        return n
 
     plain_model = copy.deepcopy(base)
     plain_opt = torch.optim.SGD(plain_model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
@@ -78,7 +88,7 @@ def main() -> None:
             seen += len(x)
         return seen
 
-    per_sample = DataLoader(data.TensorDataset(images, labels, data.train_transform(AUGMENT, "synthetic")),
+    per_sample = DataLoader(data.TensorDataset(images, labels, data.train_transform(AUGMENT, info)),
                             batch_size=args.batch, shuffle=True, drop_last=True, num_workers=1,
                             pin_memory=device.type == "cuda", persistent_workers=True)
     engine(), plain(batches())  # warm-up (allocator, cuDNN autotune)

@@ -7,7 +7,7 @@ ACTIVATIONS = ("relu", "elu", "gelu", "sigmoid")
 
 
 def make_activation(name: str = "relu") -> nn.Module:
-    """The activations seed 004 ablates, by name."""
+    """The activations paper 004 ablates, by name."""
     table = {"relu": lambda: nn.ReLU(inplace=True), "elu": lambda: nn.ELU(inplace=True),
              "gelu": nn.GELU, "sigmoid": nn.Sigmoid}
     if name not in table:
@@ -20,9 +20,10 @@ def conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1) -
                          nn.BatchNorm2d(cout))
 
 
-# "seed": the downsampling the seeds' models used (timm/paper defaults, comparable with
-# their tables); "cifar": a stride-1 stem that keeps the resolution a 32x32 image lacks.
-STEMS = ("seed", "cifar")
+# "paper": the downsampling the papers' models used (timm's and the original architectures'
+# defaults, comparable with the papers' tables); "cifar": a stride-1 stem that keeps the
+# resolution a 32x32 image lacks.
+STEMS = ("paper", "cifar")
 
 
 def cifar_stem_conv(cin: int, cout: int, k: int = 3, bias: bool = True) -> nn.Conv2d:

@@ -3,8 +3,8 @@
 A builder is a small function `builder(num_classes=100, **options) -> nn.Module`.
 Its registry entry carries what the engine and the results layer need to know
 without building it: technique family, default training recipe, whether it is one
-of the seeds' own designs, the options a study may override (with their allowed
-values), and the seeds' parameter count where they give one.
+of the papers' own designs, the options a study may override (with their allowed
+values), and the papers' parameter count where they give one.
 """
 from __future__ import annotations
 
@@ -31,9 +31,9 @@ class ModelEntry:
     innovation: bool = False
     # option name -> allowed values (tuple) or a type (int/float/bool) for free values
     options: dict[str, Any] = field(default_factory=dict)
-    seed_params: int | None = None  # the seeds' parameter count at 100 classes
-    # relative tolerance against seed_params; 0 = exact; None = a documented deviation
-    # (models/README.md says why no faithful design reaches the seed's count)
+    paper_params: int | None = None  # the papers' parameter count at 100 classes
+    # relative tolerance against paper_params; 0 = exact; None = a documented deviation
+    # (models/README.md says why no faithful design reaches the paper's count)
     params_tolerance: float | None = 0.02
     source: str = ""
 
@@ -71,7 +71,7 @@ _REGISTRY: dict[str, ModelEntry] = {}
 
 
 def register_model(*, family: str, recipe: str, innovation: bool = False,
-                   options: dict[str, Any] | None = None, seed_params: int | None = None,
+                   options: dict[str, Any] | None = None, paper_params: int | None = None,
                    params_tolerance: float | None = 0.02, source: str = "",
                    name: str | None = None):
     """Decorator: register `fn` under its own name (or `name`)."""
@@ -85,7 +85,7 @@ def register_model(*, family: str, recipe: str, innovation: bool = False,
         if key in _REGISTRY:
             raise ValueError(f"model {key!r} registered twice")
         _REGISTRY[key] = ModelEntry(key, fn, family, recipe, innovation,
-                                    dict(options or {}), seed_params, params_tolerance, source)
+                                    dict(options or {}), paper_params, params_tolerance, source)
         return fn
 
     return wrap

@@ -139,7 +139,7 @@ def _cli_overrides(args) -> dict:
 def cmd_run(args) -> int:
     from raysweep import cluster, driver
     from raysweep.progress import make_progress
-    from raysweep.records import refuse_other_versions, run_location
+    from raysweep.records import refuse_other_versions
     from raysweep.runlock import RunLock
 
     # Validate everything that can be validated before Ray starts.

@@ -55,6 +55,9 @@ def resolve(recipe: str, train: dict, val_fraction: float,
         values["synthetic_classes"] = None
     if values["dataset"] != "imagefolder":
         values["test_fraction"] = None
+    # `auto` is the tensor pipeline on every device: one name for one way of training.
+    if values.get("pipeline") == "auto":
+        values["pipeline"] = "tensor"
     # Warmup only means something to the warmup schedule; other schedules start at full lr.
     if values["scheduler"] != "warmup_cosine":
         values["warmup_epochs"] = 0

@@ -10,7 +10,6 @@ Each has a plain-text formatter that the CLI prints.
 """
 from __future__ import annotations
 
-import math
 import sys
 import time
 from collections import defaultdict
@@ -236,12 +235,13 @@ def _side(records: list[TrialRecord]) -> Side:
 
 def format_comparison(c: Comparison) -> str:
     from raysweep.results.stats import mean_std, welch
-    from raysweep.results.tables import fmt_delta, fmt_mean
+    from raysweep.results.table import fmt_mean, fmt_signed
 
     def cells(a: list[float], b: list[float]) -> tuple[str, str, str]:
         d = welch(b, a)
-        delta = d["delta"] if a and b else math.nan
-        return fmt_mean(*mean_std(a)), fmt_mean(*mean_std(b)), fmt_delta(delta, d["delta_se"])
+        delta = fmt_signed(d.delta) if a and b else ""
+        spread = f" ± {d.se:.2f}" if delta and d.tested else ""
+        return fmt_mean(*mean_std(a)), fmt_mean(*mean_std(b)), delta + spread
 
     head = ("arm", "val top1 A", "val top1 B", "Δ val (B−A)", "test top1 A", "test top1 B",
             "Δ test (B−A)", "left out A/B")

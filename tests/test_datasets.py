@@ -14,7 +14,7 @@ from PIL import Image
 
 from raysweep import datasets
 from raysweep.errors import DataError
-from tests.factories import TRAIN
+from factories import TRAIN
 
 
 def config(tmp_path, dataset: str, **changes):
@@ -286,7 +286,7 @@ needs_engine = pytest.mark.skipif(
 @needs_engine
 def test_fashion_mnist_study_runs_through_the_worker_loop(ray_local, tmp_path, no_system_copy):
     from raysweep.records import read_records
-    from tests.conftest import TINY, run, write_study
+    from conftest import TINY, run, write_study
 
     data_dir = tmp_path / "data"
     datasets.write_fashion_mnist(data_dir, n_train=256, n_test=64)
@@ -309,7 +309,7 @@ def test_fashion_mnist_study_runs_through_the_worker_loop(ray_local, tmp_path, n
 @needs_engine
 def test_image_folder_study_runs_through_the_worker_loop(ray_local, tmp_path):
     from raysweep.records import read_records
-    from tests.conftest import TINY, run, write_study
+    from conftest import TINY, run, write_study
 
     root = datasets.write_image_folder(tmp_path / "pets", ["cat", "dog", "eel"], per_class=60)
     path = write_study(tmp_path, "pets", defaults={

@@ -1,4 +1,4 @@
-"""Every registered model, one parametrized test (timm style), plus the seeds' counts."""
+"""Every registered model, one parametrized test (timm style), plus the papers' counts."""
 from __future__ import annotations
 
 import json
@@ -69,13 +69,13 @@ def test_facts_file_is_current():
     assert [(e["model"], e["options"]) for e in stored["facts"]] == standard_cases()
 
 
-@pytest.mark.parametrize("name", [n for n in ALL if get_entry(n).seed_params
+@pytest.mark.parametrize("name", [n for n in ALL if get_entry(n).paper_params
                                   and get_entry(n).params_tolerance is not None])
 def test_parameter_count_matches_the_seed(name):
     entry = get_entry(name)
     got = count_params(create_model(name))
-    assert abs(got - entry.seed_params) <= entry.params_tolerance * entry.seed_params, \
-        f"{name}: {got} parameters, seed says {entry.seed_params}"
+    assert abs(got - entry.paper_params) <= entry.params_tolerance * entry.paper_params, \
+        f"{name}: {got} parameters, paper says {entry.paper_params}"
 
 
 def test_documented_deviations_are_in_the_models_readme():
@@ -83,7 +83,7 @@ def test_documented_deviations_are_in_the_models_readme():
 
     lines = (Path(__file__).parent.parent / "models" / "README.md").read_text().splitlines()
     for name in ALL:
-        if get_entry(name).seed_params and get_entry(name).params_tolerance is None:
+        if get_entry(name).paper_params and get_entry(name).params_tolerance is None:
             assert any(name in ln and "deviation" in ln.lower() for ln in lines), \
                 f"{name} deviates from the seed but models/README.md does not say why"
 

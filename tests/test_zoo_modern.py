@@ -112,7 +112,7 @@ def test_coatnet_cifar_opt_s3_depth_and_stems():
     assert base.stages[3].blocks[0].norm2.normalized_shape == (512,)
     assert len(create_model("coatnet_cifar_opt", s3_depth=14).stages[2].blocks) == 14
     assert base.stem.conv1.stride == (1, 1)
-    assert create_model("coatnet_cifar_opt", stem="seed").stem.conv1.stride == (2, 2)
+    assert create_model("coatnet_cifar_opt", stem="paper").stem.conv1.stride == (2, 2)
     assert create_model("coatnet_cifar_opt_large_stem").stem.conv1.kernel_size == (5, 5)
     with pytest.raises(ValueError, match="s3_depth"):
         create_model("coatnet_cifar_opt", s3_depth=0)
@@ -120,8 +120,8 @@ def test_coatnet_cifar_opt_s3_depth_and_stems():
 
 def test_cifar_stem_keeps_resolution_to_the_last_stage():
     x = torch.randn(1, 3, 32, 32)
-    for stem, side in (("seed", 1), ("cifar", 4)):
+    for stem, side in (("paper", 1), ("cifar", 4)):
         model = create_model("hornet_tiny", stem=stem).eval()
         assert model.features(x).shape[-1] == side
-    tokens = {s: create_model("mlp_mixer_b16", stem=s).stem(x).shape[1] for s in ("seed", "cifar")}
-    assert tokens == {"seed": 196, "cifar": 64}
+    tokens = {s: create_model("mlp_mixer_b16", stem=s).stem(x).shape[1] for s in ("paper", "cifar")}
+    assert tokens == {"paper": 196, "cifar": 64}

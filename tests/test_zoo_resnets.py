@@ -1,5 +1,5 @@
 """The CIFAR ResNet-skeleton family of the zoo: ECA, Ghost, improved ConvNeXt block and
-seed 004's ResNet-18 family; their option variants, counted against the seeds."""
+paper 004's ResNet-18 family; their option variants, counted against the papers."""
 from __future__ import annotations
 
 import pytest
@@ -10,7 +10,7 @@ from timm.models.ghostnet import GhostModule
 
 from models.registry import count_params, create_model
 from models.zoo.resnet_attention import ECA_POSITIONS
-from models.zoo.seed004_resnets import CA_POOLINGS, CoordAtt
+from models.zoo.paper004_resnets import CA_POOLINGS, CoordAtt
 
 X = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 
@@ -137,7 +137,7 @@ def test_convnext_block_design():
     assert max(m.out_channels for m in no_inv.stages.modules() if isinstance(m, nn.Conv2d)) == 64
 
 
-# --- seed 004 family -------------------------------------------------------------------
+# --- paper 004 family -------------------------------------------------------------------
 
 def test_ca_pooling_variants_differ():
     torch.manual_seed(0)
@@ -184,7 +184,7 @@ def test_v1b_has_deep_stem_and_avg_pool_shortcut():
 
 
 @pytest.mark.parametrize("name", ["resnet_ca", "res2net_ca_v1b"])
-def test_seed004_forward_with_options(name):
+def test_paper004_forward_with_options(name):
     model = create_model(name, num_classes=10, ca_pooling="avg_l1", activation="gelu")
     out = model(X)
     out.sum().backward()

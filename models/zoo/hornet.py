@@ -3,9 +3,9 @@ recursive gated convolution written here (timm has no HorNet).
 
 gnConv of order n: a 1x1 conv gives p0 (C/2^(n-1) channels) and n gates q0..q(n-1)
 (C/2^(n-1) .. C channels) that share one 7x7 depthwise conv; p(k+1) = 1x1(pk) * qk, then
-a 1x1 output projection. Stage orders 2, 3, 4, 5 as in the paper.
+a 1x1 output projection. Stage orders 2, 3, 4, 5 as in the HorNet paper.
 
-"Small config" (seed 002: hornet_tiny, 4.63 M): base width 32 (HorNet-T: 64) and ConvNeXt-T's
+"Small config" (paper 002: hornet_tiny, 4.63 M): base width 32 (HorNet-T: 64) and ConvNeXt-T's
 depths (3, 3, 9, 3) (HorNet-T: 2, 3, 18, 2), which gives 4,632,132 parameters; HorNet-T's
 depths at width 32 would be 5.67 M.
 """
@@ -33,7 +33,7 @@ class GnConv(nn.Module):
         self.pws = nn.ModuleList(nn.Conv2d(self.dims[i], self.dims[i + 1], 1)
                                  for i in range(order - 1))
         self.proj_out = nn.Conv2d(dim, dim, 1)
-        self.scale = scale  # the paper's 1/3 keeps the product of n gates from blowing up
+        self.scale = scale  # HorNet's 1/3 keeps the product of n gates from blowing up
 
     def gates(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         p, abc = self.proj_in(x).split((self.dims[0], sum(self.dims)), dim=1)
@@ -62,10 +62,10 @@ class HorBlock(nn.Module):
 
 class HorNet(nn.Module):
     def __init__(self, num_classes: int = 100, base: int = 32, depths=(3, 3, 9, 3),
-                 stem: str = "seed"):
+                 stem: str = "paper"):
         super().__init__()
         dims = [base * 2 ** i for i in range(4)]
-        first = (nn.Conv2d(3, dims[0], 4, 4) if stem == "seed" else cifar_stem_conv(3, dims[0]))
+        first = (nn.Conv2d(3, dims[0], 4, 4) if stem == "paper" else cifar_stem_conv(3, dims[0]))
         layers = [first, LayerNorm2d(dims[0])]
         for i, (dim, depth, order) in enumerate(zip(dims, depths, ORDERS)):
             if i:
@@ -80,6 +80,6 @@ class HorNet(nn.Module):
 
 
 @register_model(family="modern_conv", recipe="adamw", options={"stem": STEMS},
-                seed_params=4_630_000, source="Rao et al. 2022 (HorNet); seed 002 Table 1")
-def hornet_tiny(num_classes: int = 100, stem: str = "seed") -> nn.Module:
+                paper_params=4_630_000, source="Rao et al. 2022 (HorNet); paper 002 Table 1")
+def hornet_tiny(num_classes: int = 100, stem: str = "paper") -> nn.Module:
     return HorNet(num_classes, stem=stem)

@@ -1,4 +1,4 @@
-"""LSKNet (Li et al. 2023) as a classifier; the seeds only discussed it, here it is real.
+"""LSKNet (Li et al. 2023) as a classifier; the papers only discussed it, here it is real.
 The large selective kernel block is written here (timm has none); the stages are the
 VAN-style skeleton of models/zoo/segnext.py, at LSKNet-T's configuration (widths 32, 64,
 160, 256; depths 3, 3, 5, 2; FFN ratios 8, 8, 4, 4; 7x7 stride-4 stem).
@@ -43,9 +43,9 @@ class LSKBlock(nn.Module):
 
 
 @register_model(family="attention", recipe="adamw", options={"stem": STEMS},
-                source="Li et al. 2023 (LSKNet); seed 002 §2 (conceptual only)")
-def lsknet_tiny(num_classes: int = 100, stem: str = "seed") -> nn.Module:
+                source="Li et al. 2023 (LSKNet); paper 002 §2 (conceptual only)")
+def lsknet_tiny(num_classes: int = 100, stem: str = "paper") -> nn.Module:
     dims = (32, 64, 160, 256)
-    first = nn.Conv2d(3, dims[0], 7, 4, 3) if stem == "seed" else cifar_stem_conv(3, dims[0])
+    first = nn.Conv2d(3, dims[0], 7, 4, 3) if stem == "paper" else cifar_stem_conv(3, dims[0])
     return VanNet(nn.Sequential(first, nn.BatchNorm2d(dims[0])), dims, (3, 3, 5, 2),
                   (8, 8, 4, 4), LSKBlock, num_classes)

@@ -1,17 +1,17 @@
 """MLP-Mixer (Tolstikhin et al. 2021) on timm's `MlpMixer`, adapted to 32x32 inputs.
 
 mlp_mixer_b16: B/16 widths (768 hidden, token MLP 384, channel MLP 3072, 12 layers).
-- `stem="seed"`: the seed's 59.19 M is timm's mixer_b16_224 at 100 classes, whose token MLPs
+- `stem="paper"`: the paper's 59.19 M is timm's mixer_b16_224 at 100 classes, whose token MLPs
   are sized for 196 tokens (14x14 patches of 16x16). The same network on 32x32: 16x16
   patch kernels at stride 2 with padding 5 give a 14x14 grid of (overlapping) patches,
   so every layer keeps its shape and the count is exactly 59,188,372. Plain 16x16 patches
   on 32x32 would leave 4 tokens (57.42 M).
 - `stem="cifar"`: the usual CIFAR patching, 4x4 patches without overlap, 8x8 = 64 tokens
-  (57,417,316). Fewer tokens than the "seed" stem, but 4x finer patches than 16x16 ones
+  (57,417,316). Fewer tokens than the "paper" stem, but 4x finer patches than 16x16 ones
   and a third of its compute; 2x2 patches (256 tokens) would cost 33 GFLOPs an image.
-mlp_mixer_tiny: the seed's "smaller hidden sizes, fewer layers" read as ViT-Ti's widths
-(192 hidden, token MLP 96, channel MLP 768, 12 layers); `stem="seed"`: 8x8 patches (16
-tokens, 3,654,628; seed 3.64 M), `stem="cifar"`: 4x4 patches (64 tokens, 3,738,148).
+mlp_mixer_tiny: the paper's "smaller hidden sizes, fewer layers" read as ViT-Ti's widths
+(192 hidden, token MLP 96, channel MLP 768, 12 layers); `stem="paper"`: 8x8 patches (16
+tokens, 3,654,628; paper 3.64 M), `stem="cifar"`: 4x4 patches (64 tokens, 3,738,148).
 """
 from __future__ import annotations
 
@@ -40,8 +40,8 @@ def _mixer(num_classes: int, dim: int, patch: int, img_size: int = 32) -> MlpMix
 
 
 @register_model(family="mlp", recipe="adamw_mixer", options={"stem": STEMS},
-                seed_params=59_190_000, source="Tolstikhin et al. 2021; seed 002 Table 1")
-def mlp_mixer_b16(num_classes: int = 100, stem: str = "seed") -> nn.Module:
+                paper_params=59_190_000, source="Tolstikhin et al. 2021; paper 002 Table 1")
+def mlp_mixer_b16(num_classes: int = 100, stem: str = "paper") -> nn.Module:
     if stem == "cifar":
         return _mixer(num_classes, 768, 4)
     model = _mixer(num_classes, 768, 16, img_size=224)  # sized for 196 tokens
@@ -50,6 +50,6 @@ def mlp_mixer_b16(num_classes: int = 100, stem: str = "seed") -> nn.Module:
 
 
 @register_model(family="mlp", recipe="adamw_mixer", options={"stem": STEMS},
-                seed_params=3_640_000, source="Tolstikhin et al. 2021; seed 002 Table 1")
-def mlp_mixer_tiny(num_classes: int = 100, stem: str = "seed") -> nn.Module:
-    return _mixer(num_classes, 192, 8 if stem == "seed" else 4)
+                paper_params=3_640_000, source="Tolstikhin et al. 2021; paper 002 Table 1")
+def mlp_mixer_tiny(num_classes: int = 100, stem: str = "paper") -> nn.Module:
+    return _mixer(num_classes, 192, 8 if stem == "paper" else 4)

@@ -2,7 +2,7 @@
 16/32/64 channels with n BasicBlocks each (depth = 6n + 2), global average pool, FC.
 
 Shortcuts that change shape are 1×1 conv + BN projections (option B); with them
-`resnet_20` has exactly 278,324 parameters at 100 classes, the seeds' count.
+`resnet_20` has exactly 278,324 parameters at 100 classes, the papers' count.
 """
 from __future__ import annotations
 
@@ -51,19 +51,19 @@ class CifarResNet(nn.Module):
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
-@register_model(family="baseline", recipe="sgd", seed_params=278_324, params_tolerance=0.0,
-                source="He et al. 2016; seed 002 Table 1")
+@register_model(family="baseline", recipe="sgd", paper_params=278_324, params_tolerance=0.0,
+                source="He et al. 2016; paper 002 Table 1")
 def resnet_20(num_classes: int = 100) -> nn.Module:
     return CifarResNet(3, num_classes)
 
 
-@register_model(family="baseline", recipe="sgd", seed_params=470_000,
-                source="He et al. 2016; seed 002 Table 1")
+@register_model(family="baseline", recipe="sgd", paper_params=470_000,
+                source="He et al. 2016; paper 002 Table 1")
 def resnet_32(num_classes: int = 100) -> nn.Module:
     return CifarResNet(5, num_classes)
 
 
-@register_model(family="baseline", recipe="sgd", seed_params=860_000,
-                source="He et al. 2016; seed 002 Table 1")
+@register_model(family="baseline", recipe="sgd", paper_params=860_000,
+                source="He et al. 2016; paper 002 Table 1")
 def resnet_56(num_classes: int = 100) -> nn.Module:
     return CifarResNet(9, num_classes)

@@ -1,15 +1,15 @@
-"""improved_resnet20_convnext, seed 002 §7.2: ResNet-20's skeleton and CIFAR stem with
+"""improved_resnet20_convnext, paper 002 §7.2: ResNet-20's skeleton and CIFAR stem with
 ConvNeXt's inverted bottleneck and large depthwise kernel, kept on BN + ReLU.
 
 Block: 1×1 expand ×4 (BN, ReLU) → 7×7 depthwise, stride 2 when the block downsamples
 (BN, ReLU) → 1×1 project (BN) → DropPath(0.05) → + shortcut → ReLU. The expansion is
 of the block's input width, and shape-changing shortcuts are ResNet-20's 1×1 conv + BN;
-that gives 174,868 parameters (seed: 0.175 M). The ablations read as follows, each
-matching its seed count:
-- `conv="standard"`: a dense 3×3 conv in place of the depthwise 7×7 (1,887,892; seed
+that gives 174,868 parameters (paper: 0.175 M). The ablations read as follows, each
+matching its paper's count:
+- `conv="standard"`: a dense 3×3 conv in place of the depthwise 7×7 (1,887,892; paper
   1.888 M; a dense 7×7 would be 9.75 M).
 - `inverted=False`: no expansion, and, as MobileNetV2 does at expand ratio 1, no expand
-  conv either: depthwise 7×7 → 1×1 project (38,644; seed 0.039 M).
+  conv either: depthwise 7×7 → 1×1 project (38,644; paper 0.039 M).
 """
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ class ConvNeXtBasicBlock(nn.Module):
 
 @register_model(family="modern_conv", recipe="sgd", innovation=True,
                 options={"droppath": bool, "conv": CONVS, "inverted": bool},
-                seed_params=175_000, source="Liu et al. 2022 (ConvNeXt); seed 002 §7.2, §5")
+                paper_params=175_000, source="Liu et al. 2022 (ConvNeXt); paper 002 §7.2, §5")
 def improved_resnet20_convnext(num_classes: int = 100, droppath: bool = True,
                                conv: str = "depthwise", inverted: bool = True) -> nn.Module:
     def block(cin, cout, stride):

@@ -86,16 +86,16 @@ class VanNet(nn.Module):
 
 
 def mscan_stem(dim: int, stem: str) -> nn.Sequential:
-    """MSCAN's two 3x3 convs, each stride 2 ("seed") or stride 1 ("cifar")."""
-    s = 2 if stem == "seed" else 1
+    """MSCAN's two 3x3 convs, each stride 2 ("paper") or stride 1 ("cifar")."""
+    s = 2 if stem == "paper" else 1
     return nn.Sequential(nn.Conv2d(3, dim // 2, 3, s, 1), nn.BatchNorm2d(dim // 2), nn.GELU(),
                          nn.Conv2d(dim // 2, dim, 3, s, 1), nn.BatchNorm2d(dim))
 
 
 @register_model(family="attention", recipe="adamw", options={"stem": STEMS},
-                seed_params=850_000, source="Guo et al. 2022 (SegNeXt); seed 002 Table 1")
-def segnext_mscan_tiny(num_classes: int = 100, stem: str = "seed") -> nn.Module:
+                paper_params=850_000, source="Guo et al. 2022 (SegNeXt); paper 002 Table 1")
+def segnext_mscan_tiny(num_classes: int = 100, stem: str = "paper") -> nn.Module:
     # MSCAN-T's depths at half its widths (32, 64, 160, 256) with FFN ratio 4 (MSCAN-T: 8, 8,
-    # 4, 4): the reading that gives the seed's 0.85 M (858,308); MSCAN-T itself is 3.93 M
+    # 4, 4): the reading that gives the paper's 0.85 M (858,308); MSCAN-T itself is 3.93 M
     dims = (16, 32, 64, 128)
     return VanNet(mscan_stem(dims[0], stem), dims, (3, 3, 5, 2), (4, 4, 4, 4), MSCA, num_classes)

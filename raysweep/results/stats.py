@@ -60,7 +60,11 @@ def compare(variant: dict[int, float], baseline: dict[int, float]) -> Comparison
         if se <= _NO_SPREAD:
             return not_tested(delta, "every seed gave the same Δ", "paired t", len(shared))
         return _tested("paired t", len(shared), delta, se, sps.ttest_rel(v, b))
-    v, b = list(variant.values()), list(baseline.values())
+    return welch(list(variant.values()), list(baseline.values()))
+
+
+def welch(v: list[float], b: list[float]) -> Comparison:
+    """Welch's t-test of `v` against `b` (unpaired; Δ = mean(v) − mean(b))."""
     delta = float(np.mean(v) - np.mean(b)) if v and b else NAN
     if min(len(v), len(b)) < 2:
         why = "a side has no seed" if not (v and b) else "a side has 1 seed"

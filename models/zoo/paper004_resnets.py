@@ -1,17 +1,17 @@
-"""Seed 004's ResNet-18-style CIFAR family: ResNet-18, Res2Net, ResNeXt, Coordinate
-Attention (CA) on ResNet and Res2Net, and the seed's own Res2NetCA_v1b.
+"""Paper 004's ResNet-18-style CIFAR family: ResNet-18, Res2Net, ResNeXt, Coordinate
+Attention (CA) on ResNet and Res2Net, and the paper's own Res2NetCA_v1b.
 
 All share one skeleton, the usual CIFAR ResNet-18: a 3×3 stem of 64 channels (no
 max-pool), four stages of two blocks at 64/128/256/512 channels, 1×1 conv + BN
 projection shortcuts, global average pool, FC. The blocks are timm's; the Res2Net and
 ResNeXt bottlenecks are used with expansion 1 so that every member keeps ResNet-18's
-stage widths and differs from it only inside the block. The seed gives no parameter
+stage widths and differs from it only inside the block. The paper gives no parameter
 counts for these, so none is checked against it.
 
-CA (Hou et al. 2021, not in timm) sits where seed 004 §4.6 puts it: after each block's
-last conv + BN, before the residual add. Its two seed 004 ablations are options:
-`ca_pooling` (§5.4.3: avg+max, the seed's baseline, or avg plus an L1 / L2 pooling) and
-`activation`, the gate (§5.4.2: the seed's baseline is the paper's sigmoid).
+CA (Hou et al. 2021, not in timm) sits where paper 004 §4.6 puts it: after each block's
+last conv + BN, before the residual add. Its two paper 004 ablations are options:
+`ca_pooling` (§5.4.3: avg+max, the paper's baseline, or avg plus an L1 / L2 pooling) and
+`activation`, the gate (§5.4.2: the paper's baseline is CA's own sigmoid, as in Hou et al.).
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from models.registry import register_model
 
 CA_POOLINGS = ("avg_max", "avg_l1", "avg_l2")
 WIDTHS = (64, 128, 256, 512)
-_SOURCE = "seed 004 §3.3–3.4, §4.6, §5"
+_SOURCE = "paper 004 §3.3–3.4, §4.6, §5"
 
 
 def _directional_pool(x: torch.Tensor, dim: int, pooling: str) -> torch.Tensor:
@@ -136,7 +136,7 @@ def resnet18(num_classes: int = 100) -> nn.Module:
     return CifarResNet18(BasicBlock, num_classes)
 
 
-# Seed 004 groups Res2Net and ResNeXt with ResNet as its baselines (§5.3), hence "baseline".
+# Paper 004 groups Res2Net and ResNeXt with ResNet as its baselines (§5.3), hence "baseline".
 @register_model(family="baseline", recipe="sgd", options=_SCALE,
                 source="Gao et al. 2019 (Res2Net); " + _SOURCE)
 def res2net(num_classes: int = 100, scale: int = 4) -> nn.Module:
@@ -165,7 +165,7 @@ def res2net_ca(num_classes: int = 100, ca_pooling: str = "avg_max", activation: 
 
 
 @register_model(family="attention", recipe="sgd", innovation=True,
-                options={**_CA_OPTIONS, **_SCALE}, source="seed 004 Table 3 (Ours); " + _SOURCE)
+                options={**_CA_OPTIONS, **_SCALE}, source="paper 004 Table 3 (Ours); " + _SOURCE)
 def res2net_ca_v1b(num_classes: int = 100, ca_pooling: str = "avg_max",
                    activation: str = "sigmoid", scale: int = 4) -> nn.Module:
     return CifarResNet18(num_classes=num_classes, deep_stem=True, avg_down=True,
