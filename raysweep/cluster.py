@@ -46,9 +46,9 @@ def connect(local: bool, address: str | None, verbose: bool = False) -> str | No
     Workers' own logs stay in Ray's log folder (and the dashboard) unless `verbose`:
     raysweep prints one line per trial epoch instead.
 
-    Train's state tracking is on: the dashboard's Train tab (and its State API,
-    /api/train/v2/runs/v1) then lists every trial's Train run by name (see
-    `driver.train_run_name`) with its controller and workers (node, pid, rank)."""
+    Train's state tracking is on: Train's State API (/api/train/v2/runs/v1; Ray 2.60's
+    open-source dashboard has no Train tab) then lists every trial's Train run by name
+    (see `trainable.train_run_name`) with its controller and workers (node, pid, rank)."""
     env = {"RAY_TRAIN_V2_ENABLED": "1", "RAY_TRAIN_ENABLE_STATE_TRACKING": "1"}
     os.environ.update(env)
     if local or (address is None and not _cluster_running()):

@@ -469,7 +469,7 @@ def synthetic(classes: int, size: int, split: str) -> tuple[torch.Tensor, torch.
       the smoke demo (1,382 train images, batch 64, SGD 0.05, cosine), seed 0:
       resnet_20 24/65/75, resnet_56 16/45/72 (the set before the blend: resnet_20
       30/100/100, resnet_56 20/31/82)
-    Through the engine (the lead's pre-merge snapshot, conftest's smoke fixture, test
+    Through the engine (a snapshot of 2026-11-24, conftest's smoke fixture then with ASHA, test
     top-1 %): resnet_20 seed 0 22/66/79 (completed), seed 1 30/44 (stopped by ASHA at
     epoch 2); resnet_32 30 and 26 at epoch 1; the lr-1e-7 variant 9, stopped at epoch 1.
 

@@ -165,7 +165,7 @@ class FakeAutoscalingCluster:
         return NodeCount(round(time.monotonic() - since, 1), active, launching)
 
     def train_runs(self) -> list[dict]:
-        """Every Ray Train run the cluster has seen (the dashboard's Train tab): name,
+        """Every Ray Train run the cluster has seen (Train's State API): name,
         attempts, and each attempt's workers with their node."""
         return self.get("/api/train/v2/runs/v1")["train_runs"]
 

@@ -176,10 +176,8 @@ def _finish(proc: subprocess.Popen, timeout: float = 600) -> tuple[str, str]:
 
 
 def _records(run_dir: Path) -> dict[str, dict]:
-    """A run's records by key, in their stored (JSON) form, whichever record type the
-    driver writes."""
-    found = [r if isinstance(r, dict) else r.to_dict() for r in records.read_records(run_dir)]
-    return {r["key"]: r for r in found}
+    """A run's records by key, in their stored (JSON) form."""
+    return {r.key: r.to_dict() for r in records.read_records(run_dir)}
 
 
 def _checkpointed(run_dir: Path) -> list[str]:
@@ -193,8 +191,8 @@ def _checkpointed(run_dir: Path) -> list[str]:
 
 
 def _train_run(cluster: FakeAutoscalingCluster, key: str) -> dict | None:
-    """The trial's Ray Train run (named `<label>.<key>`), as the dashboard's Train tab
-    has it: its attempts (one per launch of its worker group) and their workers."""
+    """The trial's Ray Train run (named `<label>.<key>`), as Train's State API
+    (/api/train/v2/runs/v1) has it: its attempts (one per launch of its worker group) and their workers."""
     return next((r for r in cluster.train_runs() if r["name"].endswith(f".{key}")), None)
 
 
@@ -284,8 +282,7 @@ def test_a_trial_whose_node_dies_finishes_on_another_node(elastic_run):
     assert record["status"] == "completed", record.get("error")
     assert [h["epoch"] for h in record["history"]] == [1, 2, 3]
     assert record["restarts"] >= 1
-    if "segments" in record:   # typed records: one segment per launch
-        assert len(record["segments"]) >= 2
+    assert len(record["segments"]) >= 2   # one segment per launch
     attempts = elastic_run.train_runs[elastic_run.lost_key]["attempts"]
     assert len(attempts) >= 2
     finished_on = {w["node_id"] for w in attempts[-1]["workers"]}

@@ -265,7 +265,7 @@ def test_the_dashboard_shows_the_running_trial_and_its_workers(tmp_path):
     assert expected.startswith("depth.baseline-s0.resnet_20-")  # group, variant, seed, key
     env = {**os.environ, **AUTH}
     env.pop("RAY_ADDRESS", None)
-    # --train-workers: the Train tab lists Train runs, which inline --local trials skip.
+    # --train-workers: Train's State API lists Train runs, which inline --local trials skip.
     proc = subprocess.Popen([sys.executable, "-m", "raysweep.cli", "run", str(path), "--local",
                              "--train-workers", "--storage", str(tmp_path / "runs")],
                             env=env, cwd=ROOT, text=True,

@@ -12,9 +12,11 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import TINY, run, write_study
+from factories import TRAIN
 from raysweep import datasets
 from raysweep.errors import DataError
-from factories import TRAIN
+from raysweep.records import read_records
 
 
 def config(tmp_path, dataset: str, **changes):
@@ -272,21 +274,7 @@ def test_synthetic_set_is_learnable_but_does_not_saturate():
 
 # --- through the engine (a one-epoch study per new dataset) ---
 
-def _engine_reads(dataset: str) -> bool:
-    from raysweep.study import TRAIN_SCHEMA
-
-    return TRAIN_SCHEMA["dataset"][0](dataset) is None
-
-
-needs_engine = pytest.mark.skipif(
-    not _engine_reads("fashion_mnist") or not _engine_reads("imagefolder"),
-    reason="needs the lead's engine (study and worker on raysweep.datasets): runs after the merge")
-
-
-@needs_engine
 def test_fashion_mnist_study_runs_through_the_worker_loop(ray_local, tmp_path, no_system_copy):
-    from raysweep.records import read_records
-    from conftest import TINY, run, write_study
 
     data_dir = tmp_path / "data"
     datasets.write_fashion_mnist(data_dir, n_train=256, n_test=64)
@@ -306,10 +294,7 @@ def test_fashion_mnist_study_runs_through_the_worker_loop(ray_local, tmp_path, n
     assert not list((tmp_path / "runs" / "missing").glob("records/*.json"))
 
 
-@needs_engine
 def test_image_folder_study_runs_through_the_worker_loop(ray_local, tmp_path):
-    from raysweep.records import read_records
-    from conftest import TINY, run, write_study
 
     root = datasets.write_image_folder(tmp_path / "pets", ["cat", "dog", "eel"], per_class=60)
     path = write_study(tmp_path, "pets", defaults={

@@ -478,9 +478,7 @@ def test_report_refuses_bad_input_in_one_line(tmp_path):
     assert "\n" not in str(err.value) and not (tmp_path / "report").exists()
 
 
-# --- END-TO-END: need the refactored engine (typed records from `raysweep run`). ---
-# They use the real `smoke_run_dir` run and cannot run before the lead's engine lands;
-# deselect them until then with `-k "not end_to_end"`.
+# --- END-TO-END: the report of a real `raysweep run` (conftest's `smoke_run_dir`). ---
 
 @pytest.mark.slow
 def test_end_to_end_report_of_a_real_run(smoke_run_dir, tmp_path):
