@@ -298,12 +298,15 @@ def cmd_show(args) -> int:
               f"so `raysweep run` refuses it; narrow the study, or pass --max-trials")
         return 0
     trials = study.trials()
-    print(f"{'key':<34} {'label':<34} {'model':<28} {'epochs':>6} {'batch':>6} "
+    labels = [t.label + (f" (+{len(t.labels) - 1} more labels)" if len(t.labels) > 1 else "")
+              for t in trials]
+    wk, wl, wm = (max([len(h), *map(len, col)]) for h, col in (
+        ("key", [t.key for t in trials]), ("label", labels), ("model", [t.model for t in trials])))
+    print(f"{'key':<{wk}} {'label':<{wl}} {'model':<{wm}} {'epochs':>6} {'batch':>6} "
           f"{'peak lr':>8} {'recipe':<14} options/overrides")
-    for t in trials:
+    for t, label in zip(trials, labels):
         extra = " ".join(f"{k}={v}" for k, v in {**t.model_options, **t.overrides}.items())
-        also = f" (+{len(t.labels) - 1} more labels)" if len(t.labels) > 1 else ""
-        print(f"{t.key:<34} {t.label + also:<34} {t.model:<28} {t.train.epochs:>6} "
+        print(f"{t.key:<{wk}} {label:<{wl}} {t.model:<{wm}} {t.train.epochs:>6} "
               f"{t.train.batch_size:>6} {t.train.peak_lr:>8.3g} {t.train.recipe:<14} {extra}")
     r = study.resources
     gpus = "auto (by model size on a GPU cluster, 0 on CPU)" if r["gpus_per_worker"] == "auto" \

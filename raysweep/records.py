@@ -146,6 +146,12 @@ def atomic_write_text(path: Path | RemotePath, text: str) -> None:
     atomic_write(Path(path), lambda f: f.write(text), binary=False)
 
 
+# mkstemp makes 0600 files; a record or a table gets the mode a plain open() gives it.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+_FILE_MODE = 0o666 & ~_UMASK
+
+
 def atomic_write(path: Path, write, binary: bool = True) -> None:
     """Call `write(file)` on a temp file beside `path`, fsync, rename over `path`:
     a crash, or a full disk, leaves the old file whole and no temp file behind."""
@@ -156,6 +162,7 @@ def atomic_write(path: Path, write, binary: bool = True) -> None:
         _raise_if_full(exc, path)
         raise
     try:
+        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb" if binary else "w") as f:
             write(f)
             f.flush()
