@@ -25,13 +25,11 @@ is selected on the test split: the final epoch is reported, whatever it scored.
 Fashion-MNIST is found as raysweep finds it (`apt-get install dataset-fashion-mnist`, or
 --data-dir); the plain side unpacks the .gz files into torchvision's folder layout (as
 torchvision's own download does) under --out, since `FashionMNIST` reads only that.
-Measured 2026-11-24 on the 2-core CPU machine, busy with other test runs (load average
-~10), against the lead's engine before its merge (a snapshot of its working tree):
-`--train-size 3000 --test-size 2000 --epochs 3 --seeds 3` (resnet_20, SGD 0.05, 63 steps)
-gave test top-1 plain 66.20 ± 3.01 (n=3), inline 67.50 ± 1.28 (n=3), train-workers the
-same numbers as inline (one loop, same seeds): +1.30 pp, standard error 1.89, within 2
-standard errors. Wall time: plain 1,132 s (per-sample PIL transforms), inline 316 s,
-train-workers 417 s. The defaults are 5.6× that training work per side.
+Measured 2026-12-06 on the 2-core CPU machine, otherwise idle (benchmarks/README.md;
+raw outputs in benchmarks/results/cpu-2026-12-06/): `--train-size 5000 --test-size 2000
+--epochs 4 --seeds 5` gave test top-1 plain 76.09 ± 0.67 (n=5), inline and train-workers
+76.54 ± 0.66 (n=5, the same numbers seed for seed: one loop): +0.45 pp, standard error
+0.42, within 2 standard errors (wall time: plain 327 s, inline 257 s, train-workers 356 s).
 """
 from __future__ import annotations
 
