@@ -32,6 +32,20 @@ def ray_local():
     cluster.disconnect()
 
 
+@pytest.fixture
+def small_disk(tmp_path) -> Path:
+    """A 64 KiB tmpfs, for full-disk tests (mounting needs root: skipped otherwise)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)],
+                             capture_output=True)
+    if mounted.returncode:
+        pytest.skip("mounting a small tmpfs needs root: "
+                    + mounted.stderr.decode(errors="replace").strip())
+    yield disk
+    subprocess.run(["umount", str(disk)], check=True)
+
+
 def write_study(folder: Path, name: str, **body) -> Path:
     path = Path(folder) / f"{name}.yaml"
     path.write_text(yaml.safe_dump({"name": name, **body}, sort_keys=False))

@@ -14,11 +14,9 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
@@ -28,6 +26,7 @@ import yaml
 
 import factories
 from conftest import TINY, write_study
+from fake_cluster import free_port, wait_for
 from raysweep import records
 from raysweep.driver import check_writable
 from raysweep.errors import StudyError
@@ -134,31 +133,10 @@ def test_records_and_provenance_go_through_a_pyarrow_filesystem(tmp_path):
 
 # --- a real two-node Ray on loopback ---
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _get(url: str, timeout: float = 10):
     req = urllib.request.Request(url, headers={"Authorization": f"Bearer {TOKEN}"})
     with urllib.request.urlopen(req, timeout=timeout) as resp:
         return json.loads(resp.read())
-
-
-def _wait_for(probe, what: str, timeout: float = 120, proc=None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"{what}: the process exited with {proc.returncode}")
-        try:
-            value = probe()
-        except OSError:
-            value = None
-        if value:
-            return value
-        time.sleep(0.25)  # polling a condition
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class LoopbackCluster:
@@ -168,7 +146,7 @@ class LoopbackCluster:
     def __init__(self, folder: Path):
         self.folder = folder
         self.temp_dir = tempfile.mkdtemp(prefix="rs", dir="/tmp")  # AF_UNIX paths are short
-        self.gcs_port, self.dashboard_port = _free_port(), _free_port()
+        self.gcs_port, self.dashboard_port = free_port(), free_port()
         self.env = {**os.environ, **AUTH, "RAY_TRAIN_V2_ENABLED": "1"}
         self.env.pop("RAY_ADDRESS", None)
         self.procs: list[subprocess.Popen] = []
@@ -184,7 +162,7 @@ class LoopbackCluster:
     def _node(self, index: int, *args: str) -> None:
         cmd = [RAY, "start", "--block", "--num-cpus=1", "--num-gpus=0", "--disable-usage-stats",
                "--node-ip-address=127.0.0.1", f"--object-store-memory={200 * 2**20}",
-               *(f"--{flag}={_free_port()}" for flag in (
+               *(f"--{flag}={free_port()}" for flag in (
                    "node-manager-port", "object-manager-port", "metrics-export-port",
                    "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
                    "runtime-env-agent-port")), *args]
@@ -196,11 +174,11 @@ class LoopbackCluster:
         self._node(0, "--head", f"--port={self.gcs_port}", f"--temp-dir={self.temp_dir}",
                    "--include-dashboard=true", "--dashboard-host=127.0.0.1",
                    f"--dashboard-port={self.dashboard_port}",
-                   f"--ray-client-server-port={_free_port()}")
-        _wait_for(lambda: _get(f"{self.dashboard}/api/version"), "the head's dashboard",
+                   f"--ray-client-server-port={free_port()}")
+        wait_for(lambda: _get(f"{self.dashboard}/api/version"), "the head's dashboard",
                   proc=self.procs[0])
         self._node(1, f"--address={self.address}")
-        _wait_for(lambda: len(self.alive_nodes()) == 2, "the second node", proc=self.procs[1])
+        wait_for(lambda: len(self.alive_nodes()) == 2, "the second node", proc=self.procs[1])
         return self
 
     def alive_nodes(self) -> list[dict]:
@@ -274,7 +252,7 @@ def test_the_dashboard_shows_the_running_trial_and_its_workers(tmp_path):
     try:
         url = _dashboard_url(proc)
         assert "ray_version" in _get(f"{url}/api/version")
-        run = _wait_for(lambda: _train_run(url, expected), "the Train run with its workers",
+        run = wait_for(lambda: _train_run(url, expected), "the Train run with its workers",
                         proc=proc)
         workers = {w["actor_id"]: w for w in run["attempts"][-1]["workers"]}
         actors = {a["actor_id"]: a for a in _get(f"{url}/api/v0/actors?limit=1000")

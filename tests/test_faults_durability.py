@@ -43,27 +43,18 @@ def test_report_and_resume_skip_a_malformed_record_in_one_warning_line(smoke_run
     assert warning.startswith("raysweep: warning: skipping ") and "missing field" in warning
 
 
-def test_a_full_disk_fails_a_record_write_in_one_line_and_keeps_the_old_record(tmp_path):
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)],
-                             capture_output=True)
-    if mounted.returncode:
-        pytest.skip("mounting a small tmpfs needs root: "
-                    + mounted.stderr.decode(errors="replace").strip())
-    try:
-        old = factories.record(status="running")
-        records.write_record(disk, old)
-        big = factories.record(top1=[50.0] * 2000)  # a record too big for what is left
-        with pytest.raises(StorageFullError) as err:
-            records.write_record(disk, big)
-        assert str(err.value).startswith(f"no space left on the device of {disk / 'records'}")
-        assert "\n" not in str(err.value)
-        # the old record is whole and no temporary file is left behind
-        assert read_records(disk) == [old]
-        assert [p.name for p in (disk / "records").iterdir()] == [f"{old.key}.json"]
-    finally:
-        subprocess.run(["umount", str(disk)], check=True)
+def test_a_full_disk_fails_a_record_write_in_one_line_and_keeps_the_old_record(small_disk):
+    disk = small_disk
+    old = factories.record(status="running")
+    records.write_record(disk, old)
+    big = factories.record(top1=[50.0] * 2000)  # a record too big for what is left
+    with pytest.raises(StorageFullError) as err:
+        records.write_record(disk, big)
+    assert str(err.value).startswith(f"no space left on the device of {disk / 'records'}")
+    assert "\n" not in str(err.value)
+    # the old record is whole and no temporary file is left behind
+    assert read_records(disk) == [old]
+    assert [p.name for p in (disk / "records").iterdir()] == [f"{old.key}.json"]
 
 
 def test_a_study_file_is_written_whole_or_not_at_all(tmp_path):
