@@ -9,6 +9,10 @@ from datetime import datetime, timezone
 
 import torch
 
+from raysweep.recipes import resolve
+from raysweep.study import TRAIN_SCHEMA
+from raysweep.trial import TrainConfig
+
 
 def sync(device) -> None:
     if torch.device(device).type == "cuda":
@@ -39,3 +43,12 @@ def machine() -> str:
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
     return (f"{cpu}, {os.cpu_count()} cores, {gpu}; torch {torch.__version__}, "
             f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC")
+
+
+def resolved_train(recipe: str, val_fraction: float = 0.0, **values) -> TrainConfig:
+    """A trial's TrainConfig as a study resolves it: the study defaults, `values` on
+    top, under `recipe` (no validation split unless asked)."""
+    train = {k: default for k, (_, default) in TRAIN_SCHEMA.items()
+             if k not in ("recipe", "val_fraction")}
+    train.update(values)
+    return resolve(recipe, train, val_fraction=val_fraction)

@@ -20,9 +20,8 @@ from raysweep import augment, data, datasets
 CIFAR100 = datasets.info("cifar100")
 MEAN, STD = CIFAR100.mean, CIFAR100.std
 BATCH = 256
-# Images per call as data.TensorLoader augments them: whole global batches, up to
-# data.AUGMENT_CHUNK.
-CHUNK = BATCH * max(1, data.AUGMENT_CHUNK // BATCH)
+# Images per call as data.TensorLoader augments them.
+CHUNK = BATCH * data.batches_per_augment_call(BATCH)
 
 
 class PILCifar(Dataset):

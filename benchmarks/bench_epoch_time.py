@@ -9,8 +9,8 @@ format and reads them with torchvision's CIFAR100 reader (timing does not depend
 pixels). Paper 002's recipe (SGD, trivialaugment_erasing) at each global batch of
 --batches (images per optimizer step; the paper's is 1024 = 128 per GPU on 8 GPUs), its
 lr stated for 1024 and scaled linearly to the others (`lr_scaling: linear`), so only 1024
-is the paper's optimisation problem; bf16 autocast and channels_last on a GPU. The engine's figure is the median epoch_seconds of epochs 2..E
-from the trial records (epoch 1 includes cuDNN autotuning); it includes evaluation on
+is the paper's optimisation problem; bf16 autocast and channels_last on a GPU. The
+engine's figure is the median epoch_seconds of epochs 2..E from the trial records (epoch 1 includes cuDNN autotuning); it includes evaluation on
 the 10 000 test images, as a real epoch does."""
 from __future__ import annotations
 
@@ -25,13 +25,13 @@ import torch.nn as nn
 import yaml
 from torch.utils.data import DataLoader
 
-from benchmarks._util import machine
+from benchmarks._util import machine, resolved_train
 from models import create_model
 from raysweep import cluster, data, datasets
 from raysweep.driver import run_study
 from raysweep.records import read_records
 from raysweep.study import load_study
-from raysweep.trial import TrainConfig, TrialRecord
+from raysweep.trial import TrialRecord
 
 TARGET_SECONDS = 2.0
 
@@ -59,7 +59,9 @@ def engine_epochs(data_dir: Path, args, tmp: Path) -> list[TrialRecord]:
 def plain_epoch(data_dir: Path, workers: int) -> float:
     """One epoch of a hand-written loop over torchvision's per-sample pipeline."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    train = _plain_config(data_dir)
+    # The whole CIFAR-100 copy at `data_dir`, read as a trial reads it.
+    train = resolved_train("sgd", dataset="cifar100", data_dir=str(data_dir),
+                           data_checksums=False, pipeline="torchvision")
     images, labels = datasets.load(train, "train")
     ds = data.TensorDataset(images, labels, data.train_transform(
         "trivialaugment_erasing", datasets.info("cifar100")))
@@ -81,19 +83,6 @@ def plain_epoch(data_dir: Path, workers: int) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - begin
-
-
-def _plain_config(data_dir: Path) -> TrainConfig:
-    """The whole CIFAR-100 copy at `data_dir`, read as a trial reads it."""
-    return TrainConfig(
-        recipe="sgd", optimizer="sgd", epochs=1, batch_size=128, lr=0.1, lr_scaling="none",
-        lr_base_batch=128, peak_lr=0.1, momentum=0.9, betas=None, weight_decay=5e-4,
-        warmup_epochs=0, scheduler="cosine", label_smoothing=0.0,
-        augment="trivialaugment_erasing", sync_bn=False, dataset="cifar100", train_size=None,
-        test_size=None, test_fraction=None, val_fraction=0.0, split_seed=0,
-        synthetic_classes=None, data_fingerprint=None, amp="auto", pipeline="torchvision",
-        channels_last=False, compile="off", data_dir=str(data_dir), download=False,
-        data_checksums=False, loader_workers=0)
 
 
 def main() -> None:

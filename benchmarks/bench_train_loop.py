@@ -17,11 +17,9 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader
 
-from benchmarks._util import interleaved, machine
+from benchmarks._util import interleaved, machine, resolved_train
 from models import create_model
 from raysweep import augment, data, datasets, worker
-from raysweep.recipes import resolve
-from raysweep.study import TRAIN_SCHEMA
 from raysweep.trial import ArmLabel, TrainConfig, TrialSpec
 
 AUGMENT = "trivialaugment_erasing"
@@ -30,11 +28,9 @@ AUGMENT = "trivialaugment_erasing"
 def train_config(batch: int, device) -> TrainConfig:
     """The study defaults under the sgd recipe (peak lr 0.1, as the plain loop's), at a
     global batch of `batch` on one worker, with no validation split."""
-    t = {k: default for k, (_, default) in TRAIN_SCHEMA.items()
-         if k not in ("recipe", "val_fraction")}
-    t.update(dataset="synthetic", synthetic_classes=100, batch_size=batch, epochs=10,
-             augment=AUGMENT, amp="auto", channels_last=device.type == "cuda", pipeline="tensor")
-    return resolve("sgd", t, val_fraction=0.0)
+    return resolved_train("sgd", dataset="synthetic", synthetic_classes=100, batch_size=batch,
+                          epochs=10, augment=AUGMENT, amp="auto",
+                          channels_last=device.type == "cuda", pipeline="tensor")
 
 
 def main() -> None:

@@ -115,6 +115,11 @@ def train_batches(split, order: torch.Tensor, batch_size: int, rank: int, world:
                       pin_memory=torch.cuda.is_available())
 
 
+def batches_per_augment_call(batch_size: int) -> int:
+    """Whole global batches augmented per call: up to AUGMENT_CHUNK images, at least one."""
+    return max(1, AUGMENT_CHUNK // batch_size)
+
+
 class TensorLoader:
     """This worker's batches of a DeviceSplit, augmented a chunk of global batches at a
     time with draws made for the whole chunk (see the module docstring)."""
@@ -129,7 +134,7 @@ class TensorLoader:
         return self.steps
 
     def __iter__(self):
-        per_call = max(1, AUGMENT_CHUNK // self.batch_size)
+        per_call = batches_per_augment_call(self.batch_size)
         per = self.batch_size // self.world
         device = self.split.labels.device
         for first in range(0, self.steps, per_call):

@@ -192,7 +192,8 @@ def _checkpointed(run_dir: Path) -> list[str]:
 
 def _train_run(cluster: FakeAutoscalingCluster, key: str) -> dict | None:
     """The trial's Ray Train run (named `<label>.<key>`), as Train's State API
-    (/api/train/v2/runs/v1) has it: its attempts (one per launch of its worker group) and their workers."""
+    (/api/train/v2/runs/v1) has it: its attempts (one per launch of its worker group)
+    and their workers."""
     return next((r for r in cluster.train_runs() if r["name"].endswith(f".{key}")), None)
 
 

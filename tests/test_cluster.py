@@ -176,7 +176,7 @@ class LoopbackCluster:
                    f"--dashboard-port={self.dashboard_port}",
                    f"--ray-client-server-port={free_port()}")
         wait_for(lambda: _get(f"{self.dashboard}/api/version"), "the head's dashboard",
-                  proc=self.procs[0])
+                 proc=self.procs[0])
         self._node(1, f"--address={self.address}")
         wait_for(lambda: len(self.alive_nodes()) == 2, "the second node", proc=self.procs[1])
         return self
@@ -253,7 +253,7 @@ def test_the_dashboard_shows_the_running_trial_and_its_workers(tmp_path):
         url = _dashboard_url(proc)
         assert "ray_version" in _get(f"{url}/api/version")
         run = wait_for(lambda: _train_run(url, expected), "the Train run with its workers",
-                        proc=proc)
+                       proc=proc)
         workers = {w["actor_id"]: w for w in run["attempts"][-1]["workers"]}
         actors = {a["actor_id"]: a for a in _get(f"{url}/api/v0/actors?limit=1000")
                   ["data"]["result"]["result"]}

@@ -275,7 +275,6 @@ def test_synthetic_set_is_learnable_but_does_not_saturate():
 # --- through the engine (a one-epoch study per new dataset) ---
 
 def test_fashion_mnist_study_runs_through_the_worker_loop(ray_local, tmp_path, no_system_copy):
-
     data_dir = tmp_path / "data"
     datasets.write_fashion_mnist(data_dir, n_train=256, n_test=64)
     path = write_study(tmp_path, "fm", defaults={
@@ -295,7 +294,6 @@ def test_fashion_mnist_study_runs_through_the_worker_loop(ray_local, tmp_path, n
 
 
 def test_image_folder_study_runs_through_the_worker_loop(ray_local, tmp_path):
-
     root = datasets.write_image_folder(tmp_path / "pets", ["cat", "dog", "eel"], per_class=60)
     path = write_study(tmp_path, "pets", defaults={
         **TINY, "dataset": "imagefolder", "data_dir": str(root), "train_size": None,
