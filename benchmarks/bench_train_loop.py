@@ -47,7 +47,7 @@ def main() -> None:
     split = data.DeviceSplit(images, labels, device,
                              augment.BatchAugment(AUGMENT, info.mean, info.std))
     fmt = torch.channels_last if t.channels_last else torch.contiguous_format
-    amp = worker._amp_dtype(t.amp, device)
+    amp = worker.amp_dtype(t.amp, device)
     base = create_model("resnet_20", num_classes=100).to(device, memory_format=fmt)
 
     def batches():

@@ -178,6 +178,7 @@ def cmd_run(args) -> int:
           f"Ray start {timings['ray_start_seconds']:.1f} s, "
           f"Tune {timings.get('tune_seconds', 0):.1f} s, "
           f"{timings.get('max_concurrent', 0)} trial(s) at once ({timings.get('runner')})"
+          + (f", {timings['fused_arrays']} fused array(s)" if timings.get("fused_arrays") else "")
           + (f", GPU share per worker {'/'.join(f'{g:g}' for g in timings['gpu_shares'])}"
              if any(timings.get("gpu_shares", [])) else ""))
     print(f"records: {run_dir / 'records'}")

@@ -26,6 +26,9 @@ from raysweep.trial import TrainConfig
 # small kernels per call whatever the batch, so a batch of 128 alone is launch-bound.
 AUGMENT_CHUNK = 8192
 EVAL_BATCH = 256
+# torch.compile modes that capture CUDA graphs: a graph replays one input shape, so the
+# last partial evaluation batch is padded to EVAL_BATCH (`padded`).
+GRAPH_MODES = ("reduce-overhead", "max-autotune")
 
 
 class DeviceSplit:
@@ -160,6 +163,15 @@ def eval_batches(split, rank: int, world: int, loader_workers: int):
     return DataLoader(torch.utils.data.Subset(split, idx.tolist()), batch_size=EVAL_BATCH,
                       shuffle=False, num_workers=loader_workers,
                       pin_memory=torch.cuda.is_available())
+
+
+def padded(images: torch.Tensor, size: int) -> torch.Tensor:
+    """The batch with zero images appended up to `size` rows (whose outputs the caller
+    drops: in eval mode no row affects another)."""
+    missing = size - len(images)
+    if missing <= 0:
+        return images
+    return torch.cat([images, images.new_zeros(missing, *images.shape[1:])])
 
 
 def train_transform(augment: str, info: datasets.DatasetInfo) -> v2.Compose:

@@ -21,6 +21,7 @@ import ray.tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from raysweep import datasets, metrics
+from raysweep.arrays import ArrayKeeper, grid_order, plan_arrays
 from raysweep import records as rec
 from raysweep.cluster import allow_pending_trials, find_autoscaler
 from raysweep.errors import StudyError
@@ -73,10 +74,14 @@ def run_study(study: Study, storage: str, name: str | None = None, resume: bool 
         allow_pending_trials(len(todo) * study.num_samples)
     inline = inline and study.resources["workers_per_trial"] == 1 and isinstance(run_dir, Path)
     write_provenance(run_dir, study)
+    arrays = {} if study.search else plan_arrays(
+        todo, resources, study.resources["fuse"], study.resources["fuse_members"], str(run_dir))
+    todo = grid_order(todo, arrays)
     context = TrialContext({s.key: s for s in specs}, resources, str(run_dir), inline,
-                           study.resources["max_failures"])
+                           study.resources["max_failures"], arrays)
     timings.update(runner="inline" if inline else "train-workers", trials_total=len(specs),
-                   trials_run=0, max_concurrent=concurrent,
+                   trials_run=0, max_concurrent=concurrent, fused_arrays=len(
+                       {a.name for a in arrays.values()}),
                    gpu_shares=sorted({r.gpus_per_worker for r in resources.values()}))
     board, exporter = TensorBoardWriter(run_dir), metrics.Exporter()
     observers = [board.observe, exporter.observe]
@@ -194,6 +199,12 @@ def _tune(study: Study, context: TrialContext, run_dir, param_space: dict, num_s
           concurrent: int, searcher, observers: list[Observer]) -> None:
     _quiet_tune()
     writer = RecordWriter(run_dir, context.spec, observers)
+    keeper = ArrayKeeper(context.arrays, context.specs, str(run_dir))
+    if context.arrays:
+        # An array's members hold only tokens and run together: as many trials at once
+        # as the largest arrays need, `concurrent` arrays (trials not fused still wait
+        # for their own resources).
+        concurrent *= max(len(a.members) for a in context.arrays.values())
     tuner = ray.tune.Tuner(
         ray.tune.with_resources(_named_trainable(context), context.pg_factory),
         param_space=param_space,
@@ -204,11 +215,11 @@ def _tune(study: Study, context: TrialContext, run_dir, param_space: dict, num_s
             # torch and the model zoo (seconds per trial). Not for Train trials: a reused
             # Tune process that ASHA stopped can keep its Train run's workers, and the next
             # trial then waits for their resources forever.
-            reuse_actors=context.inline,
+            reuse_actors=context.inline and not context.arrays,
             trial_name_creator=lambda t: _trial_name(context, t),
             trial_dirname_creator=lambda t: _trial_name(context, t)),
         run_config=ray.tune.RunConfig(
-            name="tune", storage_path=str(run_dir), verbose=0, callbacks=[writer],
+            name="tune", storage_path=str(run_dir), verbose=0, callbacks=[writer, keeper],
             # Inline trials are retried by Tune (from their latest checkpoint), Train
             # runs by Train (their Tune function only fails once Train has given up).
             failure_config=ray.tune.FailureConfig(
@@ -219,6 +230,8 @@ def _tune(study: Study, context: TrialContext, run_dir, param_space: dict, num_s
     except KeyboardInterrupt:  # a second Ctrl-C while Tune was stopping
         writer.interrupt_open()
         raise Interrupted from None
+    finally:
+        keeper.close()
     if writer.open:  # on Ctrl-C Tune ends its loop without ending the running trials
         writer.interrupt_open()
         raise Interrupted

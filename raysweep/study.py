@@ -19,7 +19,7 @@ import yaml
 
 from raysweep import datasets
 from raysweep.errors import StudyError, UnknownModelError
-from raysweep.planning import check_divides
+from raysweep.planning import FUSE_MODES, check_divides
 from raysweep.recipes import LR_SCALINGS, RECIPES, SCHEDULERS, resolve
 from raysweep.trial import ArmLabel, TrialSpec
 
@@ -144,6 +144,8 @@ RESOURCES_SCHEMA = {
     "gpus_per_worker": (lambda v: None if v == "auto" else _num(0, 8)(v), "auto"),
     "max_concurrent": (lambda v: None if v == "auto" else _int(1)(v), "auto"),
     "max_failures": (_int(0, 100), 2),                       # worker-group restarts per trial
+    "fuse": (_choice(FUSE_MODES), "auto"),                   # fused arrays: auto = GPU trials
+    "fuse_members": (_int(2, 64), 8),                        # trials per fused array at most
 }
 
 SEARCH_KINDS = ("loguniform", "uniform", "choice")

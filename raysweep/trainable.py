@@ -8,7 +8,7 @@ through `tune.with_parameters` (a `TrialContext`, put in Ray's object store once
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import ray
@@ -34,6 +34,7 @@ class TrialContext:
     run_dir: str                            # path or URI
     inline: bool                            # one-worker trials run in their Tune function
     max_failures: int                       # worker-group restarts per trial (Train path)
+    arrays: dict[str, Any] = field(default_factory=dict)  # by member key: its ArrayPlan
 
     def spec(self, config: dict[str, Any]) -> TrialSpec:
         """The trial spec of a Tune config, with a search's sampled values filled in."""
@@ -44,9 +45,10 @@ class TrialContext:
 
     def pg_factory(self, config: dict[str, Any]) -> ray.tune.PlacementGroupFactory:
         """What a trial's Tune function holds: its worker's CPUs/GPU when the loop runs
-        inline, else next to nothing (the Train workers hold the rest)."""
+        inline, else next to nothing (the Train workers, or a fused array's actor, hold
+        the rest)."""
         res = self.resources[config["trial"]]
-        if self.inline:
+        if self.inline and config["trial"] not in self.arrays:
             return ray.tune.PlacementGroupFactory([res.per_worker()])
         return ray.tune.PlacementGroupFactory([DRIVER_RESOURCES])
 
@@ -54,6 +56,11 @@ class TrialContext:
 def run_trial(config: dict[str, Any], context: TrialContext) -> None:
     from raysweep.worker import train_inline, train_loop_per_worker
 
+    if config["trial"] in context.arrays:
+        from raysweep.arrays import run_member
+
+        run_member(context.arrays[config["trial"]], config["trial"])
+        return
     spec = context.spec(config)
     if spec.sampled_from is not None and replay_finished(spec, context.run_dir):
         return

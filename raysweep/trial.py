@@ -215,6 +215,7 @@ class Segment:
     resumed_optimizer_fingerprint: float | None  # the optimizer state it resumed with
     worker_pid: int             # rank 0's process
     skipped_checkpoints: list[str] = field(default_factory=list)  # damaged ones passed over
+    fused_members: int = 1      # trials trained together as one fused array (runner fused)
 
 
 @dataclass

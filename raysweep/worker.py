@@ -99,7 +99,7 @@ def train(spec: TrialSpec, launch: Launch, session) -> None:
     check_divides(t.batch_size, world)
     splits = data.prepare(t, device)
     steps = data.steps_per_epoch(len(splits.train), t.batch_size)
-    _seed_all(spec.seed)  # same init on every rank; DDP also broadcasts rank 0's weights
+    seed_all(spec.seed)  # same init on every rank; DDP also broadcasts rank 0's weights
     opt = build(spec, t, splits.classes, steps, device, world)
     run_dir = location(launch.run_dir)
     state, skipped = checkpoints.latest(run_dir, spec.key)
@@ -108,8 +108,8 @@ def train(spec: TrialSpec, launch: Launch, session) -> None:
         opt.restore(state)
         history = [EpochResult(**h) for h in state["history"]]
         segments = [Segment(**s) for s in state["segments"]]
-    segments.append(_segment(launch, world, device, history, opt, state, skipped))
-    amp = _amp_dtype(t.amp, device)
+    segments.append(new_segment(launch, world, device, history, opt, state, skipped))
+    amp = amp_dtype(t.amp, device)
     step_model = opt.model if t.compile == "off" else torch.compile(opt.model, mode=t.compile)
     loop = Loop(spec, opt, step_model, splits, steps, device, amp, rank, world)
     facts = model_facts(spec.model, splits.classes, **spec.model_options)
@@ -118,16 +118,16 @@ def train(spec: TrialSpec, launch: Launch, session) -> None:
              "raysweep_history": json.dumps([dataclasses.asdict(h) for h in history])}
     if history and history[-1].epoch >= t.epochs:
         # Finished before a driver died unrecorded: report the last epoch again.
-        session._report(_metrics(history[-1], first))
+        session._report(report_metrics(history[-1], first))
         return
-    for epoch in range(_last_epoch(history) + 1, t.epochs + 1):
+    for epoch in range(last_epoch(history) + 1, t.epochs + 1):
         result = loop.epoch(epoch, segment=len(segments) - 1)
         history.append(result)
         if rank == 0:
             checkpoints.save(run_dir, spec.key, epoch, {
                 **opt.state(), "history": [dataclasses.asdict(h) for h in history],
                 "segments": [dataclasses.asdict(s) for s in segments]})
-        session._report(_metrics(result, first if epoch == segments[-1].first_epoch else {}))
+        session._report(report_metrics(result, first if epoch == segments[-1].first_epoch else {}))
         if result.train_loss is None:
             return  # diverged: the driver records it; nothing more to learn
 
@@ -137,13 +137,13 @@ def build(spec: TrialSpec, t: TrainConfig, classes: int, steps: int, device,
     model = create_model(spec.model, num_classes=classes, **spec.model_options)
     if t.sync_bn and world > 1:
         model = sync_bn.convert(model, device)
-    model = model.to(device, memory_format=_memory_format(t))
+    model = model.to(device, memory_format=memory_format(t))
     if world > 1:
         model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = make_optimizer(model, t)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(t, steps))
-    scaler = torch.amp.GradScaler(device.type, enabled=_amp_dtype(t.amp, device) == torch.float16)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype(t.amp, device) == torch.float16)
     return Optimisation(model, optimizer, scheduler, scaler)
 
 
@@ -193,7 +193,7 @@ class Loop:
         """Mean training loss per image over the epoch, all workers."""
         opt, t = self.opt, self.spec.train
         self.step_model.train()
-        fmt = _memory_format(t)
+        fmt = memory_format(t)
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         seen = 0
         for images, labels in batches:
@@ -201,7 +201,7 @@ class Loop:
             labels = labels.to(self.device, non_blocking=True)
             if self.mix is not None:
                 images, labels = self.mix(images, labels)
-            with _autocast(self.device, self.amp):
+            with autocast(self.device, self.amp):
                 loss = self.criterion(self.step_model(images), labels)
             opt.optimizer.zero_grad(set_to_none=True)
             opt.scaler.scale(loss).backward()
@@ -224,9 +224,9 @@ class Loop:
         sums = torch.zeros(4, dtype=torch.float64, device=self.device)  # loss, top1, top5, n
         k = min(5, self.splits.classes)
         for images, labels in data.eval_batches(split, self.rank, self.world, t.loader_workers):
-            images = images.to(self.device).contiguous(memory_format=_memory_format(t))
+            images = images.to(self.device).contiguous(memory_format=memory_format(t))
             labels = labels.to(self.device)
-            with _autocast(self.device, self.amp):
+            with autocast(self.device, self.amp):
                 logits = model(images).float()
             hits = logits.topk(k, dim=1).indices.eq(labels[:, None])
             sums += torch.stack([
@@ -273,16 +273,16 @@ def optimizer_fingerprint(optimizer: torch.optim.Optimizer) -> float:
                      for v in st.values() if torch.is_tensor(v) and v.is_floating_point()))
 
 
-def _metrics(result: EpochResult, extra: dict) -> dict:
+def report_metrics(result: EpochResult, extra: dict) -> dict:
     """What a worker reports per epoch: the scalars Tune's scheduler reads (`epoch`,
     `val_top1`) and the full EpochResult as JSON for the record writer."""
     flat = {k: v for k, v in dataclasses.asdict(result).items() if v is not None}
     return {**flat, **extra, "raysweep_result": json.dumps(dataclasses.asdict(result))}
 
 
-def _segment(launch: Launch, world: int, device, history, opt, state, skipped) -> Segment:
+def new_segment(launch: Launch, world: int, device, history, opt, state, skipped) -> Segment:
     return Segment(
-        first_epoch=_last_epoch(history) + 1, runner=launch.runner, workers=world,
+        first_epoch=last_epoch(history) + 1, runner=launch.runner, workers=world,
         cpus_per_worker=launch.resources.cpus_per_worker,
         gpus_per_worker=launch.resources.gpus_per_worker, device=str(device),
         hosts=_gather_hosts(world),
@@ -295,11 +295,11 @@ def _segment(launch: Launch, world: int, device, history, opt, state, skipped) -
 
 # --- small helpers ---
 
-def _last_epoch(history: list[EpochResult]) -> int:
+def last_epoch(history: list[EpochResult]) -> int:
     return history[-1].epoch if history else 0
 
 
-def _seed_all(seed: int) -> None:
+def seed_all(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)
 
@@ -308,11 +308,11 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
-def _memory_format(t: TrainConfig):
+def memory_format(t: TrainConfig):
     return torch.channels_last if t.channels_last else torch.contiguous_format
 
 
-def _amp_dtype(amp: str, device: torch.device):
+def amp_dtype(amp: str, device: torch.device):
     if device.type != "cuda" or amp == "off":
         return None
     if amp == "fp16" or (amp == "auto" and not torch.cuda.is_bf16_supported()):
@@ -320,7 +320,7 @@ def _amp_dtype(amp: str, device: torch.device):
     return torch.bfloat16
 
 
-def _autocast(device, dtype):
+def autocast(device, dtype):
     return torch.autocast(device.type, dtype=dtype) if dtype else nullcontext()
 
 

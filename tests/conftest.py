@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import yaml
 
 from raysweep import cluster
 from raysweep.driver import run_study
+from raysweep.records import read_records
 from raysweep.study import load_study
 
 # Small enough for 2 CPU cores (an epoch of resnet_20 takes ~2.5 s). AdamW at a peak lr
@@ -85,3 +87,14 @@ def one_error_line(proc) -> str:
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert lines[-1].startswith("raysweep: error: ") and "Traceback" not in proc.stderr
     return lines[-1]
+
+
+def wait_for_epoch(run_dir: Path, epoch: int, proc, timeout: float = 300) -> None:
+    """Until a trial of the run has recorded `epoch`, while the driver `proc` runs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        recs = read_records(run_dir) if (run_dir / "records").is_dir() else []
+        if any(r.last_epoch >= epoch for r in recs):
+            return
+        time.sleep(0.2)  # polling a condition with a deadline
+    raise AssertionError(f"epoch {epoch} never recorded (driver exit code {proc.poll()})")

@@ -9,13 +9,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import TINY, one_error_line, raysweep, run, write_study
+from conftest import TINY, one_error_line, raysweep, run, wait_for_epoch, write_study
 from raysweep.records import read_records
 
 pytestmark = pytest.mark.slow
@@ -72,7 +71,7 @@ def test_a_trial_resumed_on_two_workers_keeps_its_lr_schedule(tmp_path):
                              "--storage", storage], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        _wait_for_epoch(run_dir, 2, proc)
+        wait_for_epoch(run_dir, 2, proc)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -110,13 +109,3 @@ def test_records_of_the_previous_version_are_refused_in_one_line(tmp_path):
     warning, error = report.stderr.strip().splitlines()
     assert warning.startswith("raysweep: warning: skipping ") and "record_version 1" in warning
     assert error == f"raysweep: error: no readable trial records in {run_dir / 'records'}"
-
-
-def _wait_for_epoch(run_dir: Path, epoch: int, proc, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        recs = read_records(run_dir) if (run_dir / "records").is_dir() else []
-        if recs and recs[0].last_epoch >= epoch:
-            return
-        time.sleep(0.2)  # polling a condition with a deadline
-    raise AssertionError(f"epoch {epoch} never recorded (driver exit code {proc.poll()})")
