@@ -27,7 +27,6 @@ import warnings
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path
-from typing import Any
 
 import pyarrow.fs as pafs
 

@@ -98,3 +98,14 @@ def wait_for_epoch(run_dir: Path, epoch: int, proc, timeout: float = 300) -> Non
             return
         time.sleep(0.2)  # polling a condition with a deadline
     raise AssertionError(f"epoch {epoch} never recorded (driver exit code {proc.poll()})")
+
+
+def scheduled_lrs(train) -> list[float]:
+    """The lr an uninterrupted trial records after each epoch: its peak lr times the
+    schedule's factor at the epoch's last global step (`worker.lr_factor`)."""
+    from raysweep import data
+    from raysweep.worker import lr_factor
+
+    steps = data.steps_per_epoch(len(data.prepare(train, "cpu").train), train.batch_size)
+    factor = lr_factor(train, steps)
+    return [train.peak_lr * factor(e * steps) for e in range(1, train.epochs + 1)]

@@ -18,13 +18,13 @@ import sys
 import pytest
 import torch
 
-from conftest import TINY, raysweep, run, wait_for_epoch, write_study
+from conftest import TINY, raysweep, run, scheduled_lrs, wait_for_epoch, write_study
 from factories import spec as make_spec
 from raysweep import checkpoints, data, fusion
 from raysweep.arrays import plan_arrays
 from raysweep.records import read_records
 from raysweep.trial import TrialResources
-from raysweep.worker import Loop, lr_factor
+from raysweep.worker import Loop
 
 COMPARED = ("train_loss", "val_loss", "val_top1", "val_top5", "test_loss", "test_top1",
             "test_top5", "lr", "optimizer_fingerprint")
@@ -205,10 +205,7 @@ def test_a_killed_array_resumes_from_its_members_checkpoints(tmp_path):
                        "--resume", timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
-    records = read_records(run_dir)
-    steps = len(data.prepare(records[0].train, "cpu").train) // TINY["batch_size"]
-    factor = lr_factor(records[0].train, steps)
-    for r in records:
+    for r in read_records(run_dir):
         assert r.status == "completed" and [h.epoch for h in r.history] == [1, 2, 3]
         first, second = r.segments
         assert (first.runner, first.fused_members, second.runner) == ("fused", 2, "fused")
@@ -217,8 +214,7 @@ def test_a_killed_array_resumes_from_its_members_checkpoints(tmp_path):
         at = r.history[second.resumed_from_epoch - 1]
         assert second.resumed_optimizer_fingerprint == pytest.approx(
             at.optimizer_fingerprint, rel=1e-6)
-        assert [h.lr for h in r.history] == pytest.approx(
-            [r.train.peak_lr * factor(e * steps) for e in (1, 2, 3)], rel=1e-9, abs=1e-15)
+        assert [h.lr for h in r.history] == pytest.approx(scheduled_lrs(r.train), rel=1e-9)
 
 
 def test_fixed_shape_evaluation_counts_only_the_real_images():

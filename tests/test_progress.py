@@ -15,7 +15,7 @@ import pytest
 from rich.console import Console
 
 from raysweep.progress import LiveProgress, StudyView, make_progress
-from factories import epoch, record, spec
+from factories import record, spec
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 

@@ -63,8 +63,7 @@ def test_watch_shows_a_finished_run_once_and_returns(tmp_path):
 
 def test_list_runs_names_each_run_with_its_counts_newest_first(tmp_path):
     old = _run(tmp_path / "old", _seeds("resnet_20", [50.0]))
-    new = _run(tmp_path / "new", [record(spec(seed=0, study="demo"), status="running",
-                                         top1=[30.0])])
+    _run(tmp_path / "new", [record(spec(seed=0, study="demo"), status="running", top1=[30.0])])
     (tmp_path / "not_a_run").mkdir()
     os.utime(old / "records" / os.listdir(old / "records")[0], (0, 0))
     listed = runs.list_runs(tmp_path)
