@@ -144,7 +144,7 @@ RESOURCES_SCHEMA = {
     "gpus_per_worker": (lambda v: None if v == "auto" else _num(0, 8)(v), "auto"),
     "max_concurrent": (lambda v: None if v == "auto" else _int(1)(v), "auto"),
     "max_failures": (_int(0, 100), 2),                       # worker-group restarts per trial
-    "fuse": (_choice(FUSE_MODES), "auto"),                   # fused arrays: auto = GPU trials
+    "fuse": (_choice(FUSE_MODES), "off"),                    # fused arrays: auto = GPU trials
     "fuse_members": (_int(2, 64), 8),                        # trials per fused array at most
 }
 
@@ -385,6 +385,13 @@ def _check_section(where: str, data: Any, schema: dict) -> dict:
     return out
 
 
+def _fuse_words(resources: Any) -> Any:
+    """`fuse: off` as written: YAML 1.1 (safe_load) reads a bare off/on as a boolean."""
+    if isinstance(resources, dict) and isinstance(resources.get("fuse"), bool):
+        return {**resources, "fuse": "on" if resources["fuse"] else "off"}
+    return resources
+
+
 TOP_KEYS = ("name", "description", "defaults", "models", "groups", "grid", "search",
             "seeds", "asha", "resources")
 
@@ -398,7 +405,8 @@ def parse_study(raw: dict, path: str, only_groups: list[str] | None = None) -> S
     name = check_name("name", raw.get("name") or Path(path).stem)
     defaults = _check_section("defaults", raw.get("defaults"), TRAIN_SCHEMA)
     asha = _check_section("asha", raw.get("asha"), ASHA_SCHEMA)
-    resources = _check_section("resources", raw.get("resources"), RESOURCES_SCHEMA)
+    resources = _check_section("resources", _fuse_words(raw.get("resources")),
+                               RESOURCES_SCHEMA)
     if asha["enabled"] and asha["grace_period"] > defaults["epochs"]:
         raise StudyError(f"asha.grace_period={asha['grace_period']} is beyond the epoch budget "
                          f"defaults.epochs={defaults['epochs']}; allowed: 1..{defaults['epochs']}")

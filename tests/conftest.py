@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from raysweep import cluster
+from raysweep import cluster, data
 from raysweep.driver import run_study
 from raysweep.records import read_records
 from raysweep.study import load_study
+from raysweep.worker import lr_factor
 
 # Small enough for 2 CPU cores (an epoch of resnet_20 takes ~2.5 s). AdamW at a peak lr
 # of 3e-3 (global batch 32) learns the synthetic set within the first epoch, so ASHA's
@@ -103,9 +104,6 @@ def wait_for_epoch(run_dir: Path, epoch: int, proc, timeout: float = 300) -> Non
 def scheduled_lrs(train) -> list[float]:
     """The lr an uninterrupted trial records after each epoch: its peak lr times the
     schedule's factor at the epoch's last global step (`worker.lr_factor`)."""
-    from raysweep import data
-    from raysweep.worker import lr_factor
-
     steps = data.steps_per_epoch(len(data.prepare(train, "cpu").train), train.batch_size)
     factor = lr_factor(train, steps)
     return [train.peak_lr * factor(e * steps) for e in range(1, train.epochs + 1)]

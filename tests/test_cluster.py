@@ -236,7 +236,7 @@ def test_a_job_runs_a_two_worker_trial_across_two_nodes(two_nodes, tmp_path):
 
 @pytest.mark.slow
 def test_the_dashboard_shows_the_running_trial_and_its_workers(tmp_path):
-    path = write_study(tmp_path, "dash", defaults={**TINY, "epochs": 2, "train_size": 1024},
+    path = write_study(tmp_path, "dash", defaults={**TINY, "epochs": 1},
                        groups={"depth": {"baseline": "resnet_20", "variants": {}}},
                        asha={"enabled": False})
     expected = train_run_name(load_study(str(path)).trials()[0])

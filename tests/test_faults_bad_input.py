@@ -24,13 +24,15 @@ RAY_TEMP = os.environ.get("RAY_TMPDIR", "/tmp") + "/ray"
 def refused(*args) -> str:
     """Run the CLI as a user would; its one error line, after checking that the process
     started no Ray (a Ray session's folder ends with the pid of the process that started
-    it)."""
+    it). Folders left by earlier processes that had the same pid do not count."""
+    earlier = set(glob.glob(f"{RAY_TEMP}/session_*"))
     proc = subprocess.Popen([sys.executable, "-m", "raysweep.cli", *map(str, args)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out, err = proc.communicate(timeout=60)
     line = one_error_line(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
     assert "Ray dashboard at" not in out
-    assert not glob.glob(f"{RAY_TEMP}/session_*_{proc.pid}"), "the command started Ray"
+    started = set(glob.glob(f"{RAY_TEMP}/session_*_{proc.pid}")) - earlier
+    assert not started, f"the command started Ray: {sorted(started)}"
     return line
 
 

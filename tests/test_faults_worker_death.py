@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 @pytest.mark.parametrize("inline", [False, True], ids=["train-worker", "inline-tune-process"])
 def test_killed_worker_restarts_from_its_checkpoint_with_the_same_optimizer(
         ray_local, tmp_path, inline):
-    path = write_study(tmp_path, "restart", defaults={**TINY, "epochs": 4, "train_size": 1024},
+    path = write_study(tmp_path, "restart", defaults={**TINY, "epochs": 3},
                        models=["resnet_20"], asha={"enabled": False})
     runs = tmp_path / "runs"
     worker = threading.Thread(target=run, args=(path, runs), kwargs={"inline": inline})
@@ -31,7 +31,7 @@ def test_killed_worker_restarts_from_its_checkpoint_with_the_same_optimizer(
     [r] = read_records(runs / "restart")
     assert {s.runner for s in r.segments} == {"inline" if inline else "train-workers"}
     assert r.status == "completed" and r.restarts == 1 and len(r.segments) == 2
-    assert [h.epoch for h in r.history] == [1, 2, 3, 4]
+    assert [h.epoch for h in r.history] == [1, 2, 3]
     resumed = r.segments[1]
     assert resumed.first_epoch == resumed.resumed_from_epoch + 1
     before = next(h for h in r.history if h.epoch == resumed.resumed_from_epoch)

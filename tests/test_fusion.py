@@ -1,6 +1,7 @@
 """Fused trial arrays: each member of an array trains as its separate trial would, epoch by
 epoch; a member's checkpoint is a separate trial's checkpoint; which trials fuse; and,
-through the real engine, an ASHA stop of one member and a resume from checkpoints.
+through the real engine, an ASHA stop of one member, a failed array, and a re-run that
+resumes its members from their checkpoints.
 
 The equivalence runs in float64. In float32 the two differ in rounding from the first
 step (a grouped convolution sums in another order than k single ones), and early
@@ -10,19 +11,16 @@ would). In float64 the same code agrees to ~1e-12 after every epoch."""
 from __future__ import annotations
 
 import io
-import os
-import signal
-import subprocess
-import sys
 
 import pytest
 import torch
 
-from conftest import TINY, raysweep, run, scheduled_lrs, wait_for_epoch, write_study
+from conftest import TINY, run, scheduled_lrs, write_study
 from factories import spec as make_spec
 from raysweep import checkpoints, data, fusion
 from raysweep.arrays import plan_arrays
 from raysweep.records import read_records
+from raysweep.study import load_study
 from raysweep.trial import TrialResources
 from raysweep.worker import Loop
 
@@ -184,39 +182,6 @@ def checkpoint_epochs(run_dir, key: str) -> list[int]:
     return [e for e, _ in checkpoints._epoch_folders(checkpoints.trial_folder(run_dir, key))]
 
 
-@pytest.mark.slow
-def test_a_killed_array_resumes_from_its_members_checkpoints(tmp_path):
-    """Two seeds fused; the driver is killed after epoch 1; `--resume` trains the rest
-    as an array again, from each member's checkpoint, with the lr schedule where an
-    uninterrupted trial has it."""
-    path = write_study(tmp_path, "arrays", defaults={**TINY, "epochs": 3, "train_size": 256},
-                       models=["resnet_20"], seeds=2, asha={"enabled": False},
-                       resources={"fuse": "on"})
-    storage, run_dir = tmp_path / "runs", tmp_path / "runs" / "arrays"
-    proc = subprocess.Popen([sys.executable, "-m", "raysweep.cli", "run", path, "--local",
-                             "--storage", storage], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        wait_for_epoch(run_dir, 1, proc)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    resumed = raysweep("run", path, "--local", "--storage", storage, "--name", "arrays",
-                       "--resume", timeout=600)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-
-    for r in read_records(run_dir):
-        assert r.status == "completed" and [h.epoch for h in r.history] == [1, 2, 3]
-        first, second = r.segments
-        assert (first.runner, first.fused_members, second.runner) == ("fused", 2, "fused")
-        assert second.first_epoch == second.resumed_from_epoch + 1 >= 2 and r.restarts == 1
-        # The optimizer state it resumed with is the checkpointed one.
-        at = r.history[second.resumed_from_epoch - 1]
-        assert second.resumed_optimizer_fingerprint == pytest.approx(
-            at.optimizer_fingerprint, rel=1e-6)
-        assert [h.lr for h in r.history] == pytest.approx(scheduled_lrs(r.train), rel=1e-9)
-
-
 def test_fixed_shape_evaluation_counts_only_the_real_images():
     """Under a CUDA-graph compile mode, evaluation pads the last partial batch to one
     shape; the padded rows change nothing."""
@@ -226,3 +191,38 @@ def test_fixed_shape_evaluation_counts_only_the_real_images():
     plain = array.evaluate(splits.test)
     array.pad_eval = True
     assert array.evaluate(splits.test) == [pytest.approx(m, rel=1e-5) for m in plain]
+
+
+@pytest.mark.slow
+def test_a_failed_array_fails_each_member_and_a_rerun_resumes_them_as_an_array(ray_local,
+                                                                               tmp_path):
+    """Member 0's epoch-2 checkpoint cannot be written (a file stands where its folder
+    goes): the array fails, and each member's record is `errored` after epoch 1 with the
+    array's error. With the file gone, a re-run trains the rest as an array again from
+    each member's epoch-1 checkpoint, with the lr schedule where an uninterrupted trial
+    has it."""
+    path = write_study(tmp_path, "arrays", defaults={**TINY, "epochs": 3, "train_size": 256},
+                       models=["resnet_20"], seeds=2, asha={"enabled": False},
+                       resources={"fuse": "on", "max_failures": 0})
+    run_dir = tmp_path / "runs" / "arrays"
+    [first, _] = load_study(str(path)).trials()
+    blocker = checkpoints.trial_folder(run_dir, first.key) / "epoch_0002"
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("not a folder")
+    failed = read_records(run(path, tmp_path / "runs", inline=True))
+    assert [(r.status, r.last_epoch) for r in failed] == [("errored", 1)] * 2
+    assert all("epoch_0002" in r.error for r in failed), failed[0].error
+    blocker.unlink()
+
+    run(path, tmp_path / "runs", inline=True)
+    for r in read_records(run_dir):
+        assert r.status == "completed" and [h.epoch for h in r.history] == [1, 2, 3]
+        first_launch, second = r.segments
+        assert (first_launch.runner, first_launch.fused_members) == ("fused", 2)
+        assert (second.runner, second.fused_members, second.resumed_from_epoch) == (
+            "fused", 2, 1)
+        assert second.first_epoch == 2 and r.restarts == 1
+        # The optimizer state it resumed with is the checkpointed one.
+        assert second.resumed_optimizer_fingerprint == pytest.approx(
+            r.history[0].optimizer_fingerprint, rel=1e-6)
+        assert [h.lr for h in r.history] == pytest.approx(scheduled_lrs(r.train), rel=1e-9)

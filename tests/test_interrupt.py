@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 def test_ctrl_c_stops_cleanly_and_one_command_resumes_with_the_original_overrides(tmp_path):
     # The file says 2 epochs; the run is started with 3: the resume must keep the 3.
-    path = write_study(tmp_path, "stop", defaults={**TINY, "epochs": 2}, seeds=2,
+    path = write_study(tmp_path, "stop", defaults={**TINY, "train_size": 256, "epochs": 2}, seeds=2,
                        models=["resnet_20"], asha={"enabled": False},
                        resources={"max_concurrent": 1})
     storage, run_dir = tmp_path / "runs", tmp_path / "runs" / "stop"

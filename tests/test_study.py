@@ -6,6 +6,7 @@ import os
 import pytest
 
 from conftest import one_error_line, raysweep, write_study
+from raysweep import cli
 from raysweep.study import StudyError, apply_override, load_study
 
 
@@ -49,6 +50,14 @@ def test_malformed_yaml_names_the_line(tmp_path):
     path.write_text("models: [resnet_20\ndefaults: {epochs: 3}\n")
     with pytest.raises(StudyError, match=r"bad.yaml: line \d+ is not valid YAML"):
         load_study(str(path))
+
+
+@pytest.mark.parametrize("word, mode", [("off", "off"), ("on", "on"), ("auto", "auto")])
+def test_fuse_is_read_as_written(tmp_path, word, mode):
+    """A bare `fuse: off` is the word a user means, not YAML 1.1's boolean."""
+    path = tmp_path / "s.yaml"
+    path.write_text(f"models: [resnet_20]\nresources: {{fuse: {word}}}\n")
+    assert load_study(str(path)).resources["fuse"] == mode
 
 
 def test_expansion_crosses_arms_grid_and_seeds(tmp_path):
@@ -156,14 +165,14 @@ def test_cli_show_lists_the_expanded_trials_and_their_measured_cost(tmp_path):
     assert (tmp_path / ".cache" / "raysweep" / "step_times.json").is_file()
 
 
-def test_show_lists_the_same_keys_for_every_worker_count_that_divides_the_batch():
+def test_show_lists_the_same_keys_for_every_worker_count_that_divides_the_batch(capsys):
     """The worker count is not part of a trial's identity: 1, 2 or 8 workers train the
-    same global batch (`show` prints the keys a run would use)."""
+    same global batch (`show` prints the keys a run would use; the CLI's own `main`, in
+    this process)."""
     def keys(*args):
-        proc = raysweep("show", "ablations", "--group", "eca_kernel", "--no-estimate", *args,
-                        timeout=120)
-        assert proc.returncode == 0, proc.stderr
-        return [line.split()[0] for line in proc.stdout.splitlines()
+        assert cli.main(["show", "ablations", "--group", "eca_kernel", "--no-estimate",
+                         *args]) == 0
+        return [line.split()[0] for line in capsys.readouterr().out.splitlines()
                 if line.startswith(("resnet_20-", "ecanet"))]
 
     one = keys()
@@ -195,12 +204,13 @@ def test_shipped_studies_load_and_cover_the_zoo():
     assert load_study("hpo").search
 
 
-def test_cli_show_ablations_lists_groups_and_budget():
+def test_cli_show_ablations_lists_groups_and_budget(capsys):
     proc = raysweep("show", "ablations", "--group", "ghost_ratio", "--no-estimate", timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("ghost_ratio") == 12  # (baseline + 3 ratios) × 3 seeds
     assert "12 trials; epoch budget 3600 trial-epochs" in proc.stdout
     # One resnet_20 trial per seed serves the eca_kernel and ghost_ratio baselines.
-    both = raysweep("show", "ablations", "--group", "ghost_ratio", "--group", "eca_kernel",
-                    "--no-estimate")
-    assert "27 trials" in both.stdout and both.stdout.count("(+1 more labels)") == 3  # 30 - 3
+    assert cli.main(["show", "ablations", "--group", "ghost_ratio", "--group", "eca_kernel",
+                     "--no-estimate"]) == 0
+    both = capsys.readouterr().out
+    assert "27 trials" in both and both.count("(+1 more labels)") == 3  # 30 - 3

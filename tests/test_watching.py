@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -108,13 +110,14 @@ async def _page_text(dashboard: str, token: str, page: str, until: str,
     import aiohttp
 
     port = _free_port()
-    with tempfile.TemporaryDirectory() as profile:
+    # Chromium's helper processes can still write to the profile as the folder goes.
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         browser = subprocess.Popen(
             ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
              "--disable-background-networking", "--disable-component-update", "--disable-sync",
              f"--user-data-dir={profile}", f"--remote-debugging-port={port}",
              "--remote-debugging-address=127.0.0.1", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         try:
             async with aiohttp.ClientSession() as http:
                 socket_url = await _page_socket(http, port)
@@ -136,7 +139,7 @@ async def _page_text(dashboard: str, token: str, page: str, until: str,
                     SCREENSHOT.write_bytes(base64.b64decode(shot["data"]))
                     return text
         finally:
-            browser.terminate()
+            os.killpg(browser.pid, signal.SIGTERM)   # the browser and its helpers
             browser.wait(timeout=30)
 
 
