@@ -137,16 +137,20 @@ def _cli_overrides(args) -> dict:
 
 
 def cmd_run(args) -> int:
+    from raysweep.datasets import check_data
+    from raysweep.records import check_writable, refuse_other_versions
+
+    # Validate everything that can be validated before Ray starts (and before Ray and
+    # Tune are imported: a bad value is reported in the time it takes to read the study).
+    study, run_dir = _study_to_run(args)
+    check_data(study.trials())
+    check_writable(run_dir)
+    refuse_other_versions(run_dir)
+
     from raysweep import cluster, driver
     from raysweep.progress import make_progress
-    from raysweep.records import refuse_other_versions
     from raysweep.runlock import RunLock
 
-    # Validate everything that can be validated before Ray starts.
-    study, run_dir = _study_to_run(args)
-    driver.check_data(study.trials())
-    driver.check_writable(run_dir)
-    refuse_other_versions(run_dir)
     # One run per run folder: a second `raysweep run` on it is refused before Ray starts.
     with RunLock(run_dir):
         begin = time.perf_counter()
@@ -189,11 +193,8 @@ def _study_to_run(args):
     """(study, run folder): a new run reads the study file with this command line's
     values; `--resume` reads the study the run was started with (its study.yaml) and
     takes only values that keep every finished trial's identity."""
-    from raysweep import driver
     from raysweep.records import run_location
-    from raysweep.study import load_study
-
-    from raysweep.study import MAX_TRIALS, check_name
+    from raysweep.study import MAX_TRIALS, check_name, load_study
 
     if args.name is not None:
         check_name("--name", args.name)
@@ -201,8 +202,10 @@ def _study_to_run(args):
         study = load_study(args.space, args.set, _cli_overrides(args), args.group)
         run_dir = run_location(args.storage, args.name or study.name)
     else:
+        from raysweep.driver import resume_study
+
         run_dir = run_location(args.storage, args.name or _study_name(args.space))
-        study = driver.resume_study(run_dir, args.set, _cli_overrides(args), args.group)
+        study = resume_study(run_dir, args.set, _cli_overrides(args), args.group)
     study.check_size(args.max_trials or MAX_TRIALS)
     return study, run_dir
 

@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -66,8 +67,8 @@ from pathlib import Path
 
 import torch
 
-from raysweep.errors import DataError
-from raysweep.trial import TrainConfig
+from raysweep.errors import DataError, StudyError
+from raysweep.trial import TrainConfig, TrialSpec
 
 
 @dataclass(frozen=True)
@@ -585,3 +586,26 @@ def measure_stats(train: TrainConfig) -> tuple[tuple[float, ...], tuple[float, .
     x = images.double().div_(255)
     return (tuple(round(v, 4) for v in x.mean((0, 2, 3)).tolist()),
             tuple(round(v, 4) for v in x.std((0, 2, 3)).tolist()))
+
+
+# The TrainConfig values that decide which images a trial reads.
+DATA_KEYS = ("dataset", "data_dir", "download", "data_checksums", "train_size", "test_size",
+             "test_fraction", "val_fraction", "split_seed", "synthetic_classes",
+             "data_fingerprint")
+
+
+def check_data(specs: list[TrialSpec]) -> None:
+    """Every dataset the trials read is there and whole, and holds a global batch after
+    the validation split: checked once, before any trial starts (and before Ray, by the
+    CLI), instead of failing every trial."""
+    seen: dict[str, int] = {}
+    for spec in specs:
+        data = {k: v for k, v in spec.train.to_dict().items() if k in DATA_KEYS}
+        ident = json.dumps(data, sort_keys=True, default=list)
+        if ident not in seen:
+            check_available(spec.train)
+            seen[ident] = train_images(spec.train)
+        if spec.train.batch_size > seen[ident]:
+            raise StudyError(f"batch_size={spec.train.batch_size} (global) is larger than the "
+                             f"{seen[ident]} training images of {spec.label} after the "
+                             f"validation split; allowed: batch_size <= {seen[ident]}")

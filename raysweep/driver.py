@@ -10,7 +10,6 @@ re-run counts the samples already finished (TPE is told their results).
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -58,10 +57,10 @@ def run_study(study: Study, storage: str, name: str | None = None, resume: bool 
     run_dir = rec.run_location(storage, name or study.name)
     if resume and not (run_dir / rec.RECORDS_DIR).is_dir():
         raise StudyError(f"--resume: no run named {run_dir.name!r} under {run_dir.parent}")
-    check_writable(run_dir)
+    rec.check_writable(run_dir)
     rec.refuse_other_versions(run_dir)
     specs = study.trials()
-    check_data(specs)
+    datasets.check_data(specs)
     records = _label_finished(run_dir, specs)
     todo = specs if study.search else [s for s in specs if not _finished(records, s.key)]
     # On an autoscaling cluster, trials are planned on what its node types can grow into,
@@ -138,29 +137,6 @@ def resume_study(run_dir, overrides: list[str], cli: dict, groups: list[str] | N
         raise StudyError(f"--resume: {what} the identity of {len(lost)} trial(s) run "
                          f"{run_dir.name!r} has started; drop it, or run under a new --name")
     return study
-
-
-def check_data(specs: list[TrialSpec]) -> None:
-    """Every dataset the trials read is there and whole, and holds a global batch after
-    the validation split: checked once, before any trial starts (and before Ray, by the
-    CLI), instead of failing every trial."""
-    seen: dict[str, int] = {}
-    for spec in specs:
-        data = {k: v for k, v in spec.train.to_dict().items() if k in DATA_KEYS}
-        ident = json.dumps(data, sort_keys=True, default=list)
-        if ident not in seen:
-            datasets.check_available(spec.train)
-            seen[ident] = datasets.train_images(spec.train)
-        if spec.train.batch_size > seen[ident]:
-            raise StudyError(f"batch_size={spec.train.batch_size} (global) is larger than the "
-                             f"{seen[ident]} training images of {spec.label} after the "
-                             f"validation split; allowed: batch_size <= {seen[ident]}")
-
-
-# The TrainConfig values that decide which images a trial reads.
-DATA_KEYS = ("dataset", "data_dir", "download", "data_checksums", "train_size", "test_size",
-             "test_fraction", "val_fraction", "split_seed", "synthetic_classes",
-             "data_fingerprint")
 
 
 def _search(study: Study, context: TrialContext, run_dir, base: TrialSpec,
@@ -306,16 +282,3 @@ def _label_finished(run_dir, specs: list[TrialSpec]) -> list[TrialRecord]:
 
 def alive_nodes() -> list[dict[str, float]]:
     return [n["Resources"] for n in ray.nodes() if n["Alive"]]
-
-
-def check_writable(run_dir: Path | rec.RemotePath) -> None:
-    """The run folder can be made and written (checked before Ray starts)."""
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        raise StudyError(f"storage path {str(run_dir)!r} is not writable: "
-                         f"{exc.strerror or exc}") from None
-

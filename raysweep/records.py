@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
-from raysweep.errors import RecordError, StorageFullError
+from raysweep.errors import RecordError, StorageFullError, StudyError
 from raysweep.trial import RECORD_VERSION, TrialRecord
 
 RECORDS_DIR = "records"
@@ -230,3 +230,15 @@ def _read(path: Path | RemotePath) -> TrialRecord | None:
     except RecordError as exc:
         warnings.warn(f"skipping {exc}", stacklevel=3)
         return None
+
+
+def check_writable(run_dir: Path | RemotePath) -> None:
+    """The run folder can be made and written (checked before Ray starts)."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise StudyError(f"storage path {str(run_dir)!r} is not writable: "
+                         f"{exc.strerror or exc}") from None

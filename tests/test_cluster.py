@@ -28,7 +28,7 @@ import factories
 from conftest import TINY, write_study
 from fake_cluster import free_port, wait_for
 from raysweep import records
-from raysweep.driver import check_writable
+from raysweep.records import check_writable
 from raysweep.errors import StudyError
 from raysweep.planning import plan_resources
 from raysweep.provenance import write_provenance
