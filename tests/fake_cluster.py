@@ -108,6 +108,9 @@ class FakeAutoscalingCluster:
             # and every client, stays on loopback.
             "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
             "AUTOSCALER_UPDATE_INTERVAL_S": "1",           # seconds; default 5
+            # A killed node is found dead after 3 failed health checks 1 s apart (default
+            # 5, 3 s apart); a live one still has 3 × 10 s to answer.
+            "RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3",
             "AUTOSCALER_METRIC_PORT": str(free_port()),    # default 44217, shared by every Ray
             "RAY_TRAIN_V2_ENABLED": "1",
             # Every node's workers import this checkout (a launched cluster installs it
@@ -240,6 +243,10 @@ class Watch:
             if count and (not self.counts or (count.active, count.launching) !=
                           (self.counts[-1].active, self.counts[-1].launching)):
                 self.counts.append(count)   # only the changes
+
+    def seconds(self) -> float:
+        """Seconds since the watch began (the clock of its counts)."""
+        return time.monotonic() - self._begin
 
     def stop(self) -> list[NodeCount]:
         self._stop.set()

@@ -234,7 +234,7 @@ def elastic_run(autoscaling, tmp_path_factory) -> ElasticRun:
     killed (SIGKILL)."""
     assert autoscaling.node_count().workers == 0
     folder = tmp_path_factory.mktemp("elastic")
-    study = write_study(folder, "grow", defaults={**TINY, "epochs": 3, "train_size": 1024},
+    study = write_study(folder, "grow", defaults={**TINY, "epochs": 3},
                         models=["resnet_20"], seeds=3, asha={"enabled": False})
     run_dir = folder / "runs" / "grow"
     watch = autoscaling.watch(interval=1.0)
@@ -249,10 +249,13 @@ def elastic_run(autoscaling, tmp_path_factory) -> ElasticRun:
     try:
         key, node = wait_for(first_checkpointed, "a first checkpoint", timeout=600, proc=proc)
         os.kill(autoscaling.raylet_pid(node), signal.SIGKILL)
+        killed_at = watch.seconds()
     finally:
         output, _ = _finish(proc)
+        ended_at = watch.seconds()
         counts = watch.stop()
-    print("\nthe autoscaler's node counts (s since the study began: cpu1x nodes up, launching):")
+    print(f"\nnode killed at {killed_at:.1f} s, study ended at {ended_at:.1f} s; "
+          "the autoscaler's node counts (s since the study began: cpu1x nodes up, launching):")
     for count in counts:
         print(f"  {count.seconds:6.1f} s  up {count.workers}  launching {count.launching}")
     found = _records(run_dir)
