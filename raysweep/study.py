@@ -1,4 +1,4 @@
-"""Study files: load (safe_load), validate, apply overrides, expand into trials.
+"""Study files: load (a SafeLoader), validate, apply overrides, expand into trials.
 
 A study is plain data. Every key is known; an unknown key or a bad value is a
 `StudyError` whose one-line message names the key, the value and what is allowed.
@@ -11,6 +11,7 @@ import difflib
 import itertools
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -277,7 +278,7 @@ def study_from_text(text: str, path: str, overrides: list[str] = (), cli: dict |
         raise StudyError(f"{path} is {len(text):,} characters; allowed: a study file of at "
                          f"most {MAX_STUDY_BYTES:,}")
     try:
-        raw = _bounded(yaml.safe_load(text), path)
+        raw = _bounded(_read_yaml(text), path)
     except RecursionError:
         raise StudyError(f"{path} is nested too deeply to read; allowed: at most "
                          f"{MAX_DEPTH} levels") from None
@@ -300,6 +301,24 @@ def study_from_text(text: str, path: str, overrides: list[str] = (), cli: dict |
     return study
 
 
+class _StudyLoader(yaml.SafeLoader):
+    """safe_load, except that only true / false are booleans. YAML 1.1 also reads a bare
+    on / off / yes / no as one, but a study uses them as words (`compile: off`, `amp: off`,
+    `fuse: on`)."""
+
+
+_BOOL = "tag:yaml.org,2002:bool"
+_StudyLoader.yaml_implicit_resolvers = {
+    first: [r for r in resolvers if r[0] != _BOOL]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_StudyLoader.add_implicit_resolver(
+    _BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+
+
+def _read_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_StudyLoader)  # noqa: S506 - a SafeLoader
+
+
 def differences(before: Any, after: Any, where: str = "") -> list[str]:
     """`key: old → new` for every dotted key whose value differs between two studies."""
     if isinstance(before, dict) and isinstance(after, dict):
@@ -319,7 +338,7 @@ def apply_override(raw: dict, item: str) -> None:
         raise StudyError(f"--set {item!r}: expected key=value, e.g. --set epochs=2")
     key, text = item.split("=", 1)
     try:
-        value = _bounded(yaml.safe_load(text), f"--set {key}") if text else None
+        value = _bounded(_read_yaml(text), f"--set {key}") if text else None
     except RecursionError:
         raise StudyError(f"--set {key}: the value is nested too deeply; allowed: at most "
                          f"{MAX_DEPTH} levels") from None
@@ -385,13 +404,6 @@ def _check_section(where: str, data: Any, schema: dict) -> dict:
     return out
 
 
-def _fuse_words(resources: Any) -> Any:
-    """`fuse: off` as written: YAML 1.1 (safe_load) reads a bare off/on as a boolean."""
-    if isinstance(resources, dict) and isinstance(resources.get("fuse"), bool):
-        return {**resources, "fuse": "on" if resources["fuse"] else "off"}
-    return resources
-
-
 TOP_KEYS = ("name", "description", "defaults", "models", "groups", "grid", "search",
             "seeds", "asha", "resources")
 
@@ -405,8 +417,7 @@ def parse_study(raw: dict, path: str, only_groups: list[str] | None = None) -> S
     name = check_name("name", raw.get("name") or Path(path).stem)
     defaults = _check_section("defaults", raw.get("defaults"), TRAIN_SCHEMA)
     asha = _check_section("asha", raw.get("asha"), ASHA_SCHEMA)
-    resources = _check_section("resources", _fuse_words(raw.get("resources")),
-                               RESOURCES_SCHEMA)
+    resources = _check_section("resources", raw.get("resources"), RESOURCES_SCHEMA)
     if asha["enabled"] and asha["grace_period"] > defaults["epochs"]:
         raise StudyError(f"asha.grace_period={asha['grace_period']} is beyond the epoch budget "
                          f"defaults.epochs={defaults['epochs']}; allowed: 1..{defaults['epochs']}")

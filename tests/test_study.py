@@ -52,12 +52,18 @@ def test_malformed_yaml_names_the_line(tmp_path):
         load_study(str(path))
 
 
-@pytest.mark.parametrize("word, mode", [("off", "off"), ("on", "on"), ("auto", "auto")])
-def test_fuse_is_read_as_written(tmp_path, word, mode):
-    """A bare `fuse: off` is the word a user means, not YAML 1.1's boolean."""
+@pytest.mark.parametrize("section, key, word", [
+    ("resources", "fuse", "off"), ("resources", "fuse", "on"), ("resources", "fuse", "auto"),
+    ("defaults", "compile", "off"), ("defaults", "amp", "off")])
+def test_on_and_off_are_read_as_written(tmp_path, section, key, word):
+    """A bare `compile: off` is the word a user means, not YAML 1.1's boolean, in a study
+    file and in a --set value; true / false are still booleans."""
     path = tmp_path / "s.yaml"
-    path.write_text(f"models: [resnet_20]\nresources: {{fuse: {word}}}\n")
-    assert load_study(str(path)).resources["fuse"] == mode
+    path.write_text(f"models: [resnet_20]\n{section}: {{{key}: {word}}}\n"
+                    "asha: {enabled: false}\n")
+    study = load_study(str(path))
+    assert getattr(study, section)[key] == word and study.asha["enabled"] is False
+    assert getattr(load_study(str(path), [f"{section}.{key}={word}"]), section)[key] == word
 
 
 def test_expansion_crosses_arms_grid_and_seeds(tmp_path):
