@@ -23,7 +23,8 @@ pytestmark = pytest.mark.slow
 
 
 def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
-    path = write_study(tmp_path, "resume", defaults={**TINY, "train_size": 256, "epochs": 3}, seeds=2,
+    path = write_study(tmp_path, "resume", defaults={**TINY, "train_size": 256, "epochs": 3},
+                       seeds=2,
                        groups={"eca(k)": {"baseline": "resnet_20", "variants": {}}},
                        asha={"enabled": False}, resources={"max_concurrent": 1})
     storage, run_dir = tmp_path / "runs", tmp_path / "runs" / "resume"
