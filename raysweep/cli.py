@@ -48,7 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a study (a name from search_spaces/ or a YAML path)")
     run.add_argument("space")
     run.add_argument("--local", action="store_true",
-                     help="start Ray on this machine (GPU if there is one, else CPU)")
+                     help="start Ray on this machine (GPU if there is one, else CPU); with "
+                     "--address, join the Ray already running here at that address")
     run.add_argument("--train-workers", action="store_true",
                      help="with --local: run each trial in a Ray Train worker group, as on a "
                      "cluster (default there: inside the trial's Tune process, seconds faster)")

@@ -16,6 +16,7 @@ import yaml
 from ray._private import ray_constants, services
 
 from raysweep import reaper
+from raysweep.errors import StudyError
 from raysweep.planning import Autoscaler, NodeType
 
 # The dashboard asks for the cluster's token (Ray 2.60 turns token auth on for local
@@ -51,7 +52,9 @@ def connect(local: bool, address: str | None, verbose: bool = False) -> str | No
     (see `trainable.train_run_name`) with its controller and workers (node, pid, rank)."""
     env = {"RAY_TRAIN_V2_ENABLED": "1", "RAY_TRAIN_ENABLE_STATE_TRACKING": "1"}
     os.environ.update(env)
-    if local or (address is None and not _cluster_running()):
+    if local and address:
+        ctx = _join_local(address, env, verbose)
+    elif local or (address is None and not _cluster_running()):
         ctx = _start_local(env, verbose)
     else:
         gcs = services.canonicalize_bootstrap_address_or_die(address or "auto")
@@ -67,6 +70,32 @@ def _init_options(env: dict, gcs: str, verbose: bool) -> dict:
     # ever given back. So every worker of this study gets the address.
     return dict(runtime_env={"env_vars": {**env, "RAY_ADDRESS": gcs}}, log_to_driver=verbose,
                 logging_level="WARNING", configure_logging=True)
+
+
+def _join_local(address: str, env: dict, verbose: bool):
+    """`--local --address ADDR`: join a Ray already running on this machine instead of
+    starting one (seconds saved per run, e.g. while debugging a study over and over).
+    Loopback stays loopback (`_loopback_node`); the Ray is not this driver's, so no reaper
+    and, at the end, only a disconnect. Token auth: as for any explicit address, the
+    environment says so (RAY_AUTH_MODE=token and the token)."""
+    host = address.rsplit(":", 1)[0]
+    if not _on_this_machine(host):
+        raise StudyError(f"--address={address!r} with --local must be a Ray on this machine; "
+                         f"allowed: 127.0.0.1:PORT or an address of this machine's own")
+    with _loopback_node():
+        gcs = services.canonicalize_bootstrap_address_or_die(address)
+        return ray.init(address=address, **_init_options(env, gcs, verbose))
+
+
+def _on_this_machine(host: str) -> bool:
+    if host in ("localhost", "auto"):
+        return True
+    try:
+        ips = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except OSError:
+        return False
+    own = {a.address for addrs in psutil.net_if_addrs().values() for a in addrs}
+    return all(ip.startswith("127.") or ip == "::1" or ip in own for ip in ips)
 
 
 def _start_local(env: dict, verbose: bool):

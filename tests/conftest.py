@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+import ray
 import yaml
 
 from raysweep import cluster, data
@@ -33,6 +34,15 @@ def ray_local():
     url = cluster.connect(local=True, address=None)
     yield url
     cluster.disconnect()
+
+
+@pytest.fixture(scope="session")
+def join_ray(ray_local) -> tuple[str, ...]:
+    """The `raysweep run` options that join the session's Ray instead of starting one
+    (`--local --address`: trials run as under `--local`), for a child process whose test
+    is not about Ray starting, stopping or dying. The child inherits RAY_AUTH_MODE=token
+    (set here by `ray.init`) and reads the cluster's token from the same place."""
+    return ("--local", "--address", ray.get_runtime_context().gcs_address)
 
 
 @pytest.fixture

@@ -58,7 +58,7 @@ def test_asha_stops_trials_by_validation_top1_not_test(ray_local, tmp_path):
     rung = learner.history[1], hopeless.history[1]
     assert rung[0].val_top1 > rung[1].val_top1 + 50            # validation: learner far ahead
     assert rung[0].test_top1 == 0.0 <= rung[1].test_top1       # test: not ahead at all
-    assert learner.status == "completed"
+    assert learner.status == "completed" and learner.params == 278_324  # 100 classes
     assert hopeless.status == "stopped" and hopeless.stopped_at_epoch == 2
     assert hopeless.segments[0].runner == "train-workers"
     assert alive("RayTrainWorker", ray_local) == [] and alive("TrainController", ray_local) == []

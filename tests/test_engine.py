@@ -66,6 +66,8 @@ def test_same_config_and_seed_give_the_same_first_epoch_on_either_runner(ray_loc
 
 
 def test_cifar100_files_flow_through_torchvision_into_the_worker_loop(ray_local, tmp_path):
+    """Inline (the one train loop, as above); CIFAR-100 files in a Train worker group:
+    test_decisions.py's ASHA study."""
     root = write_cifar100(tmp_path / "data", n_train=128, n_test=64)
     path = write_study(tmp_path, "cifar", defaults={
         "epochs": 1, "batch_size": 32, "dataset": "cifar100", "data_dir": str(root),
@@ -73,7 +75,7 @@ def test_cifar100_files_flow_through_torchvision_into_the_worker_loop(ray_local,
     [spec] = load_study(str(path)).trials()
     images, labels = datasets.load(spec.train, "train")
     assert images.shape == (128, 3, 32, 32) and labels.max() < 100
-    [r] = read_records(run(path, tmp_path / "runs"))
+    [r] = read_records(run(path, tmp_path / "runs", inline=True))
     assert r.status == "completed" and r.params == 278_324
     assert 0 <= r.history[0].test_top1 <= 100
 

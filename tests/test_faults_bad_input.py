@@ -173,7 +173,17 @@ def test_missing_and_damaged_datasets_are_refused_before_any_trial(tmp_path):
 
 
 @pytest.mark.slow
-def test_more_workers_than_the_cluster_has_fails_fast(tmp_path):
-    line = one_error_line(raysweep("run", "smoke", "--local", "--storage", tmp_path,
+def test_more_workers_than_the_cluster_has_fails_fast(tmp_path, join_ray):
+    line = one_error_line(raysweep("run", "smoke", *join_ray, "--storage", tmp_path,
                                    "--workers-per-trial", 64))
     assert "64 workers × 1 CPU = 64 CPUs per trial, but the cluster has" in line
+
+
+def test_local_with_the_address_of_another_machine_is_refused_before_ray(tmp_path):
+    """`--local --address` joins a Ray on this machine (trials run as under `--local`,
+    writing to local folders); another machine's address is refused."""
+    line = refused("run", study(tmp_path), "--local", "--address", "192.0.2.7:6379",
+                   "--storage", tmp_path / "runs")
+    assert line == ("raysweep: error: --address='192.0.2.7:6379' with --local must be a Ray "
+                    "on this machine; allowed: 127.0.0.1:PORT or an address of this "
+                    "machine's own")

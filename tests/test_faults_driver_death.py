@@ -22,7 +22,7 @@ from raysweep.records import read_records
 pytestmark = pytest.mark.slow
 
 
-def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
+def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path, join_ray):
     path = write_study(tmp_path, "resume", defaults={**TINY, "train_size": 256, "epochs": 3},
                        seeds=2,
                        groups={"eca(k)": {"baseline": "resnet_20", "variants": {}}},
@@ -39,7 +39,8 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
     finished_before = {r.key: r for r in read_records(run_dir) if r.status == "completed"}
     assert first[0] == 1 and len(finished_before) == 1  # one trial done, one mid-way
 
-    resumed = raysweep("run", path, "--local", "--storage", storage, "--name", "resume",
+    # The killed driver's own Ray died with it; the resume joins the session's.
+    resumed = raysweep("run", path, *join_ray, "--storage", storage, "--name", "resume",
                        "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "1 of 2 trials run (1 already finished)" in resumed.stdout
@@ -73,7 +74,8 @@ def _wait_until(probe, ready, proc, timeout=240):
     raise AssertionError(f"the study never got there (driver exit code {proc.poll()})")
 
 
-def test_a_damaged_checkpoint_falls_back_and_a_copied_folder_resumes_by_epoch(tmp_path):
+def test_a_damaged_checkpoint_falls_back_and_a_copied_folder_resumes_by_epoch(tmp_path,
+                                                                             join_ray):
     path = write_study(tmp_path, "ckpt", defaults={**TINY, "train_size": 256, "epochs": 4},
                        models=["resnet_20"], asha={"enabled": False})
     storage = tmp_path / "runs"
@@ -102,7 +104,7 @@ def test_a_damaged_checkpoint_falls_back_and_a_copied_folder_resumes_by_epoch(tm
     # The original with its newest checkpoint cut in half (a disk that filled mid-save).
     state = newest / "state.pt"
     state.write_bytes(state.read_bytes()[: state.stat().st_size // 2])
-    damaged = raysweep("run", path, "--local", "--storage", storage, "--name", "ckpt",
+    damaged = raysweep("run", path, *join_ray, "--storage", storage, "--name", "ckpt",
                        "--resume", timeout=600)
     assert damaged.returncode == 0, damaged.stderr[-3000:]
     warned = [ln for ln in damaged.stderr.splitlines() if str(state) in ln]

@@ -63,7 +63,7 @@ def test_two_workers_train_what_one_worker_trains_on_the_global_batch(ray_local,
     assert max_difference(a, b, buffers=True) < 3e-3 < max_difference(a, c, buffers=True)
 
 
-def test_a_trial_resumed_on_two_workers_keeps_its_lr_schedule(tmp_path):
+def test_a_trial_resumed_on_two_workers_keeps_its_lr_schedule(tmp_path, join_ray):
     """Killed after epoch 1 on 1 worker (inline), resumed with --workers-per-trial 2
     (a Train worker group): the recorded lr of every epoch is an uninterrupted run's,
     and the record shows both segments."""
@@ -78,7 +78,8 @@ def test_a_trial_resumed_on_two_workers_keeps_its_lr_schedule(tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    resumed = raysweep("run", path, "--local", "--storage", storage, "--name", "resume",
+    # The killed driver's own Ray died with it; the resume joins the session's.
+    resumed = raysweep("run", path, *join_ray, "--storage", storage, "--name", "resume",
                        "--resume", "--workers-per-trial", "2", timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     [r] = read_records(run_dir)

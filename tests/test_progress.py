@@ -122,13 +122,13 @@ def _run_in_pty(argv: list[str], timeout: float) -> str:
 
 
 @pytest.mark.slow
-def test_a_tiny_study_in_a_terminal_shows_trials_and_counts(tmp_path):
+def test_a_tiny_study_in_a_terminal_shows_trials_and_counts(tmp_path, join_ray):
     from conftest import TINY, write_study
 
     study = write_study(tmp_path, "tty", defaults={**TINY, "epochs": 1},
                         models=["resnet_20"], seeds=2, asha={"enabled": False})
     text = ANSI.sub("", _run_in_pty(
-        [sys.executable, "-m", "raysweep.cli", "run", str(study), "--local",
+        [sys.executable, "-m", "raysweep.cli", "run", str(study), *join_ray,
          "--storage", str(tmp_path / "runs")], timeout=300))
     assert "resnet_20-s0" in text and "resnet_20-s1" in text
     assert "2/2 finished" in text

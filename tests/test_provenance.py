@@ -113,7 +113,7 @@ def _assert_nothing_leaked(folder: Path, secrets: list[str]) -> None:
 # --- end to end, through the CLI (after the lead's rewrite of run/report is merged) ---
 
 @pytest.mark.slow
-def test_raysweep_run_and_report_leave_no_credential_under_the_run_folder(tmp_path):
+def test_raysweep_run_and_report_leave_no_credential_under_the_run_folder(tmp_path, join_ray):
     from conftest import TINY, raysweep, write_study
 
     path = write_study(tmp_path, "leak", defaults={**TINY, "epochs": 1, "train_size": 128,
@@ -123,7 +123,7 @@ def test_raysweep_run_and_report_leave_no_credential_under_the_run_folder(tmp_pa
                                                            "set": {"lr": 0.001}}}}},
                        asha={"enabled": False})
     storage = f"file://{tmp_path}/runs?token={QUERY_TOKEN}"
-    run = raysweep("run", path, "--local", "--storage", storage,
+    run = raysweep("run", path, *join_ray, "--storage", storage,
                        "--set", f"groups.g.description=deploy with {GITHUB_TOKEN}",
                        env={**os.environ, "RAYSWEEP_TEST_API_TOKEN": ENV_SECRET})
     assert run.returncode == 0, run.stderr[-3000:]

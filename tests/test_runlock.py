@@ -183,7 +183,8 @@ def test_an_unwritable_storage_is_one_line_and_a_new_folder_is_not_left_empty(tm
 # --- end to end, through the CLI: needs the lead's wiring of RunLock into `raysweep run` ---
 
 @pytest.mark.slow
-def test_a_second_raysweep_run_on_one_run_folder_is_refused_while_the_first_finishes(tmp_path):
+def test_a_second_raysweep_run_on_one_run_folder_is_refused_while_the_first_finishes(tmp_path,
+                                                                                     join_ray):
     from conftest import TINY, one_error_line, raysweep, write_study
     from raysweep.records import read_records
 
@@ -191,7 +192,7 @@ def test_a_second_raysweep_run_on_one_run_folder_is_refused_while_the_first_fini
                        models=["resnet_20"], asha={"enabled": False},
                        resources={"max_concurrent": 1})
     storage, run_dir = tmp_path / "runs", tmp_path / "runs" / "twice"
-    first = _cli_run(path, storage)
+    first = _cli_run(path, storage, *join_ray)
     try:
         _wait_for(lambda: any(r.status == "running" for r in read_records(run_dir))
                   if (run_dir / "records").is_dir() else False, first)
@@ -207,7 +208,7 @@ def test_a_second_raysweep_run_on_one_run_folder_is_refused_while_the_first_fini
 
 
 @pytest.mark.slow
-def test_a_killed_raysweep_runs_lock_is_taken_over_by_the_next_run(tmp_path):
+def test_a_killed_raysweep_runs_lock_is_taken_over_by_the_next_run(tmp_path, join_ray):
     from conftest import TINY, raysweep, write_study
 
     path = write_study(tmp_path, "once", defaults={**TINY, "epochs": 1, "train_size": 128,
@@ -218,19 +219,21 @@ def test_a_killed_raysweep_runs_lock_is_taken_over_by_the_next_run(tmp_path):
         _wait_for(lambda: (tmp_path / "runs" / "once" / LOCK_NAME).is_file(), killed)
     finally:
         _kill(killed)  # SIGKILL: its lock stays behind
-    again = raysweep("run", path, "--local", "--storage", tmp_path / "runs")
+    # The killed run kept its own Ray (killed while starting it); the next one joins.
+    again = raysweep("run", path, *join_ray, "--storage", tmp_path / "runs")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "taking over a stale lock" in again.stderr
     assert f"pid {killed.pid} is gone" in again.stderr
 
 
-def _cli_run(study: Path, storage: Path) -> subprocess.Popen:
-    """`raysweep run` in the background; its stderr goes to a file beside the study (a
-    pipe nobody reads while it runs could fill and stall it)."""
+def _cli_run(study: Path, storage: Path, *ray: str) -> subprocess.Popen:
+    """`raysweep run` in the background (`ray`: options that join a running Ray; default
+    `--local`); its stderr goes to a file beside the study (a pipe nobody reads while it
+    runs could fill and stall it)."""
     with open(study.with_suffix(".stderr"), "w") as err:
-        return subprocess.Popen([sys.executable, "-m", "raysweep.cli", "run", study, "--local",
-                                 "--storage", storage], stdout=subprocess.DEVNULL, stderr=err,
-                                start_new_session=True)
+        return subprocess.Popen([sys.executable, "-m", "raysweep.cli", "run", study,
+                                 *(ray or ["--local"]), "--storage", storage],
+                                stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
 
 
 def _wait_for(ready, proc: subprocess.Popen, timeout_s: float = 300.0) -> None:
