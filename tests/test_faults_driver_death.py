@@ -1,7 +1,10 @@
 """Fault: the driver (`raysweep run`, and the Ray it started) killed with SIGKILL
 mid-study; `--resume` finishes it without re-running finished trials, and the unfinished
 one continues from its checkpoint: no epoch trained twice, even for a group whose name
-Tune would rewrite in its folder names (`eca(k)`). Then the checkpoints themselves: a
+Tune would rewrite in its folder names (`eca(k)`), and on another worker count (2 Train
+workers for a trial started inline on 1) with its lr schedule where an uninterrupted run
+has it (one optimisation problem whatever the hardware, as test_one_problem.py shows for
+uninterrupted runs). Then the checkpoints themselves: a
 damaged newest checkpoint is skipped for the intact one before it, and a run folder
 copied without its file times resumes from the newest epoch, not the newest file."""
 from __future__ import annotations
@@ -15,7 +18,7 @@ import time
 
 import pytest
 
-from conftest import TINY, raysweep, write_study
+from conftest import TINY, raysweep, scheduled_lrs, write_study
 from raysweep import checkpoints
 from raysweep.records import read_records
 
@@ -41,7 +44,7 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path, join_
 
     # The killed driver's own Ray died with it; the resume joins the session's.
     resumed = raysweep("run", path, *join_ray, "--storage", storage, "--name", "resume",
-                       "--resume")
+                       "--resume", "--workers-per-trial", "2", timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "1 of 2 trials run (1 already finished)" in resumed.stdout
     recs = read_records(run_dir)
@@ -55,6 +58,14 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(tmp_path, join_
             assert r.restarts == 1 and second.first_epoch == second.resumed_from_epoch + 1
             assert [h.segment for h in r.history] == [0] * second.resumed_from_epoch + [1] * (
                 3 - second.resumed_from_epoch)
+            # ... on 2 Train workers, after 1 inline worker: the same lr schedule
+            assert (first_launch.runner, first_launch.workers, first_launch.first_epoch) == (
+                "inline", 1, 1)
+            assert (second.runner, second.workers) == ("train-workers", 2)
+            assert second.first_epoch >= 2
+            assert [h.lr for h in r.history] == pytest.approx(scheduled_lrs(r.train),
+                                                              rel=1e-9)
+            assert r.history[-1].lr == pytest.approx(0.0, abs=1e-12)  # cosine ends at 0
 
 
 def _progress(run_dir):

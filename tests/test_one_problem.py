@@ -1,21 +1,17 @@
 """One optimisation problem per trial, whatever the hardware: the same study on 1 worker
 or 2 trains the same model (the global batch is split over the workers, BatchNorm sees
-the global batch), keeps its identity, and resumes on another worker count with its lr
-schedule exactly where an uninterrupted run has it. Real Ray on CPU (gloo), no mocks."""
+the global batch) and keeps its identity. (A trial resumed on another worker count, its lr
+schedule exactly where an uninterrupted run has it: test_faults_driver_death.py, which
+kills a driver for that.) Real Ray on CPU (gloo), no mocks."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import (TINY, one_error_line, raysweep, run, scheduled_lrs, wait_for_epoch,
-                      write_study)
+from conftest import TINY, one_error_line, raysweep, run, write_study
 from raysweep.records import read_records
 
 pytestmark = pytest.mark.slow
@@ -61,37 +57,6 @@ def test_two_workers_train_what_one_worker_trains_on_the_global_batch(ray_local,
     assert same < 3e-3 and apart > 10 * same, (same, apart)
     # What differs without sync_bn: the BatchNorm statistics, over 32 images, not 64.
     assert max_difference(a, b, buffers=True) < 3e-3 < max_difference(a, c, buffers=True)
-
-
-def test_a_trial_resumed_on_two_workers_keeps_its_lr_schedule(tmp_path, join_ray):
-    """Killed after epoch 1 on 1 worker (inline), resumed with --workers-per-trial 2
-    (a Train worker group): the recorded lr of every epoch is an uninterrupted run's,
-    and the record shows both segments."""
-    path = write_study(tmp_path, "resume", defaults={**TINY, "epochs": 3, "train_size": 256},
-                       models=["resnet_20"], asha={"enabled": False})
-    storage, run_dir = tmp_path / "runs", tmp_path / "runs" / "resume"
-    proc = subprocess.Popen([sys.executable, "-m", "raysweep.cli", "run", path, "--local",
-                             "--storage", storage], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        wait_for_epoch(run_dir, 1, proc)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    # The killed driver's own Ray died with it; the resume joins the session's.
-    resumed = raysweep("run", path, *join_ray, "--storage", storage, "--name", "resume",
-                       "--resume", "--workers-per-trial", "2", timeout=600)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    [r] = read_records(run_dir)
-    assert r.status == "completed" and [h.epoch for h in r.history] == [1, 2, 3]
-    first, second = r.segments
-    assert (first.runner, first.workers, first.first_epoch) == ("inline", 1, 1)
-    assert (second.runner, second.workers) == ("train-workers", 2)
-    assert second.first_epoch == second.resumed_from_epoch + 1 >= 2 and r.restarts == 1
-    assert {h.segment for h in r.history if h.epoch >= second.first_epoch} == {1}
-
-    assert [h.lr for h in r.history] == pytest.approx(scheduled_lrs(r.train), rel=1e-9)
-    assert r.history[-1].lr == pytest.approx(0.0, abs=1e-12)  # cosine reaches 0 at the end
 
 
 def test_records_of_the_previous_version_are_refused_in_one_line(tmp_path):
