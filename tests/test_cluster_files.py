@@ -157,6 +157,20 @@ def test_the_derived_config_keeps_the_shipped_commands():
     validate_config(prepare_config(copy.deepcopy(derived)))
 
 
+def test_an_on_premise_cluster_has_no_node_type_to_grow():
+    """Ray's local provider makes one type for the head and its fixed workers, so raysweep
+    plans such a cluster from its nodes (`raysweep.cluster.find_autoscaler` gives None)."""
+    from ray.autoscaler._private.util import prepare_config
+    from raysweep.cluster import autoscaler_from_config
+
+    shipped = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    derived = check.derive(shipped, key=Path("/k"), proxy="p %h", gcs_port=1,
+                           dashboard_port=2, temp_dir="/t")
+    assert autoscaler_from_config(prepare_config(derived)).node_types == ()
+    assert {t.name for t in autoscaler_from_config(prepare_config(shipped)).node_types} == {
+        "gpu_1x", "gpu_8x"}
+
+
 FIRST_SHIPPED = r"""
 cluster_name: raysweep
 max_workers: 5
