@@ -411,6 +411,7 @@ def main() -> int:
         for step, lines in steps:
             print(f"cluster-check: step {step}", flush=True)
             start = time.monotonic()
+            up = True  # from here on a failure still runs `ray down`
             commands = [substitute(line, table) for line in lines]
             globals()[f"step_{step}"](commands, env=env, work=work, log=log, user=user,
                                       local_port=local_port, storage=storage)
@@ -437,7 +438,16 @@ def main() -> int:
 
 def step_up(commands, *, env, work, log, user, **_):
     for cmd in commands:
-        run(cmd, env, work, log)
+        try:
+            run(cmd, env, work, log)
+        except AssertionError as exc:
+            # `ray up` is idempotent and a user runs it again when it fails. Under heavy
+            # load Ray 2.60's raylet has been seen to abort at startup (node_manager.cc
+            # "Check failed") and `ray start` to time out: one more try, said out loud.
+            cause = [l for l in str(exc).splitlines() if "Exception:" in l or "Error" in l]
+            print(f"  failed ({(cause or ['see check.log'])[-1].strip()[:200]}); once more:",
+                  flush=True)
+            run(cmd, env, work, log)
     # what setup built: the pinned Ray, and raysweep from the node's copy of the checkout
     home = Path(user.pw_dir)
     assert (home / "venv" / "bin" / "raysweep").exists(), "setup built no ~/venv with raysweep"
