@@ -31,6 +31,7 @@ Run as root (it creates the node user and starts sshd); never inside `make test`
 """
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import pwd
@@ -304,6 +305,19 @@ def node_processes(uid: int) -> list[psutil.Process]:
     return out
 
 
+def stop_node(uid: int) -> None:
+    """End every process of the node user: all of them are this cluster's."""
+    procs = node_processes(uid)
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
+    _, alive = psutil.wait_procs(procs, timeout=10)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=10)
+
+
 def check_listeners(uid: int, ours: set[int]) -> int:
     """Every listening socket of the node user's processes and of this check's own
     process tree is on loopback; returns how many there are."""
@@ -447,6 +461,7 @@ def step_up(commands, *, env, work, log, user, **_):
             cause = [l for l in str(exc).splitlines() if "Exception:" in l or "Error" in l]
             print(f"  failed ({(cause or ['see check.log'])[-1].strip()[:200]}); once more:",
                   flush=True)
+            stop_node(user.pw_uid)  # what the shipped `ray stop` does on a node of its own
             run(cmd, env, work, log)
     # what setup built: the pinned Ray, and raysweep from the node's copy of the checkout
     home = Path(user.pw_dir)
