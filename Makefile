@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test env results clean
+.PHONY: demo test env results clean cluster-check
 
 env: $(STAMP)
 
@@ -39,6 +39,13 @@ results: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest -q -ra --durations=10
+
+# cluster.yaml launched for real by Ray's cluster launcher on a loopback cluster of this
+# machine, walking docs/cluster.md (cluster/check.py). As root: it adds a user for the node
+# and starts an sshd on 127.0.0.1 (apt-get installs openssh-server and rsync if missing).
+# A few minutes; not part of `make test`.
+cluster-check: $(STAMP)
+	$(BIN)/python cluster/check.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -232,7 +232,10 @@ def find_autoscaler() -> Autoscaler | None:
         warnings.warn(f"the autoscaler's config {path} is unreadable ({exc}); trials are "
                       f"planned on the nodes that are up", stacklevel=2)
         return None
-    return autoscaler_from_config(config)
+    autoscaler = autoscaler_from_config(config)
+    # Ray's on-premise provider (`type: local`) has one node type for the head and its
+    # fixed worker IPs: no type to grow, so planning uses the nodes that are up.
+    return autoscaler if autoscaler.node_types else None
 
 
 def autoscaler_from_config(config: dict) -> Autoscaler:
