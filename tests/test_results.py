@@ -454,8 +454,8 @@ def test_report_reads_records_and_writes_every_file(tmp_path):
         written = report(run)
     assert sha(run) == before   # records untouched
     out = run / "report"
-    names = {p.name for p in written}
-    assert names == {p.name for p in out.iterdir()}      # no temp files left behind
+    names = {p.name for p in written if p.parent == out}
+    assert names == {p.name for p in out.iterdir() if p.is_file()}   # no temp files left behind
     for stem in ("comparison", "families", "ablation_demo"):
         assert {f"{stem}.md", f"{stem}.csv", f"{stem}.tex"} <= names
     for stem in ("accuracy_bars", "accuracy_vs_params", "ablation_demo_delta",
