@@ -140,3 +140,21 @@ def test_status_and_compare_tell_apart_arms_that_share_a_label(tmp_path):
                               "resnet_20-s1 [epochs=3]"]
     assert [arm.label for arm in runs.compare(a, b).arms] == ["resnet_20 [epochs=3]",
                                                              "resnet_20 [epochs=4]"]
+
+
+def test_a_changed_study_keeps_each_earlier_version(tmp_path, capsys):
+    """A re-run under the same name with another study: study.yaml is the new one, the
+    earlier ones are study.1.yaml, study.2.yaml, ..., and one line says what changed."""
+    from raysweep.provenance import keep_study_versions
+
+    versions = [yaml.safe_dump({**STUDY, "seeds": n}) for n in (3, 3, 4, 5)]
+    for text in versions:
+        keep_study_versions(tmp_path, text)
+    assert (tmp_path / "study.yaml").read_text() == versions[3]
+    assert [(tmp_path / f"study.{n}.yaml").read_text() for n in (1, 2)] == versions[1:3]
+    assert not (tmp_path / "study.3.yaml").exists()     # an unchanged re-run keeps nothing
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [f"raysweep: run {tmp_path.name!r} was made with another study "
+                     f"(seeds: {a} → {b}); the earlier one is kept as study.{n}.yaml"
+                     for n, (a, b) in enumerate([(3, 4), (4, 5)], 1)]
+    assert runs.status(tmp_path).total == 10            # the study as it is now: 2 × 5 seeds
