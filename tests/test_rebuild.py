@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import matplotlib
@@ -83,12 +82,15 @@ def test_the_check_names_a_table_that_no_longer_matches_its_records(tmp_path, ca
     found = capsys.readouterr().out.splitlines()
     assert {"comparison.md: differs", "comparison.csv: differs", "ablation_g.tex: differs",
             "provenance.json: differs"} <= set(found)
-    # Reported again from a run with one record fewer: its copy goes too.
-    (run / "records" / f"{recs[0].key}.json").unlink()
-    shutil.rmtree(run / "report", ignore_errors=True)
+    # Reported again without resnet_32's records: their copies and its curves go too.
+    assert (out / "curves_resnet_32.png").is_file()
+    for r in recs[3:]:
+        (run / "records" / f"{r.key}.json").unlink()
     report(run, out)
     assert sorted(p.name for p in (out / "records").iterdir()) == \
-        sorted(f"{r.key}.json" for r in recs[1:])
+        sorted(f"{r.key}.json" for r in recs[:3])
+    assert not (out / "curves_resnet_32.png").exists()
+    assert not (out / "curves_resnet_32.pdf").exists() and (out / "comparison.md").is_file()
 
 
 def test_report_refuses_an_out_folder_holding_another_run_s_records(tmp_path):

@@ -69,11 +69,14 @@ def carry(run_dir: Path, out: Path, records: list[TrialRecord]) -> list[Path]:
 
 def remove_stale(out: Path, before: list[str], written: list[Path]) -> None:
     """Delete the tables and plots an earlier report into `out` wrote and this one did
-    not (a model dropped from the study leaves no stale curves behind)."""
+    not (a model dropped from the study leaves no stale curves behind); files of a format
+    this report did not write (`--format csv` into a folder with .md tables) stay."""
     now = {str(p.relative_to(out)) for p in written}
+    suffixes = {p.suffix for p in written}
     for name in before:
         path = out / name
-        if name not in now and path.parent == out and path.is_file():
+        if (name not in now and path.suffix in suffixes and path.parent == out
+                and path.is_file()):
             path.unlink()
 
 
