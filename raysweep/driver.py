@@ -78,10 +78,11 @@ def run_study(study: Study, storage: str, name: str | None = None, resume: bool 
     todo = grid_order(todo, arrays)
     context = TrialContext({s.key: s for s in specs}, resources, str(run_dir), inline,
                            study.resources["max_failures"], arrays)
-    timings.update(runner="inline" if inline else "train-workers", trials_total=total_trials(study),
+    timings.update(runner="inline" if inline else "train-workers", trials_total=len(specs),
                    trials_run=0, max_concurrent=concurrent, fused_arrays=len(
                        {a.name for a in arrays.values()}),
                    gpu_shares=sorted({r.gpus_per_worker for r in resources.values()}))
+    timings["trials_total"] = total_trials(study)   # a search's samples, not its arms
     board, exporter = TensorBoardWriter(run_dir), metrics.Exporter()
     observers = [board.observe, exporter.observe]
     if progress:

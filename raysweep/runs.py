@@ -190,7 +190,7 @@ class ArmComparison:
     val: Any                    # stats.Comparison of B against A (Δ = B − A), validation top-1
     test: Any                   # the same for test top-1: the tested one (Holm, verdict)
     p_holm: float               # test top-1's p after Holm over the tested arms; NaN untested
-    detectable: float           # smallest |Δ test| detected with 80% power (stats.detectable_delta)
+    detectable: float           # smallest |Δ test| detected at 80% power (stats.detectable_delta)
     verdict: str                # stats.verdict, as in the ablation tables
 
 

@@ -124,7 +124,8 @@ def test_compare_pairs_the_seeds_both_runs_hold(tmp_path):
     assert arm.val.test == "paired t" and arm.val.delta == pytest.approx(2.0)
     text = runs.format_comparison(runs.compare(a, b))
     row = next(line for line in text.splitlines() if line.startswith("resnet_20"))
-    assert "53.38 ± 4.53 (n=4)" in row   # mean and std of 50, 51, 52.5, 60 and "paired t (n=3)" in row
+    # A's mean and std over its 4 seeds (50, 51, 52.5, 60); Δ over the 3 shared ones.
+    assert "53.38 ± 4.53 (n=4)" in row and "paired t (n=3)" in row
     assert f"+2.00 [{ci.low:+.2f}, {ci.high:+.2f}]" in row and f"{ref.pvalue:.3f}" in row
     assert "not significant at α = 0.05 after Holm; could detect |Δ| ≥" in row
     assert "seeds only one run holds are in its mean, not in the paired Δ" in text

@@ -50,7 +50,8 @@ def carry(run_dir: Path, out: Path, records: list[TrialRecord]) -> list[Path]:
         return []
     used = {f"{r.key}.json" for r in records}
     target = out / RECORDS_DIR
-    stale = sorted(p for p in target.glob("*.json") if p.name not in used) if target.is_dir() else []
+    found = target.glob("*.json") if target.is_dir() else []
+    stale = sorted(p for p in found if p.name not in used)
     if stale and not is_report(out):
         raise RaysweepError(f"--out {str(out)!r} holds trial records of another run "
                             f"({stale[0].name}); choose an empty or report folder")
