@@ -124,7 +124,11 @@ def _parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="export tables and plots from a run's records")
     rep.add_argument("run_dir")
     rep.add_argument("--format", default="md,csv,tex", help="comma list of md, csv, tex")
-    rep.add_argument("--out", help="output folder (default: RUN/report)")
+    rep.add_argument("--out", help="output folder (default: RUN/report; a report folder "
+                     "such as results/showcase is rebuilt in place from the records it carries)")
+    rep.add_argument("--check", action="store_true",
+                     help="rebuild a report folder elsewhere and name every file that differs "
+                     "from it (exit 1 if any)")
     rep.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     rep.set_defaults(func=cmd_report)
     return p
@@ -389,6 +393,12 @@ def cmd_report(args) -> int:
     run_dir = Path(args.run_dir)
     if not run_dir.is_dir():
         raise NoRecordsError(f"run folder {str(run_dir)!r} does not exist")
+    if args.check:
+        from raysweep.results.rebuild import check
+
+        found = check(run_dir)
+        print("\n".join(found) if found else f"{run_dir}: every file rebuilds byte for byte")
+        return 1 if found else 0
     for path in report(run_dir, args.out, formats):
         print(path)
     return 0

@@ -82,6 +82,7 @@ def run_study(study: Study, storage: str, name: str | None = None, resume: bool 
                    trials_run=0, max_concurrent=concurrent, fused_arrays=len(
                        {a.name for a in arrays.values()}),
                    gpu_shares=sorted({r.gpus_per_worker for r in resources.values()}))
+    timings["trials_total"] = total_trials(study)   # a search's samples, not its arms
     board, exporter = TensorBoardWriter(run_dir), metrics.Exporter()
     observers = [board.observe, exporter.observe]
     if progress:

@@ -19,6 +19,7 @@ Environment variables are never copied.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -169,17 +170,58 @@ def write_provenance(run_dir: Path | RemotePath, study, argv: list[str] | None =
     so an incremental study keeps the history of what produced each batch of trials.
     `argv` (default: sys.argv) and the study are stored redacted; a run entry written by
     an older raysweep is redacted again when the file is rewritten."""
-    atomic_write_text(run_dir / "study.yaml",
-                      yaml.safe_dump(redact_value(study.raw), sort_keys=False))
+    keep_study_versions(run_dir, yaml.safe_dump(redact_value(study.raw), sort_keys=False))
     path = run_dir / "provenance.json"
     try:
         runs = json.loads(path.read_text())["runs"] if path.is_file() else []
     except (ValueError, KeyError, TypeError):
         runs = []  # a damaged provenance file is replaced, never a reason to fail a run
-    runs.append({"study_file": study.path, "run_dir": str(run_dir),
+    runs.append({"study_file": relative(study.path), "run_dir": relative(str(run_dir)),
                  "argv": redact(list(sys.argv if argv is None else argv)), **environment()})
     doc = {"study": study.name, "runs": runs}
     atomic_write_text(path, json.dumps(redact_provenance(doc), indent=1))
+
+
+def keep_study_versions(run_dir: Path | RemotePath, text: str) -> Path | RemotePath | None:
+    """Write `text` as the run's study.yaml. A different study.yaml already there (a re-run
+    under the same name with a changed study) is kept as study.N.yaml (N = 1, 2, ...: the
+    order of the versions) and a one-line warning names what changed, so the records of
+    every version still have the study they were run with. Returns the kept file."""
+    path, kept = run_dir / "study.yaml", None
+    before = path.read_text() if path.is_file() else None
+    if before is not None and before != text:
+        taken = {p.name for p in run_dir.glob("study.*.yaml")}
+        kept = run_dir / next(f"study.{n}.yaml" for n in itertools.count(1)
+                              if f"study.{n}.yaml" not in taken)
+        atomic_write_text(kept, before)
+        print(f"raysweep: run {run_dir.name!r} was made with another study "
+              f"({_changes(before, text)}); the earlier one is kept as {kept.name}",
+              file=sys.stderr, flush=True)
+    atomic_write_text(path, text)
+    return kept
+
+
+def _changes(before: str, after: str, shown: int = 3) -> str:
+    from raysweep.study import differences
+
+    try:
+        found = differences(yaml.safe_load(before), yaml.safe_load(after))
+    except yaml.YAMLError:
+        return "its study.yaml was unreadable"
+    more = f"; {len(found) - shown} more" if len(found) > shown else ""
+    return "; ".join(found[:shown]) + more if found else "its text changed"
+
+
+def relative(path: str | None) -> str | None:
+    """A local path under the working directory as a relative path (what a committed
+    report shows: `runs/showcase`, not the home folder of the machine that ran it)."""
+    if not path or "://" in path or not os.path.isabs(path):
+        return path
+    try:
+        inside = Path(path).resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return path
+    return str(inside)
 
 
 def redact_provenance(doc: dict) -> dict:

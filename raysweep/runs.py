@@ -10,16 +10,17 @@ Each has a plain-text formatter that the CLI prints.
 """
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from raysweep.errors import NoRecordsError, RaysweepError
-from raysweep.progress import StudyView, arm_label, format_view, renderable
+from raysweep.progress import StudyView, arm_tags, distinct_label, format_view, renderable
 from raysweep.records import RECORDS_DIR, read_records
 from raysweep.trial import TrialRecord
 
@@ -174,9 +175,9 @@ def _table(rows: list[tuple[str, ...]], left: tuple[int, ...]) -> str:
 
 @dataclass(frozen=True)
 class Side:
-    """One run's seeds of an arm: final-epoch top-1 (percent) of its complete seeds, by seed."""
-    val_top1: list[float]       # empty when the run has no validation split
-    test_top1: list[float]
+    """One run's seeds of an arm: final-epoch top-1 (percent) of its complete seeds."""
+    val_top1: dict[int, float]  # by seed; empty when the run has no validation split
+    test_top1: dict[int, float]  # by seed
     left_out: int               # seeds not compared: stopped, failed, running, interrupted
 
 
@@ -186,6 +187,11 @@ class ArmComparison:
     label: str                  # run A's arm label (B's too, after " / ", where it differs)
     a: Side
     b: Side
+    val: Any                    # stats.Comparison of B against A (Δ = B − A), validation top-1
+    test: Any                   # the same for test top-1: the tested one (Holm, verdict)
+    p_holm: float               # test top-1's p after Holm over the tested arms; NaN untested
+    detectable: float           # smallest |Δ test| detected at 80% power (stats.detectable_delta)
+    verdict: str                # stats.verdict, as in the ablation tables
 
 
 @dataclass(frozen=True)
@@ -196,18 +202,41 @@ class Comparison:
     only_a: list[str]           # labels of arms only run A holds
     only_b: list[str]
 
+    @property
+    def holm_m(self) -> int:
+        """Tests in Holm's family: the arms whose test top-1 was tested."""
+        return sum(arm.test.tested for arm in self.arms)
+
 
 def compare(run_a: str | Path, run_b: str | Path) -> Comparison:
     """The arms (same model, options and training values; any seed) both runs hold.
     Only seeds that trained their whole budget are compared, so both sides of a row are
-    final-epoch numbers at the same budget on the same split."""
+    final-epoch numbers at the same budget on the same split. As in the ablation tables
+    (`raysweep.results.stats`): a paired t-test over the seeds both runs hold (a seed is
+    the same data order and augmentation draws), Welch's t-test where fewer than two
+    seeds are shared, Holm's correction over the arms tested on test top-1."""
+    from raysweep.results import stats as st
+
     arms_a, arms_b = _arms(run_a), _arms(run_b)
-    shared = sorted(set(arms_a) & set(arms_b), key=lambda k: arm_label(arms_a[k][0]))
-    rows = [ArmComparison(k, _pair_label(arms_a[k][0], arms_b[k][0]), _side(arms_a[k]),
-                          _side(arms_b[k])) for k in shared]
+    tags = arm_tags([r for arms in (arms_a, arms_b) for recs in arms.values() for r in recs])
+    name = {k: distinct_label(recs[0], tags, arm=True)
+            for arms in (arms_a, arms_b) for k, recs in arms.items()}
+    shared = sorted(set(arms_a) & set(arms_b), key=lambda k: name[k])
+    sides = {k: (_side(arms_a[k]), _side(arms_b[k])) for k in shared}
+    tests = {k: st.compare(b.test_top1, a.test_top1) for k, (a, b) in sides.items()}
+    tested = [k for k in shared if tests[k].tested]
+    p_holm = dict(zip(tested, st.holm([tests[k].p for k in tested])))
+    rows = []
+    for k in shared:
+        a, b = sides[k]
+        p, detectable = p_holm.get(k, st.NAN), st.detectable_delta(tests[k], len(tested))
+        rows.append(ArmComparison(
+            k, _pair_label(arms_a[k][0], arms_b[k][0], tags), a, b,
+            st.compare(b.val_top1, a.val_top1), tests[k], p, detectable,
+            st.verdict(tests[k], p, detectable)))
     return Comparison(Path(run_a), Path(run_b), rows,
-                      sorted(arm_label(arms_a[k][0]) for k in set(arms_a) - set(arms_b)),
-                      sorted(arm_label(arms_b[k][0]) for k in set(arms_b) - set(arms_a)))
+                      sorted(name[k] for k in set(arms_a) - set(arms_b)),
+                      sorted(name[k] for k in set(arms_b) - set(arms_a)))
 
 
 def _arms(run_dir: str | Path) -> dict[str, list[TrialRecord]]:
@@ -220,44 +249,69 @@ def _arms(run_dir: str | Path) -> dict[str, list[TrialRecord]]:
     return dict(arms)
 
 
-def _pair_label(a: TrialRecord, b: TrialRecord) -> str:
-    la, lb = arm_label(a), arm_label(b)
+def _pair_label(a: TrialRecord, b: TrialRecord, tags: dict[str, str]) -> str:
+    la, lb = distinct_label(a, tags, arm=True), distinct_label(b, tags, arm=True)
     return la if la == lb else f"{la} / {lb}"
 
 
 def _side(records: list[TrialRecord]) -> Side:
     complete = sorted((r for r in records if r.status == "completed" and r.last_epoch == r.epochs),
                       key=lambda r: r.seed)
-    last = [r.history[-1] for r in complete]
-    return Side([e.val_top1 for e in last if e.val_top1 is not None],
-                [e.test_top1 for e in last], len(records) - len(complete))
+    last = {r.seed: r.history[-1] for r in complete}
+    return Side({s: e.val_top1 for s, e in last.items() if e.val_top1 is not None},
+                {s: e.test_top1 for s, e in last.items()}, len(records) - len(complete))
 
 
 def format_comparison(c: Comparison) -> str:
-    from raysweep.results.stats import mean_std, welch
-    from raysweep.results.table import fmt_mean, fmt_signed
+    from raysweep.results.stats import mean_std
+    from raysweep.results.table import fmt_mean, fmt_p
 
-    def cells(a: list[float], b: list[float]) -> tuple[str, str, str]:
-        d = welch(b, a)
-        delta = fmt_signed(d.delta) if a and b else ""
-        spread = f" ± {d.se:.2f}" if delta and d.tested else ""
-        return fmt_mean(*mean_std(a)), fmt_mean(*mean_std(b)), delta + spread
-
-    head = ("arm", "val top1 A", "val top1 B", "Δ val (B−A)", "test top1 A", "test top1 B",
-            "Δ test (B−A)", "left out A/B")
-    rows = [head] + [(r.label, *cells(r.a.val_top1, r.b.val_top1),
-                      *cells(r.a.test_top1, r.b.test_top1), f"{r.a.left_out}/{r.b.left_out}")
+    head = ("arm", "val top1 A", "val top1 B", "Δ val (B−A, 95% CI)", "test top1 A",
+            "test top1 B", "Δ test (B−A, 95% CI)", "test", "p", "p (Holm)", "left out A/B",
+            "verdict")
+    rows = [head] + [(r.label, fmt_mean(*mean_std(list(r.a.val_top1.values()))),
+                      fmt_mean(*mean_std(list(r.b.val_top1.values()))), _delta(r.val),
+                      fmt_mean(*mean_std(list(r.a.test_top1.values()))),
+                      fmt_mean(*mean_std(list(r.b.test_top1.values()))), _delta(r.test),
+                      _test_name(r.test), fmt_p(r.test.p), fmt_p(r.p_holm),
+                      f"{r.a.left_out}/{r.b.left_out}", r.verdict)
                      for r in c.arms]
     lines = [f"A: {c.run_a}", f"B: {c.run_b}", ""]
     if c.arms:
-        lines.append(_table(rows, left=(0,)))
+        lines.append(_table(rows, left=(0, 7, 11)))
     else:
         lines.append("no arm in common (an arm is a model, its options and every training "
                      "value but the seed)")
-    lines += ["", "top-1 in percent at the last epoch, mean ± std over the seeds that trained "
-              "their whole budget (n); Δ = B − A ± Welch standard error (2+ seeds a side); "
-              "left out: seeds stopped, failed or unfinished"]
+    lines += ["", *COMPARE_NOTES,
+              f"p (Holm): Holm's correction over the m = {c.holm_m} arms tested on test top-1; "
+              "'not significant' does not show that the runs agree: '|Δ| ≥ d' is the smallest "
+              "difference these seeds detect with 80% power at the observed spread and α/m."]
     for name, only in (("A", c.only_a), ("B", c.only_b)):
         if only:
             lines.append(f"only in {name} ({len(only)}): {', '.join(only)}")
     return "\n".join(lines)
+
+
+COMPARE_NOTES = (
+    "top-1 in percent at the last epoch, mean ± std over the seeds that trained their whole "
+    "budget (n); left out: seeds stopped, failed or unfinished.",
+    "Δ = B − A (points). Paired t-test over the seeds both runs hold (same seed: same data "
+    "order and augmentation draws): Δ is the mean of the per-seed differences and 95% CI "
+    "its t interval; seeds only one run holds are in its mean, not in the paired Δ. Where "
+    "fewer than 2 seeds are shared: Welch's t-test on the two sides' seeds (Δ = difference "
+    "of the means).",
+)
+
+
+def _test_name(c) -> str:
+    if not c.tested:
+        return ""   # the verdict says why
+    return f"paired t (n={c.n_pairs})" if c.test == "paired t" else c.test
+
+
+def _delta(c) -> str:
+    from raysweep.results.table import fmt_signed
+
+    if math.isnan(c.ci_low):
+        return fmt_signed(c.delta)
+    return f"{fmt_signed(c.delta)} [{fmt_signed(c.ci_low)}, {fmt_signed(c.ci_high)}]"

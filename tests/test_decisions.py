@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from ray import tune
 from ray.util.state import list_actors
 
@@ -83,7 +84,11 @@ def test_a_tpe_search_rerun_runs_only_the_missing_samples(ray_local, tmp_path):
     timings = {}
     more = write_study(tmp_path, "tpe", **{**body, "search": {**body["search"], "num_samples": 3}})
     run(more, tmp_path / "runs", timings=timings, inline=True)
-    assert timings["trials_run"] == 1
+    assert (timings["trials_run"], timings["trials_total"]) == (1, 3)   # samples, not arms
+    # The run's study changed (2 → 3 samples): the first version is kept beside it.
+    kept = yaml.safe_load((run_dir / "study.1.yaml").read_text())
+    assert kept["search"]["num_samples"] == 2
+    assert yaml.safe_load((run_dir / "study.yaml").read_text())["search"]["num_samples"] == 3
     after = read_records(run_dir)
     assert sorted(r.sample for r in after) == [1, 2, 3]
     assert {r.key for r in first} < {r.key for r in after}

@@ -19,10 +19,11 @@ import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.text import Text
 from scipy import stats as sps
+from scipy.optimize import root_scalar
 
 from raysweep.errors import NoRecordsError, RaysweepError
 from raysweep.records import read_records
-from raysweep.results import ablation, comparison, hpo, plots, report
+from raysweep.results import ablation, comparison, hpo, plots, report, stats
 from raysweep.results.export import write_table
 from raysweep.results.latex import to_latex
 from raysweep.trial import ArmLabel
@@ -146,6 +147,26 @@ def test_other_budgets_are_ranked_and_averaged_apart():
     assert sorted(fam["top1_n"]) == [1, 2] and sorted(fam["top1_mean"]) == [62.5, 70.0]
 
 
+
+def test_other_test_fractions_are_other_settings():
+    """An image folder split by raysweep: another test_fraction is another test set."""
+    folder = dict(dataset="imagefolder", synthetic_classes=None, data_fingerprint="f00d")
+    recs = [record(spec("resnet_20", 0, test_fraction=0.2, **folder), top1=climb(60.0)),
+            record(spec("resnet_32", 0, test_fraction=0.5, **folder), top1=climb(65.0))]
+    table = comparison.comparison(recs)
+    data = table.data.set_index("name")
+    assert data["setting"].nunique() == 2 and list(data["rank"]) == [1, 1]
+    notes = " ".join(table.notes)
+    assert "(20% of the folder's images)" in notes and "(50% of the folder's images)" in notes
+    ablations = ablation.ablation("g", [
+        record(spec("resnet_20", s, group="g", baseline=True, test_fraction=0.2, **folder))
+        for s in range(2)] + [
+        record(spec("resnet_32", s, group="g", variant="v", test_fraction=0.5, **folder))
+        for s in range(2)], [], None).data.set_index("variant")
+    assert ablations.loc["v", "verdict"] == \
+        "not tested: other data, split or epoch budget than the baseline"
+
+
 # --- ablation statistics ---
 
 # Per-seed final test top-1 (%): the worked example of results/README.md.
@@ -181,8 +202,18 @@ def by_hand(variant: dict, baseline: dict, m: int):
         df = (va + vb) ** 2 / (va ** 2 / (len(v) - 1) + vb ** 2 / (len(b) - 1))
         p = sps.ttest_ind(v, b, equal_var=False).pvalue
     half = sps.t.ppf(0.975, df) * se
-    detectable = (sps.t.ppf(1 - 0.05 / (2 * m), df) + sps.t.ppf(0.8, df)) * se
-    return delta, delta - half, delta + half, p, detectable
+    return delta, delta - half, delta + half, p, power_80(df, m) * se
+
+
+def power_80(df: float, m: int) -> float:
+    """The noncentrality at which a two-sided t-test at level 0.05/m has 80% power, from
+    the noncentral t directly (statsmodels' TTestPower computes power the same way)."""
+    crit = sps.t.isf(0.05 / (2 * m), df)
+
+    def power(nc):
+        return sps.nct.sf(crit, df, nc) + np.nan_to_num(sps.nct.cdf(-crit, df, nc))
+
+    return root_scalar(lambda nc: power(nc) - 0.8, bracket=(0.0, 100.0), xtol=1e-13).root
 
 
 def holm_by_hand(pvalues: list[float]) -> list[float]:
@@ -454,8 +485,8 @@ def test_report_reads_records_and_writes_every_file(tmp_path):
         written = report(run)
     assert sha(run) == before   # records untouched
     out = run / "report"
-    names = {p.name for p in written}
-    assert names == {p.name for p in out.iterdir()}      # no temp files left behind
+    names = {p.name for p in written if p.parent == out}
+    assert names == {p.name for p in out.iterdir() if p.is_file()}   # no temp files left behind
     for stem in ("comparison", "families", "ablation_demo"):
         assert {f"{stem}.md", f"{stem}.csv", f"{stem}.tex"} <= names
     for stem in ("accuracy_bars", "accuracy_vs_params", "ablation_demo_delta",
@@ -517,3 +548,22 @@ def test_end_to_end_ablation_matches_scipy_on_a_real_run(smoke_run_dir, tmp_path
         v, b = [var[s] for s in shared], [base[s] for s in shared]
         assert len(shared) == 2  # the fixture's seeds all complete (ASHA off)
         assert row["p"] == pytest.approx(sps.ttest_rel(v, b).pvalue, nan_ok=True)
+
+
+@pytest.mark.parametrize("df, m", [(2, 3), (2, 1), (4, 3), (3.9, 2), (1, 1), (60, 12)])
+def test_the_detectable_delta_has_80_percent_power_by_the_noncentral_t(df, m):
+    """At the returned |Δ| the test (level α/m, its df) rejects with probability 0.80 when
+    Δ̂/se follows the noncentral t; the normal shortcut falls short at small df (72% at
+    df = 2, m = 3, as the tables said before)."""
+    se = 0.7
+    c = stats.Comparison("paired t", int(df) + 1, 1.0, se, float(df), 0.0, 2.0, 0.04)
+    d = stats.detectable_delta(c, m)
+    crit = sps.t.isf(0.05 / (2 * m), df)
+    nc = d / se
+    assert sps.nct.sf(crit, df, nc) + np.nan_to_num(sps.nct.cdf(-crit, df, nc)) == \
+        pytest.approx(0.80, abs=1e-9)
+    assert d == pytest.approx(power_80(df, m) * se, rel=1e-9)
+    shortcut = (crit + sps.t.ppf(0.8, df)) * se
+    if (df, m) == (2, 3):
+        assert sps.nct.sf(crit, df, shortcut / se) == pytest.approx(0.72, abs=0.005)
+    assert d >= shortcut - 1e-9

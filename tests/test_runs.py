@@ -6,6 +6,7 @@ import io
 import os
 
 import pytest
+import scipy.stats
 import yaml
 
 from raysweep import runs
@@ -78,22 +79,83 @@ def test_compare_pairs_arms_and_uses_only_full_budget_seeds(tmp_path):
     a = _run(tmp_path / "a", [*_seeds("resnet_20", [50.0, 51.0, 52.0]),
                               *_seeds("resnet_20", [20.0], status="stopped", first=3),
                               *_seeds("resnet_32", [60.0], epochs=5)])
-    b = _run(tmp_path / "b", [*_seeds("resnet_20", [53.0, 54.0]),
+    b = _run(tmp_path / "b", [*_seeds("resnet_20", [53.0, 54.0], first=4),   # no seed shared
                               *_seeds("resnet_32", [61.0])])   # a 3-epoch budget: another arm
     c = runs.compare(a, b)
     [arm] = c.arms
     assert arm.label == "resnet_20"
-    assert (arm.a.test_top1, arm.b.test_top1) == ([50.0, 51.0, 52.0], [53.0, 54.0])
+    assert (arm.a.test_top1, arm.b.test_top1) == ({0: 50.0, 1: 51.0, 2: 52.0}, {4: 53.0, 5: 54.0})
     assert (arm.a.left_out, arm.b.left_out) == (1, 0)
-    assert (c.only_a, c.only_b) == (["resnet_32"], ["resnet_32"])
+    # Two arms labelled resnet_32 (one per run): each named with what tells them apart.
+    assert (c.only_a, c.only_b) == (["resnet_32 [epochs=5]"], ["resnet_32 [epochs=3]"])
+    # No seed in common: Welch's t-test, Δ = 53.5 − 51.0, SE = sqrt(1²/3 + 0.7071²/2) = 0.76
+    welch = scipy.stats.ttest_ind([53.0, 54.0], [50.0, 51.0, 52.0], equal_var=False)
+    ci = welch.confidence_interval(0.95)
+    assert arm.test.test == "Welch t" and arm.test.delta == pytest.approx(2.5)
+    assert arm.test.se == pytest.approx(0.7638, abs=1e-4)
+    assert arm.test.p == pytest.approx(welch.pvalue)
     text = runs.format_comparison(c)
     row = next(line for line in text.splitlines() if line.startswith("resnet_20"))
-    # Δ = 53.5 − 51.0; Welch SE = sqrt(1²/3 + 0.7071²/2) = 0.76
-    assert "51.00 ± 1.00 (n=3)" in row and "53.50 ± 0.71 (n=2)" in row and "+2.50 ± 0.76" in row
-    assert row.split()[-1] == "1/0"
+    assert "51.00 ± 1.00 (n=3)" in row and "53.50 ± 0.71 (n=2)" in row
+    assert f"+2.50 [{ci.low:+.2f}, {ci.high:+.2f}]" in row and "Welch t" in row
+    assert "1/0" in row.split()
 
 
 def test_compare_with_no_common_arm_says_so(tmp_path):
     a = _run(tmp_path / "a", _seeds("resnet_20", [50.0]))
     b = _run(tmp_path / "b", _seeds("resnet_20", [50.0], lr=0.05))
     assert "no arm in common" in runs.format_comparison(runs.compare(a, b))
+
+
+def test_compare_pairs_the_seeds_both_runs_hold(tmp_path):
+    """Seeds 0-2 in both runs (run A has seed 3 too): a paired t-test over seeds 0-2, as
+    scipy's ttest_rel computes it; A's extra seed is in its mean, not in Δ."""
+    a = _run(tmp_path / "a", _seeds("resnet_20", [50.0, 51.0, 52.5, 60.0]))
+    b = _run(tmp_path / "b", _seeds("resnet_20", [52.0, 54.5, 53.0]))
+    [arm] = runs.compare(a, b).arms
+    ref = scipy.stats.ttest_rel([52.0, 54.5, 53.0], [50.0, 51.0, 52.5])
+    ci = ref.confidence_interval(0.95)
+    t = arm.test
+    assert (t.test, t.n_pairs, t.df) == ("paired t", 3, 2.0)
+    assert t.delta == pytest.approx(2.0)               # mean of (2.0, 3.5, 0.5)
+    assert t.se == pytest.approx(2.0 / ref.statistic)
+    assert (t.p, t.ci_low, t.ci_high) == pytest.approx((ref.pvalue, ci.low, ci.high))
+    assert arm.p_holm == pytest.approx(ref.pvalue)     # one arm tested: Holm's m = 1
+    assert arm.val.test == "paired t" and arm.val.delta == pytest.approx(2.0)
+    text = runs.format_comparison(runs.compare(a, b))
+    row = next(line for line in text.splitlines() if line.startswith("resnet_20"))
+    # A's mean and std over its 4 seeds (50, 51, 52.5, 60); Δ over the 3 shared ones.
+    assert "53.38 ± 4.53 (n=4)" in row and "paired t (n=3)" in row
+    assert f"+2.00 [{ci.low:+.2f}, {ci.high:+.2f}]" in row and f"{ref.pvalue:.3f}" in row
+    assert "not significant at α = 0.05 after Holm; could detect |Δ| ≥" in row
+    assert "seeds only one run holds are in its mean, not in the paired Δ" in text
+
+
+def test_status_and_compare_tell_apart_arms_that_share_a_label(tmp_path):
+    """A run re-run under its name with a changed study holds two arms labelled resnet_20
+    (3 and 4 epochs): status and compare name each with what differs."""
+    both = [*_seeds("resnet_20", [50.0, 51.0]), *_seeds("resnet_20", [40.0], epochs=4)]
+    a, b = _run(tmp_path / "a", both), _run(tmp_path / "b", both)
+    labels = [row.label for row in runs.status(a).rows]
+    assert sorted(labels) == ["resnet_20-s0 [epochs=3]", "resnet_20-s0 [epochs=4]",
+                              "resnet_20-s1 [epochs=3]"]
+    assert [arm.label for arm in runs.compare(a, b).arms] == ["resnet_20 [epochs=3]",
+                                                             "resnet_20 [epochs=4]"]
+
+
+def test_a_changed_study_keeps_each_earlier_version(tmp_path, capsys):
+    """A re-run under the same name with another study: study.yaml is the new one, the
+    earlier ones are study.1.yaml, study.2.yaml, ..., and one line says what changed."""
+    from raysweep.provenance import keep_study_versions
+
+    versions = [yaml.safe_dump({**STUDY, "seeds": n}) for n in (3, 3, 4, 5)]
+    for text in versions:
+        keep_study_versions(tmp_path, text)
+    assert (tmp_path / "study.yaml").read_text() == versions[3]
+    assert [(tmp_path / f"study.{n}.yaml").read_text() for n in (1, 2)] == versions[1:3]
+    assert not (tmp_path / "study.3.yaml").exists()     # an unchanged re-run keeps nothing
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [f"raysweep: run {tmp_path.name!r} was made with another study "
+                     f"(seeds: {a} → {b}); the earlier one is kept as study.{n}.yaml"
+                     for n, (a, b) in enumerate([(3, 4), (4, 5)], 1)]
+    assert runs.status(tmp_path).total == 10            # the study as it is now: 2 × 5 seeds

@@ -5,7 +5,9 @@
 
 It reads `records/*.json`, `provenance.json` and `study.yaml` of a run folder and never
 writes there (except into the default output folder `<run>/report/`), so it works with
-Ray stopped and on a copied results folder. The rules the tables follow (what is ranked,
+Ray stopped and on a copied results folder. The output folder carries copies of the
+records and study files it was made from (`rebuild`): `report` on it rebuilds it in place,
+byte for byte. The rules the tables follow (what is ranked,
 averaged and tested together) are in results/README.md.
 
     cohorts     which trials' numbers may be averaged or ranked together
@@ -15,6 +17,7 @@ averaged and tested together) are in results/README.md.
     hpo         the search table: per arm, the sample chosen by validation accuracy
     table       the Table type and cell formatting
     export      CSV, Markdown and provenance files;  latex  LaTeX that fits a page
+    rebuild     the records a report folder carries; checking that it rebuilds exactly
     plots       PDF and 300-dpi PNG plots
 """
 from __future__ import annotations
@@ -25,7 +28,7 @@ import yaml
 
 from raysweep.errors import NoRecordsError, RaysweepError
 from raysweep.records import RECORDS_DIR, read_records
-from raysweep.results import ablation, comparison, export, hpo, plots
+from raysweep.results import ablation, comparison, export, hpo, plots, rebuild
 
 
 def report(run_dir: str | Path, out_dir: str | Path | None = None,
@@ -39,7 +42,8 @@ def report(run_dir: str | Path, out_dir: str | Path | None = None,
     records = read_records(run_dir)
     if not records:
         raise NoRecordsError(f"no readable trial records in {run_dir / RECORDS_DIR}")
-    out = Path(out_dir) if out_dir is not None else run_dir / "report"
+    out = Path(out_dir) if out_dir is not None else default_out(run_dir)
+    before = rebuild.previous_files(out)
     order, descriptions = study_groups(run_dir)
     table1 = comparison.comparison(records)
     ablations = ablation.ablations(records, order, descriptions)
@@ -47,8 +51,15 @@ def report(run_dir: str | Path, out_dir: str | Path | None = None,
     tables = [table1, comparison.families(table1), *ablations, *([search] if search else [])]
     written = [p for t in tables for p in export.write_table(t, out, tuple(formats))]
     written += plots.write_all(records, table1, ablations, out)
-    written += export.write_provenance(run_dir, out, records, tables)
-    return written
+    carried = rebuild.carry(run_dir, out, records)
+    rebuild.remove_stale(out, before, written)
+    written += export.write_provenance(run_dir, out, records, tables, files=written)
+    return written + carried
+
+
+def default_out(run_dir: Path) -> Path:
+    """A report folder (results/showcase) is rebuilt in place; a run writes to RUN/report."""
+    return run_dir if rebuild.is_report(run_dir) else run_dir / "report"
 
 
 def study_groups(run_dir: Path) -> tuple[dict[str, list[str]], dict[str, str]]:

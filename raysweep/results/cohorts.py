@@ -23,7 +23,7 @@ from raysweep.trial import TrialRecord, finite
 # TrainConfig fields that define what a test accuracy measures and after how much
 # training: the data, its split and the epoch budget.
 SETTING_FIELDS = ("dataset", "synthetic_classes", "data_fingerprint", "train_size",
-                  "test_size", "val_fraction", "split_seed", "epochs")
+                  "test_size", "test_fraction", "val_fraction", "split_seed", "epochs")
 
 FULL, STOPPED, NONE = "full budget", "stopped", "no result"
 
@@ -39,6 +39,8 @@ def setting_text(value: tuple) -> str:
     data = s["dataset"] + (f" ({s['synthetic_classes']} classes)" if s["synthetic_classes"] else "")
     train = "all" if s["train_size"] is None else str(s["train_size"])
     test = "all" if s["test_size"] is None else str(s["test_size"])
+    if s["test_fraction"]:   # an image folder split into train and test by raysweep
+        test += f" ({s['test_fraction']:.0%} of the folder's images)"
     held = f", {s['val_fraction']:.0%} of them held out for validation" if s["val_fraction"] else ""
     return f"{data}: {train} training images{held}, {test} test images, {s['epochs']} epochs"
 

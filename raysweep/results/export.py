@@ -78,7 +78,10 @@ def record_files(run_dir: Path, records: list[TrialRecord]) -> tuple[dict[str, s
 
 
 def write_provenance(run_dir: Path, out_dir: Path, records: list[TrialRecord],
-                     tables: list[Table]) -> list[Path]:
+                     tables: list[Table], files: list[Path] = ()) -> list[Path]:
+    """provenance.json and .md of a report into `out_dir`; `files` are the tables and
+    plots written (named in it, so that the next report there removes the stale ones).
+    Every path in it is relative: the records are the copies in `out_dir/records/`."""
     from raysweep.provenance import redact_provenance
 
     # Redacted again: a provenance.json written before redaction existed may hold secrets.
@@ -86,8 +89,9 @@ def write_provenance(run_dir: Path, out_dir: Path, records: list[TrialRecord],
     found = redact_provenance(found) if found else found
     hashes, skipped = record_files(run_dir, records)
     doc = {
-        "report": {"raysweep": __version__, "run_dir": str(run_dir.resolve()),
-                   "records_used": len(hashes), "records_skipped": skipped},
+        "report": {"raysweep": __version__, "records": f"{RECORDS_DIR}/",
+                   "records_used": len(hashes), "records_skipped": skipped,
+                   "files": sorted(str(p.relative_to(out_dir)) for p in files)},
         "study": (found or {}).get("study", UNKNOWN),
         "runs": (found or {}).get("runs", UNKNOWN),
         "record_sha256": hashes,
@@ -121,9 +125,10 @@ def _trial(source: dict) -> str:
 
 def provenance_markdown(doc: dict) -> str:
     out = ["# Provenance", "",
-           f"Run folder: `{doc['report']['run_dir']}`; study: {doc['study']}; "
-           f"{doc['report']['records_used']} trial records read (their sha256 are in "
-           "provenance.json)."]
+           f"Study: {doc['study']}; {doc['report']['records_used']} trial records read, "
+           f"kept in `{doc['report']['records']}` beside this file (their sha256 are in "
+           "provenance.json): `raysweep report` on this folder rebuilds every table and "
+           "plot from them."]
     if doc["report"]["records_skipped"]:
         out.append("Skipped (unreadable) record files: "
                    + ", ".join(doc["report"]["records_skipped"]) + ".")

@@ -19,6 +19,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import LogFormatter, MaxNLocator
 
 from models.registry import FAMILIES
+from raysweep.progress import arm_tags
 from raysweep.records import atomic_write
 from raysweep.results import cohorts as co
 from raysweep.results.latex import slug
@@ -30,6 +31,9 @@ MAX_LEGEND = 12         # lines per curves plot that still get a legend entry
 LABEL_PT = 7            # font size of point labels (points)
 ROW_IN = 0.3            # height of one bar (two label lines fit) or one point label (inches)
 WRAP = 44               # characters per line of a bar's label (at most two lines)
+# No creation date: a report rebuilt from the same records writes the same bytes (with the
+# same matplotlib, which names itself in each file).
+METADATA = {"pdf": {"CreationDate": None}, "png": {}}
 COLORS = {"significant": "tab:green", "not significant": "tab:gray", "not tested": "tab:orange"}
 
 
@@ -39,7 +43,8 @@ def save(fig: Figure, stem: Path) -> list[Path]:
     paths = []
     for fmt in ("pdf", "png"):
         path = stem.with_name(f"{stem.name}.{fmt}")
-        atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=DPI, bbox_inches="tight"))
+        atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=DPI, bbox_inches="tight",
+                                                 metadata=METADATA[fmt]))
         paths.append(path)
     return paths
 
@@ -186,10 +191,12 @@ def _curves(model: str, recs: list[TrialRecord]) -> Figure:
     top1_ax, loss_ax = fig.subplots(1, 2)
     drawn = [r for r in sorted(recs, key=lambda r: (r.labels[0].variant, r.seed, r.key))
              if r.history]
+    tags = arm_tags(drawn)   # two arms with one label (a study changed between re-runs)
     for r in drawn:
         epochs = [h.epoch for h in r.history]
         end = {"stopped": "|", "diverged": "x"}.get(r.status, "")
-        name = f"{r.labels[0].variant}, seed {r.seed}" + (f" ({r.status})" if end else "")
+        tag = f" [{tags[r.arm_key]}]" if r.arm_key in tags else ""
+        name = f"{r.labels[0].variant}{tag}, seed {r.seed}" + (f" ({r.status})" if end else "")
         line, = top1_ax.plot(epochs, [_num(getattr(h, f"{split}_top1")) for h in r.history],
                              "-", marker=".", label=name)
         loss_ax.plot(epochs, [_num(getattr(h, f"{split}_loss")) for h in r.history], "-",
