@@ -6,7 +6,9 @@ inline, and a Tune callback (`raysweep.record_writer`) keeps one record per tria
 
 A grid study is one Tuner over every trial without a finished record. A search study is
 one Tuner per (arm, seed): its samples compete only with each other under ASHA, and a
-re-run counts the samples already finished (TPE is told their results).
+re-run counts the samples already finished (TPE is told their results). ASHA runs per
+setting and epoch budget, its rungs seeded from the run's records (`raysweep.rungs`), so
+a trial a re-run adds or resumes is judged against the trials that ran before it.
 """
 from __future__ import annotations
 

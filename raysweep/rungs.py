@@ -69,7 +69,7 @@ class BudgetASHA(FIFOScheduler):
         self.spec_of = spec_of
         self.asha: dict[tuple, AsyncHyperBandScheduler | None] = {}
         self.fed: dict[str, int] = {}        # by trial key: last epoch ASHA has seen
-        self.live: dict[str, tuple] = {}     # by Tune trial id: (group, trial key)
+        self.live: dict[str, tuple] = {}     # by Tune trial id: (its ASHA or None, trial key)
         for record in records:
             self._replay(record)
 
@@ -125,39 +125,30 @@ class BudgetASHA(FIFOScheduler):
         key = spec.key
         if key in {k for _, k in self.live.values()}:
             key = trial.trial_id   # a search drew a config that is running now
-        self.live[trial.trial_id] = (rung_group(spec.train), key)
-        asha = self.asha_of(trial)
+        asha = self._asha(spec.train)
+        self.live[trial.trial_id] = (asha, key)
         if asha is not None:
             asha.on_trial_add(tune_controller, _Ref(key))
 
-    def asha_of(self, trial) -> AsyncHyperBandScheduler | None:
-        if trial.trial_id not in self.live:
-            return None
-        return self._asha(self.spec_of(trial.config).train)
-
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
-        asha = self.asha_of(trial)
+        asha, key = self.live.get(trial.trial_id, (None, None))
         if asha is None or TIME_ATTR not in result:
             return TrialScheduler.CONTINUE
-        ref = _Ref(self.live[trial.trial_id][1])
+        if "raysweep_result" not in result:
+            return asha.on_trial_result(tune_controller, _Ref(key), result)
         # The first report of a launch carries the epochs its checkpoint holds: those a
         # driver that died never judged are judged now, before this one.
         earlier = [EpochResult(**h) for h in json.loads(result.get("raysweep_history", "[]"))]
-        current = EpochResult(**json.loads(result["raysweep_result"])) \
-            if "raysweep_result" in result else None
-        if current is None:
-            return asha.on_trial_result(tune_controller, ref, result)
-        return self._feed(asha, ref, [*earlier, current])
+        current = EpochResult(**json.loads(result["raysweep_result"]))
+        return self._feed(asha, _Ref(key), [*earlier, current])
 
     def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
-        asha = self.asha_of(trial)
-        _, key = self.live.pop(trial.trial_id, (None, None))
+        asha, key = self.live.pop(trial.trial_id, (None, None))
         if asha is not None:
             asha.on_trial_complete(tune_controller, _Ref(key), result)
 
     def on_trial_remove(self, tune_controller, trial) -> None:
-        asha = self.asha_of(trial)
-        _, key = self.live.pop(trial.trial_id, (None, None))
+        asha, key = self.live.pop(trial.trial_id, (None, None))
         if asha is not None:
             asha.on_trial_remove(tune_controller, _Ref(key))
 
