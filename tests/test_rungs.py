@@ -152,3 +152,15 @@ def wait_for_epoch_of(run_dir, lr, proc):
             return
         time.sleep(0.2)  # polling a condition with a deadline
     raise AssertionError(f"no epoch of lr {lr} recorded (exit code {proc.poll()})")
+
+
+def test_show_names_the_rungs_of_each_budget(tmp_path, capsys):
+    from raysweep import cli
+
+    path = write_study(tmp_path, "show", defaults={**TINY, "epochs": 1}, models=["resnet_20"],
+                       grid={"epochs": [1, 4, 8]}, asha={"grace_period": 1,
+                                                         "reduction_factor": 2})
+    assert cli.main(["show", str(path), "--no-estimate"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "ASHA rungs per epoch budget (trials compete only within their budget): "
+        "1 epoch: none, trains in full; 4 epochs: epoch 1, 2; 8 epochs: epoch 1, 2, 4")
