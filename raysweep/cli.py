@@ -328,9 +328,24 @@ def cmd_show(args) -> int:
           f"worker(s) per trial, GPUs: {gpus}; ASHA "
           + (f"grace {study.asha['grace_period']}, reduction {study.asha['reduction_factor']}"
              " on validation top-1" if study.asha["enabled"] else "off"))
+    if study.asha["enabled"]:
+        print(_rung_line(study, trials))
     if not args.no_estimate:
         print("\n".join(_estimate_lines(study, trials, args.gpus)))
     return 0
+
+
+def _rung_line(study, trials) -> str:
+    """Where ASHA may stop a trial, per epoch budget (each budget competes only with
+    itself, `raysweep.rungs`)."""
+    from raysweep.rungs import milestones
+
+    budgets = sorted({t.train.epochs for t in trials})
+    rungs = [(b, milestones(b, study.asha["grace_period"], study.asha["reduction_factor"]))
+             for b in budgets]
+    return "ASHA rungs per epoch budget (trials compete only within their budget): " + "; ".join(
+        f"{b} epoch{'s' * (b != 1)}: " + (f"epoch {', '.join(f'{m:g}' for m in ms)}" if ms else "none, trains in full")
+        for b, ms in rungs)
 
 
 def _estimate_lines(study, trials, gpus: int | None) -> list[str]:

@@ -6,7 +6,9 @@ inline, and a Tune callback (`raysweep.record_writer`) keeps one record per tria
 
 A grid study is one Tuner over every trial without a finished record. A search study is
 one Tuner per (arm, seed): its samples compete only with each other under ASHA, and a
-re-run counts the samples already finished (TPE is told their results).
+re-run counts the samples already finished (TPE is told their results). ASHA runs per
+setting and epoch budget, its rungs seeded from the run's records (`raysweep.rungs`), so
+a trial a re-run adds or resumes is judged against the trials that ran before it.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import ray
 import ray.tune
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.schedulers import FIFOScheduler
 
 from raysweep import datasets, metrics
 from raysweep.arrays import ArrayKeeper, grid_order, plan_arrays
@@ -28,6 +30,7 @@ from raysweep.planning import plan_trials
 from raysweep.provenance import write_provenance
 from raysweep.progress import Progress
 from raysweep.record_writer import Observer, RecordWriter
+from raysweep.rungs import BudgetASHA
 from raysweep.study import Study, differences, study_from_text
 from raysweep.tensorboard import TensorBoardWriter
 from raysweep.trainable import TrialContext, run_trial, safe_name
@@ -94,7 +97,7 @@ def run_study(study: Study, storage: str, name: str | None = None, resume: bool 
             if todo:
                 _tune(study, context, run_dir,
                       {"trial": ray.tune.grid_search([s.key for s in todo])}, 1, concurrent,
-                      None, observers)
+                      None, observers, [r for r in records if r.sampled_from is None])
             timings["trials_run"] = len(todo)
             ended = {r.key for r in rec.read_records(run_dir) if r.finished or r.status == "errored"}
             if any(s.key not in ended for s in todo):
@@ -150,7 +153,8 @@ def _search(study: Study, context: TrialContext, run_dir, base: TrialSpec,
         return 0
     space = {k: _sampler(s) for k, s in study.searched_keys(base.train.recipe).items()}
     _tune(study, context, run_dir, {"trial": base.key, "search": space}, missing,
-          concurrent, searcher_for(study, base, done), observers)
+          concurrent, searcher_for(study, base, done), observers,
+          [r for r in records if r.sampled_from == base.key])
     return missing
 
 
@@ -173,7 +177,9 @@ def searcher_for(study: Study, base: TrialSpec, done: list[TrialRecord]):
 
 
 def _tune(study: Study, context: TrialContext, run_dir, param_space: dict, num_samples: int,
-          concurrent: int, searcher, observers: list[Observer]) -> None:
+          concurrent: int, searcher, observers: list[Observer],
+          recorded: list[TrialRecord]) -> None:
+    """One Tuner; `recorded`: the records its trials compete with at ASHA's rungs."""
     _quiet_tune()
     writer = RecordWriter(run_dir, context.spec, observers)
     keeper = ArrayKeeper(context.arrays, context.specs, str(run_dir))
@@ -186,7 +192,7 @@ def _tune(study: Study, context: TrialContext, run_dir, param_space: dict, num_s
         ray.tune.with_resources(_named_trainable(context), context.pg_factory),
         param_space=param_space,
         tune_config=ray.tune.TuneConfig(
-            scheduler=_scheduler(study), num_samples=num_samples, search_alg=searcher,
+            scheduler=_scheduler(study, context, recorded), num_samples=num_samples, search_alg=searcher,
             max_concurrent_trials=concurrent,
             # Inline: the next trial starts in the last one's process, which already holds
             # torch and the model zoo (seconds per trial). Not for Train trials: a reused
@@ -246,16 +252,13 @@ def _trial_name(context: TrialContext, trial) -> str:
     return f"{safe_name(context.spec(trial.config).label)}-{trial.trial_id}"
 
 
-def _scheduler(study: Study):
+def _scheduler(study: Study, context: TrialContext, recorded: list[TrialRecord]):
+    """FIFO, or ASHA per setting and epoch budget with the recorded results already on
+    its rungs (`raysweep.rungs`)."""
     if not study.asha["enabled"]:
         return FIFOScheduler()
-    # max_t one past the budget: ASHA would otherwise STOP every trial at its last epoch,
-    # and a stopped Tune function kills its Train controller before the controller can
-    # release the workers' placement group (Train's cleaner then has to find it later).
-    return ASHAScheduler(time_attr="epoch", metric=METRIC, mode="max",
-                         max_t=study.defaults["epochs"] + 1,
-                         grace_period=study.asha["grace_period"],
-                         reduction_factor=study.asha["reduction_factor"])
+    return BudgetASHA(METRIC, study.asha["grace_period"], study.asha["reduction_factor"],
+                      context.spec, recorded)
 
 
 def _sampler(spec: dict):
