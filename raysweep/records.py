@@ -31,7 +31,7 @@ from pathlib import Path
 import pyarrow.fs as pafs
 
 from raysweep.errors import RecordError, StorageFullError, StudyError
-from raysweep.trial import RECORD_VERSION, TrialRecord
+from raysweep.trial import RECORD_VERSION, TrialRecord, record_version
 
 RECORDS_DIR = "records"
 
@@ -206,10 +206,10 @@ def refuse_other_versions(run_dir: Path | RemotePath) -> None:
         return
     for path in sorted(folder.glob("*.json")):
         try:
-            version = json.loads(path.read_text()).get("record_version", 1)
-        except (OSError, ValueError, AttributeError):
+            version = record_version(json.loads(path.read_text()))
+        except (OSError, ValueError):
             continue  # not a record at all: skipped (and named) by the readers
-        if version != RECORD_VERSION:
+        if version is not None and version != RECORD_VERSION:
             raise RecordError(f"run folder {_location(run_dir)} holds records of record_version "
                               f"{version} ({path.name}); this raysweep writes version "
                               f"{RECORD_VERSION}: run the study under a new --name")

@@ -31,15 +31,21 @@ STUDY_FILE = "study.yaml"
 def status(run_dir: str | Path) -> StudyView:
     """The run's view: its records, and its study's trial count from study.yaml (the
     record count when study.yaml is missing or unreadable)."""
-    run_dir = _run_folder(run_dir)
+    run_dir = run_folder(run_dir)
     records = read_records(run_dir)
     return StudyView.build(records, study_total(run_dir), _study_name(run_dir, records))
 
 
-def _run_folder(run_dir: str | Path) -> Path:
+def run_folder(run_dir: str | Path) -> Path:
+    """A run folder named on the command line; a one-line error naming what is there
+    instead (nothing, a file, a device, a folder that is no run)."""
+    from raysweep.study import what_is
+
     path = Path(run_dir)
     if not path.is_dir():
-        raise RaysweepError(f"run folder {str(run_dir)!r} does not exist")
+        raise RaysweepError(f"run folder {str(run_dir)!r} {what_is(path)}; allowed: a run "
+                            f"folder (<storage>/<run name>, holding {RECORDS_DIR}/ and "
+                            f"{STUDY_FILE})")
     if not (path / RECORDS_DIR).is_dir() and not (path / STUDY_FILE).is_file():
         raise NoRecordsError(f"{str(run_dir)!r} is not a raysweep run: it has no "
                              f"{RECORDS_DIR}/ and no {STUDY_FILE}")
@@ -211,7 +217,7 @@ def compare(run_a: str | Path, run_b: str | Path) -> Comparison:
 
 
 def _arms(run_dir: str | Path) -> dict[str, list[TrialRecord]]:
-    records = read_records(_run_folder(run_dir))
+    records = read_records(run_folder(run_dir))
     if not records:
         raise NoRecordsError(f"no readable trial records in {Path(run_dir) / RECORDS_DIR}")
     arms = defaultdict(list)

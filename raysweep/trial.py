@@ -246,6 +246,7 @@ class TrialRecord:
     started_at: str
     finished_at: str | None
     record_version: int = RECORD_VERSION
+    traceback: str | None = None   # an errored trial's last traceback (Tune's error file)
 
     @classmethod
     def new(cls, spec: TrialSpec, family: str, innovation: bool, now: str) -> "TrialRecord":
@@ -306,9 +307,11 @@ class TrialRecord:
     def from_dict(cls, data: Any, where: str = "record") -> "TrialRecord":
         """A record from its JSON form; a RecordError (one line) if it is of another
         version or not a valid record."""
-        if not isinstance(data, dict):
-            raise RecordError(f"{where}: not a trial record (a JSON {type(data).__name__})")
-        version = data.get("record_version", 1)
+        version = record_version(data)
+        if version is None:
+            what = f"a JSON {type(data).__name__}" if not isinstance(data, dict) else (
+                "no record_version, and not the key, model and status of a version 1 record")
+            raise RecordError(f"{where}: not a trial record ({what})")
         if version != RECORD_VERSION:
             raise RecordError(
                 f"{where}: record_version {version!r}, but this raysweep reads version "
@@ -316,6 +319,17 @@ class TrialRecord:
                 f"splits and cannot be compared with newer ones); re-run the study under a "
                 f"new --name")
         return _build(cls, data, where)
+
+
+def record_version(data: Any) -> Any:
+    """The record version of a record's JSON data; None when it is no trial record. Version 1
+    records had no `record_version`: a mapping without one is of version 1 only if it has
+    their key, model and status."""
+    if not isinstance(data, dict):
+        return None
+    if "record_version" in data:
+        return data["record_version"]
+    return 1 if {"key", "model", "status"} <= set(data) else None
 
 
 # --- checked construction of the dataclasses above from JSON data ---
