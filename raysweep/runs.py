@@ -20,7 +20,7 @@ from typing import IO
 
 from raysweep.errors import NoRecordsError, RaysweepError
 from raysweep.progress import StudyView, arm_label, format_view, renderable
-from raysweep.records import RECORDS_DIR, read_records
+from raysweep.records import RECORDS_DIR, read_records, what_is
 from raysweep.trial import TrialRecord
 
 STUDY_FILE = "study.yaml"
@@ -39,8 +39,6 @@ def status(run_dir: str | Path) -> StudyView:
 def run_folder(run_dir: str | Path) -> Path:
     """A run folder named on the command line; a one-line error naming what is there
     instead (nothing, a file, a device, a folder that is no run)."""
-    from raysweep.study import what_is
-
     path = Path(run_dir)
     if not path.is_dir():
         raise RaysweepError(f"run folder {str(run_dir)!r} {what_is(path)}; allowed: a run "
@@ -53,9 +51,17 @@ def run_folder(run_dir: str | Path) -> Path:
 
 
 def study_total(run_dir: Path) -> int | None:
-    """Trials in the run's study.yaml; None when it is missing or no longer loads (a
-    model since removed from the zoo, an older format). A run made with --group counts
-    every group here: study.yaml holds the whole study."""
+    """Trials in the run's study.yaml (as its latest run's provenance counted them, or
+    by expanding it); None when it is missing or no longer loads (a model since removed
+    from the zoo, an older format)."""
+    import json
+
+    try:
+        total = json.loads((run_dir / "provenance.json").read_text())["runs"][-1]["trials_total"]
+        if isinstance(total, int) and not isinstance(total, bool) and total >= 0:
+            return total
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        pass  # no provenance, or one written before trials_total: expand study.yaml
     from raysweep.study import load_study
 
     path = run_dir / STUDY_FILE

@@ -21,6 +21,7 @@ import yaml
 from raysweep import datasets
 from raysweep.errors import StudyError, UnknownModelError
 from raysweep.planning import FUSE_MODES, check_divides
+from raysweep.records import what_is
 from raysweep.recipes import LR_SCALINGS, RECIPES, SCHEDULERS, resolve
 from raysweep.trial import ArmLabel, TrialSpec
 
@@ -297,23 +298,6 @@ def find_space(name_or_path: str) -> Path:
         hint = f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(known)}"
         raise StudyError(f"unknown study {name_or_path!r}; {hint}")
     return candidate
-
-
-def what_is(path: Path) -> str:
-    """What is at `path`, for a message that names what was found instead of a study file
-    or a run folder: `does not exist`, `is a folder`, `is a character device`, ..."""
-    import stat
-
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        return "does not exist"
-    except OSError as exc:
-        return f"cannot be read ({exc.strerror or exc})"
-    kinds = ((stat.S_ISDIR, "is a folder"), (stat.S_ISREG, "is a file"),
-             (stat.S_ISCHR, "is a character device"), (stat.S_ISBLK, "is a block device"),
-             (stat.S_ISFIFO, "is a named pipe"), (stat.S_ISSOCK, "is a socket"))
-    return next((text for test, text in kinds if test(mode)), "is not a regular file")
 
 
 def read_study_text(path: Path) -> str:
