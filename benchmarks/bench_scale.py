@@ -32,13 +32,13 @@ MODELS = ("resnet_20", "resnet_32", "ghost_resnet_20", "eca_resnet_20")
 
 
 def write_run(run_dir: Path, n: int, epochs: int) -> None:
-    """A finished ablation run of `n` trials: 4 groups × 25 variants × lr grid × seeds."""
+    """A finished ablation run of `n` trials: 10 groups × 50 arms × seeds."""
     groups = {f"g{g}": {"baseline": MODELS[g % len(MODELS)],
                         "variants": {f"v{v}": {"model": MODELS[(g + v) % len(MODELS)],
                                                "set": {"weight_decay": 1e-4 * (v + 1)}}
-                                     for v in range(1, 25)}} for g in range(4)}
-    lrs = [0.001 * (i + 1) for i in range(5)]
-    seeds = max(1, n // (4 * 25 * len(lrs)))
+                                     for v in range(1, 50)}} for g in range(10)}
+    lrs = [0.003]
+    seeds = max(1, -(-n // (10 * 50 * len(lrs))))
     study = {"name": "scale", "defaults": {"epochs": epochs, "dataset": "synthetic"},
              "groups": groups, "grid": {"lr": lrs}, "seeds": seeds, "asha": {"enabled": False}}
     run_dir.mkdir(parents=True)

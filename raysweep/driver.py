@@ -265,9 +265,13 @@ def _tune_log(run_dir):
         def format(self, record):
             return redact_text(super().format(record))
 
+    class Quiet(logging.FileHandler):
+        def handleError(self, record):
+            pass  # a full disk: no traceback about the log on the terminal either
+
     path = log_path(run_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, encoding="utf-8")
+    handler = Quiet(path, encoding="utf-8", delay=True)
     handler.setFormatter(Redacting("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     tune_logger = logging.getLogger("ray.tune")
     saved = tune_logger.propagate
