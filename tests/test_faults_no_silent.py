@@ -42,8 +42,8 @@ def study(tmp_path, name="s", **body) -> Path:
     ("train_size=99999999999", "defaults.train_size=99999999999 must be <= 2147483648"),
     ("split_seed=-1", "defaults.split_seed=-1 must be >= 0"),
     ("asha.grace_period=99999999999", "asha.grace_period=99999999999 must be <= 100000"),
-    ("epochs", "--set 'epochs' has no '='; allowed: a dotted name, '=' and a value, "
-               "e.g. --set epochs=2"),
+    ("epochs", "--set 'epochs' has no '='; allowed: a dotted name, '=' and a value, e.g. "
+               "--set epochs=2"),
 ])
 def test_out_of_range_integers_and_a_set_without_equals_are_one_line(tmp_path, capsys,
                                                                      override, message):
