@@ -78,7 +78,8 @@ LAUGHS = ("name: s\nmodels: [resnet_20]\na0: &a0 [x, x, x, x, x, x, x, x, x]\n" 
     # a "billion laughs" of 8 levels of 9 aliases (9**8 values) in under 1 KB
     (LAUGHS,
      "expands (through its aliases) to more than 100,000 values; allowed: at most 100,000"),
-    (b"name: s\nmodels: &m [resnet_20, *m]\n", "an alias refers to a value that contains it; allowed: aliases of finished values"),
+    (b"name: s\nmodels: &m [resnet_20, *m]\n",
+     "an alias refers to a value that contains it; allowed: aliases of finished values"),
 ])
 def test_bad_study_files_are_one_line(tmp_path, capsys, content, message):
     path = tmp_path / "s.yaml"
