@@ -732,8 +732,8 @@ def _valid_range(kind: str, args: Any) -> bool:
 def _parse_seeds(seeds: Any) -> list[int]:
     if isinstance(seeds, int) and not isinstance(seeds, bool):
         if not 1 <= seeds <= MAX_SEEDS:
-            raise StudyError(f"seeds={seeds!r} must be a count in 1..{MAX_SEEDS:,} or a list "
-                             f"of integers")
+            bound = ">= 1" if seeds < 1 else f"<= {MAX_SEEDS:,}"
+            raise StudyError(f"seeds={seeds!r} must be {bound} (a count) or a list of integers")
         return list(range(seeds))
     if isinstance(seeds, list) and seeds and all(
             isinstance(s, int) and not isinstance(s, bool) for s in seeds):

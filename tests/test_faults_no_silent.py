@@ -53,7 +53,7 @@ def test_out_of_range_integers_and_a_set_without_equals_are_one_line(tmp_path, c
 
 
 @pytest.mark.parametrize("seeds, message", [
-    (99999999999, "seeds=99999999999 must be a count in 1..100,000 or a list of integers"),
+    (99999999999, "seeds=99999999999 must be <= 100,000 (a count) or a list of integers"),
     ([1, 99999999999], "seeds value 99999999999 is out of range; allowed: 0..4294967295")])
 def test_seeds_are_bounded(tmp_path, capsys, seeds, message):
     code, line = cli(capsys, "show", study(tmp_path, seeds=seeds), "--no-estimate")
