@@ -35,7 +35,8 @@ def write_run(run_dir: Path, n: int, epochs: int) -> None:
     """A finished ablation run of `n` trials: 10 groups × 50 arms × seeds."""
     groups = {f"g{g}": {"baseline": MODELS[g % len(MODELS)],
                         "variants": {f"v{v}": {"model": MODELS[(g + v) % len(MODELS)],
-                                               "set": {"weight_decay": 1e-4 * (v + 1)}}
+                                               # a distinct identity per arm
+                                               "set": {"weight_decay": (g * 50 + v) * 1e-6}}
                                      for v in range(1, 50)}} for g in range(10)}
     lrs = [0.003]
     seeds = max(1, -(-n // (10 * 50 * len(lrs))))
@@ -75,15 +76,15 @@ def write_run(run_dir: Path, n: int, epochs: int) -> None:
 def measure(args: list[str]) -> tuple[float, float, int]:
     """(seconds, peak RSS in MB, exit status) of `python -m raysweep.cli ARGS` (or of a bare
     `python -c` when `args` starts with -c)."""
-    cmd = [sys.executable, *(args if args[0] == "-c" else ["-m", "raysweep.cli", *args])]
-    begin = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - begin
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    # Through /usr/bin/time: a child forked from this process (torch imported) would
+    # count this process's pages in its peak until it execs.
+    cmd = ["/usr/bin/time", "-f", "%e %M", sys.executable,
+           *(args if args[0] == "-c" else ["-m", "raysweep.cli", *args])]
+    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seconds, kb = proc.stderr.strip().splitlines()[-1].split()[-2:]
     if proc.returncode:
-        print(f"  {' '.join(args)}: exit {proc.returncode}: {proc.stderr.read().decode()[-500:]}")
-    return seconds, usage.ru_maxrss / 1024, proc.returncode
+        print(f"  {' '.join(args)}: exit {proc.returncode}: {proc.stderr[-500:]}")
+    return float(seconds), int(kb) / 1024, proc.returncode
 
 
 def main() -> None:

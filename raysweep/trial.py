@@ -342,6 +342,19 @@ def _fields(cls) -> tuple[dict, list[str]]:
     return typing.get_type_hints(cls), [f.name for f in dataclasses.fields(cls)]
 
 
+@functools.lru_cache(maxsize=None)
+def _required(cls) -> frozenset[str]:
+    return frozenset(f.name for f in dataclasses.fields(cls)
+                     if f.default is dataclasses.MISSING
+                     and f.default_factory is dataclasses.MISSING)
+
+
+@functools.lru_cache(maxsize=None)
+def _shape(hint) -> tuple:
+    """(origin, args, is a dataclass) of a type hint, worked out once per hint."""
+    return typing.get_origin(hint), typing.get_args(hint), dataclasses.is_dataclass(hint)
+
+
 def _build(cls, data: Any, where: str):
     if not isinstance(data, dict):
         raise RecordError(f"{where} must be a mapping, got {_short(data)}")
@@ -350,33 +363,36 @@ def _build(cls, data: Any, where: str):
     if unknown:
         raise RecordError(f"{where}: unknown field {unknown[0]!r}")
     values = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in data:
-            if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING:
+    required = _required(cls)
+    for name in names:
+        if name not in data:
+            if name not in required:
                 continue
-            raise RecordError(f"{where}: missing field {f.name!r}")
-        values[f.name] = _convert(hints[f.name], data[f.name], f"{where}.{f.name}")
+            raise RecordError(f"{where}: missing field {name!r}")
+        values[name] = _convert(hints[name], data[name], where, name)
     return cls(**values)
 
 
-def _convert(hint, value: Any, where: str):
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
+def _convert(hint, value: Any, where: str, part: str | int | None = None):
+    if part is not None:  # the path of the value, built only when a message needs it
+        where = f"{where}.{part}" if isinstance(part, str) else f"{where}[{part}]"
+    origin, args, is_dataclass = _shape(hint)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
         options = [a for a in args if a is not type(None)]
         return _convert(options[0], value, where) if len(options) == 1 else value
-    if dataclasses.is_dataclass(hint):
+    if is_dataclass:
         return _build(hint, value, where)
     if origin is list:
         if not isinstance(value, list):
             raise RecordError(f"{where} must be a list, got {_short(value)}")
-        return [_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [_convert(args[0], v, where, i) for i, v in enumerate(value)]
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise RecordError(f"{where} must be a list, got {_short(value)}")
         inner = args[0] if args else Any
-        return tuple(_convert(inner, v, f"{where}[{i}]") for i, v in enumerate(value))
+        return tuple(_convert(inner, v, where, i) for i, v in enumerate(value))
     if origin is dict or hint is dict:
         if not isinstance(value, dict):
             raise RecordError(f"{where} must be a mapping, got {_short(value)}")
