@@ -204,3 +204,35 @@ def test_a_trial_errored_by_a_full_disk_exits_3_with_one_line_and_its_traceback_
                                 f"{small_disk / 'full' / 'raysweep.log'} and in their records")
     record, = read_records(small_disk / "full")
     assert record.status == "errored" and "Traceback" in record.traceback
+
+
+def test_an_errored_record_makes_the_run_exit_3_with_one_line_per_failure(tmp_path, capsys):
+    """The decision `raysweep run` makes after Tune returns, on real records (the full-disk
+    test above drives it through Ray)."""
+    import argparse
+
+    from raysweep.cli import _errored_summary
+    from raysweep.records import write_record
+    from raysweep.study import load_study
+    from raysweep.trial import TrialRecord
+
+    path = study(tmp_path, models=["resnet_20", "resnet_32"])
+    run_dir = tmp_path / "runs" / "s"
+    specs = load_study(str(path)).trials()
+    args = argparse.Namespace(space=str(path), storage=str(tmp_path / "runs"), local=True)
+    for spec, status in zip(specs, ("completed", "stopped")):
+        record = TrialRecord.new(spec, "baseline", False, "2026-12-07T00:00:00+00:00")
+        record.status = status
+        write_record(run_dir, record)
+    assert _errored_summary(load_study(str(path)), run_dir, args) == 0
+    record.status, record.error = "errored", "StorageFullError: no space left on the device"
+    record.traceback = "Traceback (most recent call last): ..."
+    write_record(run_dir, record)
+    assert _errored_summary(load_study(str(path)), run_dir, args) == EXIT_TRIALS_ERRORED
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [
+        f"raysweep: error: trial resnet_32-s0 ({record.key}) errored after 0/1 epochs: "
+        f"StorageFullError: no space left on the device",
+        f"raysweep: error: 1 of 2 trials errored; tracebacks in {run_dir / 'raysweep.log'} and "
+        f"in their records; once the cause is fixed, raysweep run {path} --storage "
+        f"{tmp_path / 'runs'} --name s --resume --local retries them"]
