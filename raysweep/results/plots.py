@@ -28,6 +28,7 @@ from raysweep.trial import TrialRecord
 DPI = 300               # of the PNG files (dots per inch)
 MAX_LEGEND = 12         # lines per curves plot that still get a legend entry
 MAX_CURVES = 100        # lines per curves plot: more are unreadable and slow to draw
+MAX_POINT_LABELS = 60   # points of accuracy_vs_params that get a name label
 MAX_PIXELS = 12_000     # longer side of a PNG: a 500-row bar chart at 300 dpi took 1 GB
 LABEL_PT = 7            # font size of point labels (points)
 ROW_IN = 0.3            # height of one bar (two label lines fit) or one point label (inches)
@@ -121,7 +122,9 @@ def _bars(ax, means, stds, names, innovation, hatched) -> None:
 def accuracy_vs_params(table1: Table) -> Figure:
     data = table1.data
     data = data[(data["ending"] == co.FULL)].dropna(subset=["top1_mean", "params_M"])
-    fig = Figure(figsize=(8, max(4.5, 1.8 + ROW_IN * 0.8 * len(data))), layout="constrained")
+    labelled = len(data) <= MAX_POINT_LABELS
+    fig = Figure(figsize=(8, max(4.5, 1.8 + ROW_IN * 0.8 * len(data) * labelled)),
+                 layout="constrained")
     ax = fig.add_subplot()
     if data.empty:
         _no_data(ax, "full-budget accuracy with a parameter count")
@@ -136,8 +139,9 @@ def accuracy_vs_params(table1: Table) -> Figure:
         ax.xaxis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False))
         ax.legend(fontsize=8, title="family", title_fontsize=8, loc="upper left",
                   bbox_to_anchor=(0, -0.12), ncol=3, frameon=False)
-        _label_column(ax, data["params_M"].to_numpy(), data["top1_mean"].to_numpy(),
-                      _row_names(data))
+        if labelled:  # hundreds of arrowed labels: unreadable, and minutes to draw
+            _label_column(ax, data["params_M"].to_numpy(), data["top1_mean"].to_numpy(),
+                          _row_names(data))
     ax.set_xlabel("parameters (millions, log scale)")
     ax.set_ylabel("test top-1 (%)")
     ax.set_title("Test accuracy against model size, after the full training budget")
