@@ -11,9 +11,10 @@ from __future__ import annotations
 import difflib
 import fnmatch
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import torch.nn as nn
+if TYPE_CHECKING:  # torch is imported by the zoo, not here: `report` reads FAMILIES only
+    import torch.nn as nn
 
 FAMILIES = ("baseline", "attention", "lightweight", "modern_conv", "hybrid", "mlp")
 RECIPES = ("sgd", "sgd_ghostnet", "adamw", "adamw_convnext", "adamw_mixer")

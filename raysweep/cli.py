@@ -1,6 +1,9 @@
 """`raysweep`: a thin command-line layer over study loading, the driver and the results.
 
 Every user error is one line on stderr and exit status 2 (a traceback only with --debug).
+Exit status of `raysweep run`: 0 when every trial it started finished (completed, stopped
+by ASHA or diverged), 3 when any errored (one line per errored trial, tracebacks in the
+run's raysweep.log and its record), 130 when interrupted, 2 on bad input.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import warnings
 from pathlib import Path
 
 EXIT_USAGE = 2
+EXIT_TRIALS_ERRORED = 3  # the run ended, but some trial errored (retry with --resume)
 EXIT_INTERRUPTED = 130   # the shell's code for a process ended by SIGINT
 
 
@@ -191,7 +195,28 @@ def cmd_run(args) -> int:
           + (f", GPU share per worker {'/'.join(f'{g:g}' for g in timings['gpu_shares'])}"
              if any(timings.get("gpu_shares", [])) else ""))
     print(f"records: {run_dir / 'records'}")
-    return 0
+    return _errored_summary(study, run_dir, args)
+
+
+def _errored_summary(study, run_dir, args) -> int:
+    """0, or EXIT_TRIALS_ERRORED with one line per errored trial and a summary line: a
+    scheduler or CI job that runs a study sees a failed trial as a failure."""
+    from raysweep.driver import log_path, total_trials
+    from raysweep.provenance import redact_text
+    from raysweep.records import read_records
+
+    keys = {t.key for t in study.trials()}
+    errored = [r for r in read_records(run_dir)
+               if (r.key in keys or r.sampled_from in keys) and r.status == "errored"]
+    if not errored:
+        return 0
+    for r in errored:
+        print(f"raysweep: error: trial {r.label} ({r.key}) errored after {r.last_epoch}/"
+              f"{r.epochs} epochs: {redact_text(r.error or 'unknown error')}", file=sys.stderr)
+    print(f"raysweep: error: {len(errored)} of {total_trials(study)} trials errored; "
+          f"tracebacks in {log_path(run_dir)} and in their records; once the cause is fixed, "
+          f"{_resume_command(args, run_dir)} retries them", file=sys.stderr)
+    return EXIT_TRIALS_ERRORED
 
 
 def _study_to_run(args):
@@ -385,9 +410,10 @@ def cmd_compare(args) -> int:
 
 def cmd_tensorboard(args) -> int:
     from raysweep.errors import NoRecordsError
+    from raysweep.runs import run_folder
     from raysweep.tensorboard import export_run
 
-    run_dir = Path(args.run_dir)
+    run_dir = run_folder(args.run_dir)
     if not (run_dir / "records").is_dir():
         raise NoRecordsError(f"{run_dir} is not a run folder (it has no records/)")
     for folder in export_run(run_dir):
@@ -400,14 +426,14 @@ def cmd_report(args) -> int:
 
     warnings.simplefilter("always")
     formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
-    from raysweep.errors import NoRecordsError, StudyError
+    from raysweep.errors import StudyError
 
     bad = [f for f in formats if f not in ("md", "csv", "tex")]
     if bad:
         raise StudyError(f"--format {bad[0]!r} is not a format; allowed: md, csv, tex")
-    run_dir = Path(args.run_dir)
-    if not run_dir.is_dir():
-        raise NoRecordsError(f"run folder {str(run_dir)!r} does not exist")
+    from raysweep.runs import run_folder
+
+    run_dir = run_folder(args.run_dir)
     if args.check:
         from raysweep.results.rebuild import check
 

@@ -12,6 +12,7 @@ a trial a re-run adds or resumes is judged against the trials that ran before it
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -31,7 +32,7 @@ from raysweep.provenance import write_provenance
 from raysweep.progress import Progress
 from raysweep.record_writer import Observer, RecordWriter
 from raysweep.rungs import BudgetASHA
-from raysweep.study import Study, differences, study_from_text
+from raysweep.study import Study, differences, read_study_text, study_from_text
 from raysweep.tensorboard import TensorBoardWriter
 from raysweep.trainable import TrialContext, run_trial, safe_name
 from raysweep.trial import TrialRecord, TrialSpec
@@ -126,7 +127,8 @@ def resume_study(run_dir, overrides: list[str], cli: dict, groups: list[str] | N
     stored = run_dir / "study.yaml"
     if not stored.is_file():
         raise StudyError(f"--resume: no run named {run_dir.name!r} under {run_dir.parent}")
-    text = stored.read_text()
+    text = read_study_text(stored)
+    _require_redacted_values(text, str(stored), overrides, cli)
     before = study_from_text(text, str(stored))
     study = study_from_text(text, str(stored), overrides, cli, groups)
     keys = {s.key for s in study.trials()}
@@ -141,6 +143,31 @@ def resume_study(run_dir, overrides: list[str], cli: dict, groups: list[str] | N
         raise StudyError(f"--resume: {what} the identity of {len(lost)} trial(s) run "
                          f"{run_dir.name!r} has started; drop it, or run under a new --name")
     return study
+
+
+def _require_redacted_values(text: str, where: str, overrides: list[str], cli: dict) -> None:
+    """A study.yaml stores credentials masked (`s3://***@bucket/data`): resuming from the
+    masked value would read another path, so each masked value must be given again."""
+    from raysweep.provenance import MASK
+    from raysweep.study import _read_yaml
+
+    def masked(value, where=""):
+        if isinstance(value, dict):
+            return [m for k, v in value.items() for m in masked(v, f"{where}.{k}".lstrip("."))]
+        if isinstance(value, list):
+            return [m for i, v in enumerate(value) for m in masked(v, f"{where}[{i}]")]
+        return [(where, value)] if isinstance(value, str) and MASK in value else []
+
+    given = {k if "." in k else f"defaults.{k}" for k in (o.split("=", 1)[0] for o in overrides)}
+    given |= {k for k, v in (cli or {}).items() if v is not None}
+    missing = [(k, v) for k, v in masked(_read_yaml(text, where)) if k not in given]
+    if missing:
+        key, value = missing[0]
+        flag = {"defaults.data_dir": " (or --data-dir)"}.get(key, "")
+        raise StudyError(f"--resume: {where} stores {key}={value!r} with a credential masked; "
+                         f"give the value again: --set {key}=VALUE{flag}"
+                         + (f" (and {len(missing) - 1} more masked value(s))"
+                            if len(missing) > 1 else ""))
 
 
 def _search(study: Study, context: TrialContext, run_dir, base: TrialSpec,
@@ -209,7 +236,8 @@ def _tune(study: Study, context: TrialContext, run_dir, param_space: dict, num_s
                 max_failures=context.max_failures if context.inline else 0)),
     )
     try:
-        tuner.fit()
+        with _tune_log(run_dir), _no_secret_env_vars():
+            tuner.fit()
     except KeyboardInterrupt:  # a second Ctrl-C while Tune was stopping
         writer.interrupt_open()
         raise Interrupted from None
@@ -218,6 +246,68 @@ def _tune(study: Study, context: TrialContext, run_dir, param_space: dict, num_s
     if writer.open:  # on Ctrl-C Tune ends its loop without ending the running trials
         writer.interrupt_open()
         raise Interrupted
+
+
+LOG_FILE = "raysweep.log"
+
+
+def log_path(run_dir) -> Path:
+    """The run's log: Tune's messages and tracebacks (one per failed attempt of a trial).
+    In the run folder; for a run on an object store, in the system's temp folder."""
+    if isinstance(run_dir, Path):
+        return run_dir / LOG_FILE
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / f"raysweep-{run_dir.name}.log"
+
+
+@contextlib.contextmanager
+def _tune_log(run_dir):
+    """Tune logs a full traceback for each failed attempt of a trial (three for a trial
+    retried twice): they go to the run's log, and the terminal gets one line per failed
+    trial (progress) and a summary (`raysweep run`)."""
+    from raysweep.provenance import redact_text
+
+    class Redacting(logging.Formatter):
+        def format(self, record):
+            return redact_text(super().format(record))
+
+    class Quiet(logging.FileHandler):
+        def handleError(self, record):
+            pass  # a full disk: no traceback about the log on the terminal either
+
+    path = log_path(run_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = Quiet(path, encoding="utf-8", delay=True)
+    handler.setFormatter(Redacting("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    tune_logger = logging.getLogger("ray.tune")
+    saved = tune_logger.propagate
+    tune_logger.addHandler(handler)
+    tune_logger.propagate = False
+    try:
+        yield path
+    finally:
+        tune_logger.removeHandler(handler)
+        tune_logger.propagate = saved
+        handler.close()
+
+
+@contextlib.contextmanager
+def _no_secret_env_vars():
+    """Tune hands AWS_SECRET_ACCESS_KEY and its kin from the driver's environment to every
+    trial actor as its runtime_env's env_vars, and Ray's runtime-env agent logs runtime
+    envs in clear text (runtime_env_agent.log). A local Ray's workers inherit the driver's
+    environment anyway; on a cluster, nodes get credentials from their own environment or
+    role (cluster.yaml), never through Ray's logs."""
+    from ray.tune.execution import class_cache
+    from raysweep.provenance import secret_name
+
+    saved = class_cache.ENV_VARS_TO_PROPAGATE
+    class_cache.ENV_VARS_TO_PROPAGATE = {v for v in saved if not secret_name(v)}
+    try:
+        yield
+    finally:
+        class_cache.ENV_VARS_TO_PROPAGATE = saved
 
 
 def _named_trainable(context: TrialContext):

@@ -177,6 +177,10 @@ def write_provenance(run_dir: Path | RemotePath, study, argv: list[str] | None =
     except (ValueError, KeyError, TypeError):
         runs = []  # a damaged provenance file is replaced, never a reason to fail a run
     runs.append({"study_file": relative(study.path), "run_dir": relative(str(run_dir)),
+                 # the trials the run holds when done: `status` reads it instead of
+                 # expanding study.yaml (which imports the model zoo and torch)
+                 "trials_total": len(study.trials()) * (study.num_samples if study.search
+                                                        else 1),
                  "argv": redact(list(sys.argv if argv is None else argv)), **environment()})
     doc = {"study": study.name, "runs": runs}
     atomic_write_text(path, json.dumps(redact_provenance(doc), indent=1))

@@ -56,6 +56,7 @@ class RecordWriter(ray.tune.Callback):
         for label in spec.labels:
             record.add_label(label)
         record.status, record.finished_at, record.error = "running", None, None
+        record.traceback = None
         record.trial_ids.append(trial.trial_id)
         self.open[trial.trial_id] = record
         return record
@@ -101,7 +102,10 @@ class RecordWriter(ray.tune.Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         record = self._record(trial)
-        record.status, record.error = "errored", _error_text(trial)
+        from raysweep.provenance import redact_text
+
+        record.status, record.error = "errored", redact_text(_error_text(trial))
+        record.traceback = _traceback_text(trial)
         self._finish(trial, record)
 
     def interrupt_open(self) -> list[TrialRecord]:
@@ -126,6 +130,19 @@ class RecordWriter(ray.tune.Callback):
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+MAX_TRACEBACK_CHARS = 20_000
+
+
+def _traceback_text(trial) -> str | None:
+    """The trial's last traceback (Tune's error file), credentials masked, its end kept."""
+    from raysweep.provenance import redact_text
+
+    path = getattr(trial, "error_file", None) or ""
+    if not (path and Path(path).is_file()):
+        return None
+    return redact_text(Path(path).read_text(errors="replace")[-MAX_TRACEBACK_CHARS:])
 
 
 def _error_text(trial) -> str:

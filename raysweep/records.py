@@ -27,11 +27,21 @@ import warnings
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pyarrow.fs as pafs
+if TYPE_CHECKING:
+    import pyarrow.fs as pafs
+
+
+def _pafs():
+    # pyarrow is imported when a URI is used: `status` and `report` of a local run
+    # start without it.
+    import pyarrow.fs
+
+    return pyarrow.fs
 
 from raysweep.errors import RecordError, StorageFullError, StudyError
-from raysweep.trial import RECORD_VERSION, TrialRecord
+from raysweep.trial import RECORD_VERSION, TrialRecord, record_version
 
 RECORDS_DIR = "records"
 
@@ -61,10 +71,10 @@ class RemotePath:
         return self.fs.get_file_info(self.path).type
 
     def is_file(self) -> bool:
-        return self._type() == pafs.FileType.File
+        return self._type() == _pafs().FileType.File
 
     def is_dir(self) -> bool:
-        return self._type() == pafs.FileType.Directory
+        return self._type() == _pafs().FileType.Directory
 
     def mkdir(self, parents: bool = False, exist_ok: bool = False) -> None:
         self.fs.create_dir(self.path, recursive=parents)
@@ -84,7 +94,7 @@ class RemotePath:
         self.write_bytes(text.encode())
 
     def iterdir(self) -> list["RemotePath"]:
-        found = self.fs.get_file_info(pafs.FileSelector(self.path, allow_not_found=True))
+        found = self.fs.get_file_info(_pafs().FileSelector(self.path, allow_not_found=True))
         return [RemotePath(self.scheme, i.path, self.fs) for i in found]
 
     def rmtree(self) -> None:
@@ -95,9 +105,9 @@ class RemotePath:
             self.fs.delete_file(self.path)
 
     def glob(self, pattern: str) -> list["RemotePath"]:
-        found = self.fs.get_file_info(pafs.FileSelector(self.path, allow_not_found=True))
+        found = self.fs.get_file_info(_pafs().FileSelector(self.path, allow_not_found=True))
         return [RemotePath(self.scheme, i.path, self.fs) for i in found
-                if i.type == pafs.FileType.File and fnmatch(i.base_name, pattern)]
+                if i.type == _pafs().FileType.File and fnmatch(i.base_name, pattern)]
 
 
 def run_location(storage: str, name: str) -> Path | RemotePath:
@@ -105,14 +115,14 @@ def run_location(storage: str, name: str) -> Path | RemotePath:
     if "://" not in storage:
         return Path(os.path.expanduser(storage)).resolve() / name
     try:
-        fs, path = pafs.FileSystem.from_uri(storage)
+        fs, path = _pafs().FileSystem.from_uri(storage)
     except (ValueError, OSError) as exc:  # pyarrow's ArrowInvalid repeats the whole URI
         from raysweep.errors import StudyError
         from raysweep.provenance import redact_text
 
         raise StudyError(f"--storage {redact_text(storage)!r} is not a storage URI pyarrow "
                          f"can open: {redact_text(str(exc).splitlines()[0])}") from None
-    if isinstance(fs, pafs.LocalFileSystem):
+    if isinstance(fs, _pafs().LocalFileSystem):
         return Path(path).resolve() / name
     return RemotePath(storage.split("://", 1)[0], path, fs) / name
 
@@ -181,6 +191,23 @@ def _raise_if_full(exc: BaseException, path: Path) -> None:
             f"record and checkpoint written before is intact") from None
 
 
+def what_is(path: Path) -> str:
+    """What is at `path`, for a message that names what was found instead of a study file
+    or a run folder: `does not exist`, `is a folder`, `is a character device`, ..."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "does not exist"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    kinds = ((stat.S_ISDIR, "is a folder"), (stat.S_ISREG, "is a file"),
+             (stat.S_ISCHR, "is a character device"), (stat.S_ISBLK, "is a block device"),
+             (stat.S_ISFIFO, "is a named pipe"), (stat.S_ISSOCK, "is a socket"))
+    return next((text for test, text in kinds if test(mode)), "is not a regular file")
+
+
 def write_record(run_dir: Path | RemotePath, record: TrialRecord) -> Path | RemotePath:
     path = _location(run_dir) / RECORDS_DIR / f"{record.key}.json"
     atomic_write_text(path, json.dumps(record.to_dict(), indent=1, sort_keys=True, allow_nan=False))
@@ -206,10 +233,10 @@ def refuse_other_versions(run_dir: Path | RemotePath) -> None:
         return
     for path in sorted(folder.glob("*.json")):
         try:
-            version = json.loads(path.read_text()).get("record_version", 1)
-        except (OSError, ValueError, AttributeError):
+            version = record_version(json.loads(path.read_text()))
+        except (OSError, ValueError):
             continue  # not a record at all: skipped (and named) by the readers
-        if version != RECORD_VERSION:
+        if version is not None and version != RECORD_VERSION:
             raise RecordError(f"run folder {_location(run_dir)} holds records of record_version "
                               f"{version} ({path.name}); this raysweep writes version "
                               f"{RECORD_VERSION}: run the study under a new --name")

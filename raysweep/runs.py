@@ -21,7 +21,7 @@ from typing import IO, Any
 
 from raysweep.errors import NoRecordsError, RaysweepError
 from raysweep.progress import StudyView, arm_tags, distinct_label, format_view, renderable
-from raysweep.records import RECORDS_DIR, read_records
+from raysweep.records import RECORDS_DIR, read_records, what_is
 from raysweep.trial import TrialRecord
 
 STUDY_FILE = "study.yaml"
@@ -32,15 +32,19 @@ STUDY_FILE = "study.yaml"
 def status(run_dir: str | Path) -> StudyView:
     """The run's view: its records, and its study's trial count from study.yaml (the
     record count when study.yaml is missing or unreadable)."""
-    run_dir = _run_folder(run_dir)
+    run_dir = run_folder(run_dir)
     records = read_records(run_dir)
     return StudyView.build(records, study_total(run_dir), _study_name(run_dir, records))
 
 
-def _run_folder(run_dir: str | Path) -> Path:
+def run_folder(run_dir: str | Path) -> Path:
+    """A run folder named on the command line; a one-line error naming what is there
+    instead (nothing, a file, a device, a folder that is no run)."""
     path = Path(run_dir)
     if not path.is_dir():
-        raise RaysweepError(f"run folder {str(run_dir)!r} does not exist")
+        raise RaysweepError(f"run folder {str(run_dir)!r} {what_is(path)}; allowed: a run "
+                            f"folder (<storage>/<run name>, holding {RECORDS_DIR}/ and "
+                            f"{STUDY_FILE})")
     if not (path / RECORDS_DIR).is_dir() and not (path / STUDY_FILE).is_file():
         raise NoRecordsError(f"{str(run_dir)!r} is not a raysweep run: it has no "
                              f"{RECORDS_DIR}/ and no {STUDY_FILE}")
@@ -48,9 +52,17 @@ def _run_folder(run_dir: str | Path) -> Path:
 
 
 def study_total(run_dir: Path) -> int | None:
-    """Trials in the run's study.yaml; None when it is missing or no longer loads (a
-    model since removed from the zoo, an older format). A run made with --group counts
-    every group here: study.yaml holds the whole study."""
+    """Trials in the run's study.yaml (as its latest run's provenance counted them, or
+    by expanding it); None when it is missing or no longer loads (a model since removed
+    from the zoo, an older format)."""
+    import json
+
+    try:
+        total = json.loads((run_dir / "provenance.json").read_text())["runs"][-1]["trials_total"]
+        if isinstance(total, int) and not isinstance(total, bool) and total >= 0:
+            return total
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        pass  # no provenance, or one written before trials_total: expand study.yaml
     from raysweep.study import load_study
 
     path = run_dir / STUDY_FILE
@@ -240,7 +252,7 @@ def compare(run_a: str | Path, run_b: str | Path) -> Comparison:
 
 
 def _arms(run_dir: str | Path) -> dict[str, list[TrialRecord]]:
-    records = read_records(_run_folder(run_dir))
+    records = read_records(run_folder(run_dir))
     if not records:
         raise NoRecordsError(f"no readable trial records in {Path(run_dir) / RECORDS_DIR}")
     arms = defaultdict(list)

@@ -21,6 +21,7 @@ import yaml
 from raysweep import datasets
 from raysweep.errors import StudyError, UnknownModelError
 from raysweep.planning import FUSE_MODES, check_divides
+from raysweep.records import what_is
 from raysweep.recipes import LR_SCALINGS, RECIPES, SCHEDULERS, resolve
 from raysweep.trial import ArmLabel, TrialSpec
 
@@ -42,6 +43,15 @@ MAX_STUDY_BYTES = 1_000_000
 MAX_SET_CHARS = 10_000
 MAX_DEPTH = 20
 MAX_TRIALS = 10_000   # a default fit for one run; `--max-trials N` raises it explicitly
+MAX_VALUES = 100_000  # values a study's YAML holds once its aliases are expanded
+# Integers a trial is built from are bounded: an unbounded one passes the schema and fails
+# deep inside Ray, torch or TensorBoard (an epoch count past 2**63, a seed numpy refuses).
+MAX_EPOCHS = 100_000
+MAX_BATCH = 1 << 24          # images per step
+MAX_IMAGES = 1 << 31         # train_size, test_size
+MAX_SEED = 2**32 - 1         # numpy's seed range (torch's is wider)
+MAX_SEEDS = 100_000          # seeds: N
+MAX_SAMPLES = 100_000        # search.num_samples
 
 __all__ = ["Study", "StudyError", "load_study", "parse_study", "apply_override", "find_space",
            "list_spaces"]
@@ -101,30 +111,60 @@ def _type(t, name):
     return lambda v: None if isinstance(v, t) else f"must be {name}"
 
 
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):/")
+
+
+def _local_folder(value: Any) -> str | None:
+    """A data folder: a local path or a file:// URI. Any other URI is read as a URI (never
+    as a relative path named `s3:`), and refused: datasets are read from local disk, and a
+    URI's user-info would be a credential in every record."""
+    if not isinstance(value, str):
+        return "must be a path"
+    scheme = _SCHEME.match(value)
+    if not scheme or scheme.group(1).lower() == "file":
+        return None
+    from urllib.parse import urlsplit
+
+    held = urlsplit(value)
+    secret = " and holds credentials, which raysweep never stores" if (
+        "@" in value.split("?", 1)[0] or held.query) else ""
+    return (f"is a {scheme.group(1)}:// URI{secret}; allowed: a local folder or a file:// "
+            f"URI (datasets are read from local disk on every node)")
+
+
+def local_path(value: str) -> str:
+    """A data folder as an absolute local path (`~` expanded, file:// unwrapped)."""
+    if value.lower().startswith("file:"):
+        from urllib.parse import unquote, urlsplit
+
+        value = unquote(urlsplit(value).path)
+    return str(Path(os.path.expanduser(value)).resolve())
+
+
 TRAIN_SCHEMA: dict[str, tuple] = {
     "recipe": (_choice(tuple(RECIPES), null=True), None),   # null: the model's own recipe
-    "epochs": (_int(1), 300),
-    "batch_size": (_int(1), 1024),                          # global: images per step, all workers
+    "epochs": (_int(1, MAX_EPOCHS), 300),
+    "batch_size": (_int(1, MAX_BATCH), 1024),                          # global: images per step, all workers
     "lr": (_num(0, lo_open=True, null=True), None),         # peak lr (null: the recipe's)
     "lr_scaling": (_choice(LR_SCALINGS), "none"),           # how lr is scaled to batch_size
-    "lr_base_batch": (_int(1), 1024),                       # the global batch lr is stated for
+    "lr_base_batch": (_int(1, MAX_BATCH), 1024),                       # the global batch lr is stated for
     "weight_decay": (_num(0, null=True), None),
     "momentum": (_num(0, 1, null=True), None),
-    "warmup_epochs": (_int(0, null=True), None),
+    "warmup_epochs": (_int(0, MAX_EPOCHS, null=True), None),
     "scheduler": (_choice(SCHEDULERS, null=True), None),
     "label_smoothing": (_below(1), 0.0),
     "augment": (_choice(AUGMENTS), "trivialaugment_erasing"),
     "sync_bn": (_type(bool, "true or false"), True),        # BatchNorm over the global batch
     "dataset": (_choice(tuple(datasets.DATASETS)), "cifar100"),
-    "data_dir": (_type(str, "a path"), "~/.cache/raysweep/data"),
+    "data_dir": (lambda v: _local_folder(v), "~/.cache/raysweep/data"),
     "download": (_type(bool, "true or false"), False),
     "data_checksums": (_type(bool, "true or false"), True),  # verify the dataset files
-    "train_size": (_int(1, null=True), None),              # first N train images (null: all)
-    "test_size": (_int(1, null=True), None),
+    "train_size": (_int(1, MAX_IMAGES, null=True), None),  # first N train images (null: all)
+    "test_size": (_int(1, MAX_IMAGES, null=True), None),
     "test_fraction": (lambda v: None if v is None else _num(0, 1, lo_open=True)(v)
                       or (None if v < 1 else "must be < 1"), None),   # imagefolder only
     "val_fraction": (lambda v: None if v is None else _below(1)(v), None),  # null: dataset's
-    "split_seed": (_int(0), 0),                             # seed of the validation split
+    "split_seed": (_int(0, MAX_SEED), 0),                             # seed of the validation split
     "synthetic_classes": (_int(2, 1000), 10),
     "amp": (_choice(AMP), "auto"),                          # auto: bf16 on GPU, off on CPU
     "channels_last": (_type(bool, "true or false"), False),
@@ -135,7 +175,7 @@ TRAIN_SCHEMA: dict[str, tuple] = {
 
 ASHA_SCHEMA = {
     "enabled": (_type(bool, "true or false"), True),
-    "grace_period": (_int(1), 1),                            # epochs
+    "grace_period": (_int(1, MAX_EPOCHS), 1),                            # epochs
     "reduction_factor": (_num(1, lo_open=True), 4),
 }
 
@@ -143,7 +183,7 @@ RESOURCES_SCHEMA = {
     "workers_per_trial": (_int(1, 1024), 1),
     "cpus_per_worker": (_num(0, lo_open=True), 1),
     "gpus_per_worker": (lambda v: None if v == "auto" else _num(0, 8)(v), "auto"),
-    "max_concurrent": (lambda v: None if v == "auto" else _int(1)(v), "auto"),
+    "max_concurrent": (lambda v: None if v == "auto" else _int(1, MAX_SEEDS)(v), "auto"),
     "max_failures": (_int(0, 100), 2),                       # worker-group restarts per trial
     "fuse": (_choice(FUSE_MODES), "off"),                    # fused arrays: auto = GPU trials
     "fuse_members": (_int(2, 64), 8),                        # trials per fused array at most
@@ -229,7 +269,7 @@ def make_trial(study: Study, arm: Arm, grid_point: dict, seed: int) -> TrialSpec
     entry = get_entry(arm.model)
     train = {**study.defaults, **grid_point, **arm.overrides}
     recipe = train.pop("recipe") or entry.recipe
-    train["data_dir"] = str(Path(os.path.expanduser(train["data_dir"])).resolve())
+    train["data_dir"] = local_path(train["data_dir"])
     val_fraction = train.pop("val_fraction")
     if val_fraction is None:
         val_fraction = datasets.info(train["dataset"]).val_fraction
@@ -248,7 +288,8 @@ def find_space(name_or_path: str) -> Path:
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
-            raise StudyError(f"study file {name_or_path!r} does not exist")
+            raise StudyError(f"study file {name_or_path!r} {what_is(path)}; allowed: a "
+                             f"YAML file, or a study name ({', '.join(list_spaces())})")
         return path
     candidate = SPACES_DIR / f"{name_or_path}.yaml"
     if not candidate.is_file():
@@ -259,6 +300,26 @@ def find_space(name_or_path: str) -> Path:
     return candidate
 
 
+def read_study_text(path: Path) -> str:
+    """A study file's text: a regular file of at most MAX_STUDY_BYTES bytes of UTF-8."""
+    if not path.is_file():
+        raise StudyError(f"study file {str(path)!r} {what_is(path)}; allowed: a YAML file")
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_STUDY_BYTES + 1)
+    except OSError as exc:
+        raise StudyError(f"study file {str(path)!r} cannot be read: "
+                         f"{exc.strerror or exc}") from None
+    if len(data) > MAX_STUDY_BYTES:
+        raise StudyError(f"{path} is over {MAX_STUDY_BYTES:,} bytes; allowed: a study file of "
+                         f"at most {MAX_STUDY_BYTES:,}")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise StudyError(f"{path} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
+                         f"{exc.start}); allowed: a YAML study file in UTF-8") from None
+
+
 def list_spaces() -> list[str]:
     return sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))
 
@@ -266,7 +327,7 @@ def list_spaces() -> list[str]:
 def load_study(name_or_path: str, overrides: list[str] = (), cli: dict | None = None,
                groups: list[str] | None = None) -> Study:
     path = find_space(name_or_path)
-    return study_from_text(path.read_text(), str(path), overrides, cli, groups)
+    return study_from_text(read_study_text(path), str(path), overrides, cli, groups)
 
 
 def study_from_text(text: str, path: str, overrides: list[str] = (), cli: dict | None = None,
@@ -278,7 +339,7 @@ def study_from_text(text: str, path: str, overrides: list[str] = (), cli: dict |
         raise StudyError(f"{path} is {len(text):,} characters; allowed: a study file of at "
                          f"most {MAX_STUDY_BYTES:,}")
     try:
-        raw = _bounded(_read_yaml(text), path)
+        raw = _bounded(_read_yaml(text, path), path)
     except RecursionError:
         raise StudyError(f"{path} is nested too deeply to read; allowed: at most "
                          f"{MAX_DEPTH} levels") from None
@@ -315,8 +376,77 @@ _StudyLoader.add_implicit_resolver(
     _BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 
 
-def _read_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_StudyLoader)  # noqa: S506 - a SafeLoader
+# YAML 1.2 reads 1e-06 and 1.0e5 as floats; YAML 1.1 (PyYAML) wants a dot and a signed
+# exponent and reads them as strings.
+_FLOAT = "tag:yaml.org,2002:float"
+_StudyLoader.add_implicit_resolver(
+    _FLOAT, re.compile(r"^[-+]?(?:\.[0-9]+|[0-9][0-9_]*(?:\.[0-9_]*)?)[eE][-+]?[0-9]+$"),
+    list("-+.0123456789"))
+
+
+def _construct_mapping(loader, node, deep=False):
+    """SafeLoader's mapping, refusing a key given twice (YAML says keys are unique; PyYAML
+    keeps the last one silently). Merge keys (`<<: *base`) may still be overridden."""
+    if isinstance(node, yaml.MappingNode):
+        seen = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node,
+                                                                         yaml.ScalarNode):
+                continue
+            key = loader.construct_object(key_node)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice (first on line {seen[key]})",
+                    key_node.start_mark)
+            seen[key] = key_node.start_mark.line + 1
+    return yaml.SafeLoader.construct_mapping(loader, node, deep)
+
+
+_StudyLoader.construct_mapping = _construct_mapping
+
+
+def _read_yaml(text: str, where: str = "study") -> Any:
+    loader = _StudyLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _count_values(node, where)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _count_values(root: yaml.Node, where: str) -> int:
+    """The values a document holds once its aliases are expanded, counted on the node
+    graph (each node once) and refused past MAX_VALUES: a "billion laughs" file of 1 KB
+    expands to 10**9 values; reading them would take minutes and gigabytes."""
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node, depth: int) -> int:
+        known = sizes.get(id(node))
+        if known is not None:
+            if known < 0:
+                raise StudyError(f"{where}: an alias refers to a value that contains it; "
+                                 f"allowed: aliases of finished values")
+            return known
+        if depth > MAX_DEPTH + 2:
+            raise StudyError(f"{where} is nested more than {MAX_DEPTH} levels deep; "
+                             f"allowed: at most {MAX_DEPTH}")
+        sizes[id(node)] = -1
+        if isinstance(node, yaml.MappingNode):
+            total = 1 + sum(size(k, depth + 1) + size(v, depth + 1) for k, v in node.value)
+        elif isinstance(node, yaml.SequenceNode):
+            total = 1 + sum(size(v, depth + 1) for v in node.value)
+        else:
+            total = 1
+        if total > MAX_VALUES:
+            raise StudyError(f"{where} expands (through its aliases) to more than "
+                             f"{MAX_VALUES:,} values; allowed: at most {MAX_VALUES:,}")
+        sizes[id(node)] = total
+        return total
+
+    return size(root, 0)
 
 
 def differences(before: Any, after: Any, where: str = "") -> list[str]:
@@ -335,10 +465,12 @@ def apply_override(raw: dict, item: str) -> None:
         raise StudyError(f"--set {item[:40]!r}... is {len(item):,} characters; allowed: at "
                          f"most {MAX_SET_CHARS:,}")
     if "=" not in item:
-        raise StudyError(f"--set {item!r}: expected key=value, e.g. --set epochs=2")
+        # (Not "expected key=value": the redactor masks what follows a word like "key".)
+        raise StudyError(f"--set {item!r} has no '='; allowed: a dotted name, '=' and a "
+                         f"value, e.g. --set epochs=2")
     key, text = item.split("=", 1)
     try:
-        value = _bounded(_read_yaml(text), f"--set {key}") if text else None
+        value = _bounded(_read_yaml(text, f"--set {key}"), f"--set {key}") if text else None
     except RecursionError:
         raise StudyError(f"--set {key}: the value is nested too deeply; allowed: at most "
                          f"{MAX_DEPTH} levels") from None
@@ -554,8 +686,8 @@ def _parse_search(search: Any) -> tuple[dict, str, int]:
         raise StudyError(f"search.algorithm={algorithm!r} must be one of "
                          f"{', '.join(SEARCH_ALGORITHMS)}")
     n = search.get("num_samples", 1)
-    if _int(1)(n):
-        raise StudyError(f"search.num_samples={n!r} must be an integer >= 1")
+    if _int(1, MAX_SAMPLES)(n):
+        raise StudyError(f"search.num_samples={n!r} must be an integer in 1..{MAX_SAMPLES:,}")
     scopes = {"*": _parse_params("search.params", search.get("params"))}
     by_recipe = search.get("by_recipe") or {}
     for recipe, params in by_recipe.items():
@@ -599,9 +731,15 @@ def _valid_range(kind: str, args: Any) -> bool:
 
 def _parse_seeds(seeds: Any) -> list[int]:
     if isinstance(seeds, int) and not isinstance(seeds, bool):
-        if seeds < 1:
-            raise StudyError(f"seeds={seeds!r} must be >= 1 (a count) or a list of integers")
+        if not 1 <= seeds <= MAX_SEEDS:
+            bound = ">= 1" if seeds < 1 else f"<= {MAX_SEEDS:,}"
+            raise StudyError(f"seeds={seeds!r} must be {bound} (a count) or a list of integers")
         return list(range(seeds))
-    if isinstance(seeds, list) and seeds and all(isinstance(s, int) for s in seeds):
+    if isinstance(seeds, list) and seeds and all(
+            isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        bad = next((s for s in seeds if not 0 <= s <= MAX_SEED), None)
+        if bad is not None:
+            raise StudyError(f"seeds value {bad!r} is out of range; allowed: 0..{MAX_SEED}")
         return list(dict.fromkeys(seeds))
-    raise StudyError(f"seeds={seeds!r} must be a count >= 1 or a list of integers")
+    raise StudyError(f"seeds={str(seeds)[:80]} must be a count in 1..{MAX_SEEDS:,} or a list "
+                     f"of integers in 0..{MAX_SEED}")

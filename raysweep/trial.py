@@ -20,6 +20,7 @@ rates per optimizer step, batch sizes in images per optimizer step summed over w
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -246,6 +247,7 @@ class TrialRecord:
     started_at: str
     finished_at: str | None
     record_version: int = RECORD_VERSION
+    traceback: str | None = None   # an errored trial's last traceback (Tune's error file)
 
     @classmethod
     def new(cls, spec: TrialSpec, family: str, innovation: bool, now: str) -> "TrialRecord":
@@ -306,9 +308,11 @@ class TrialRecord:
     def from_dict(cls, data: Any, where: str = "record") -> "TrialRecord":
         """A record from its JSON form; a RecordError (one line) if it is of another
         version or not a valid record."""
-        if not isinstance(data, dict):
-            raise RecordError(f"{where}: not a trial record (a JSON {type(data).__name__})")
-        version = data.get("record_version", 1)
+        version = record_version(data)
+        if version is None:
+            what = f"a JSON {type(data).__name__}" if not isinstance(data, dict) else (
+                "no record_version, and not the key, model and status of a version 1 record")
+            raise RecordError(f"{where}: not a trial record ({what})")
         if version != RECORD_VERSION:
             raise RecordError(
                 f"{where}: record_version {version!r}, but this raysweep reads version "
@@ -318,44 +322,77 @@ class TrialRecord:
         return _build(cls, data, where)
 
 
+def record_version(data: Any) -> Any:
+    """The record version of a record's JSON data; None when it is no trial record. Version 1
+    records had no `record_version`: a mapping without one is of version 1 only if it has
+    their key, model and status."""
+    if not isinstance(data, dict):
+        return None
+    if "record_version" in data:
+        return data["record_version"]
+    return 1 if {"key", "model", "status"} <= set(data) else None
+
+
 # --- checked construction of the dataclasses above from JSON data ---
+
+@functools.lru_cache(maxsize=None)
+def _fields(cls) -> tuple[dict, list[str]]:
+    # get_type_hints evaluates every annotation: once per class, not once per epoch entry
+    # (it was most of the time `report` spent reading 5,000 records).
+    return typing.get_type_hints(cls), [f.name for f in dataclasses.fields(cls)]
+
+
+@functools.lru_cache(maxsize=None)
+def _required(cls) -> frozenset[str]:
+    return frozenset(f.name for f in dataclasses.fields(cls)
+                     if f.default is dataclasses.MISSING
+                     and f.default_factory is dataclasses.MISSING)
+
+
+@functools.lru_cache(maxsize=None)
+def _shape(hint) -> tuple:
+    """(origin, args, is a dataclass) of a type hint, worked out once per hint."""
+    return typing.get_origin(hint), typing.get_args(hint), dataclasses.is_dataclass(hint)
+
 
 def _build(cls, data: Any, where: str):
     if not isinstance(data, dict):
         raise RecordError(f"{where} must be a mapping, got {_short(data)}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    hints, names = _fields(cls)
     unknown = sorted(set(data) - set(names))
     if unknown:
         raise RecordError(f"{where}: unknown field {unknown[0]!r}")
     values = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in data:
-            if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING:
+    required = _required(cls)
+    for name in names:
+        if name not in data:
+            if name not in required:
                 continue
-            raise RecordError(f"{where}: missing field {f.name!r}")
-        values[f.name] = _convert(hints[f.name], data[f.name], f"{where}.{f.name}")
+            raise RecordError(f"{where}: missing field {name!r}")
+        values[name] = _convert(hints[name], data[name], where, name)
     return cls(**values)
 
 
-def _convert(hint, value: Any, where: str):
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
+def _convert(hint, value: Any, where: str, part: str | int | None = None):
+    if part is not None:  # the path of the value, built only when a message needs it
+        where = f"{where}.{part}" if isinstance(part, str) else f"{where}[{part}]"
+    origin, args, is_dataclass = _shape(hint)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
         options = [a for a in args if a is not type(None)]
         return _convert(options[0], value, where) if len(options) == 1 else value
-    if dataclasses.is_dataclass(hint):
+    if is_dataclass:
         return _build(hint, value, where)
     if origin is list:
         if not isinstance(value, list):
             raise RecordError(f"{where} must be a list, got {_short(value)}")
-        return [_convert(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [_convert(args[0], v, where, i) for i, v in enumerate(value)]
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise RecordError(f"{where} must be a list, got {_short(value)}")
         inner = args[0] if args else Any
-        return tuple(_convert(inner, v, f"{where}[{i}]") for i, v in enumerate(value))
+        return tuple(_convert(inner, v, where, i) for i, v in enumerate(value))
     if origin is dict or hint is dict:
         if not isinstance(value, dict):
             raise RecordError(f"{where} must be a mapping, got {_short(value)}")

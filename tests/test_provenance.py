@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -123,13 +125,24 @@ def test_raysweep_run_and_report_leave_no_credential_under_the_run_folder(tmp_pa
                                                            "set": {"lr": 0.001}}}}},
                        asha={"enabled": False})
     storage = f"file://{tmp_path}/runs?token={QUERY_TOKEN}"
-    run = raysweep("run", path, *join_ray, "--storage", storage,
+    # Ray's own folder for this run (short: it holds Unix sockets), to grep it too.
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rs-", dir="/tmp"))
+    run = raysweep("run", path, "--local", "--storage", storage,
                        "--set", f"groups.g.description=deploy with {GITHUB_TOKEN}",
-                       env={**os.environ, "RAYSWEEP_TEST_API_TOKEN": ENV_SECRET})
+                       env={**os.environ, "RAYSWEEP_TEST_API_TOKEN": ENV_SECRET,
+                            "AWS_ACCESS_KEY_ID": AWS_KEY_ID, "AWS_SECRET_ACCESS_KEY": AWS_SECRET,
+                            "RAY_TMPDIR": str(ray_tmp)})
     assert run.returncode == 0, run.stderr[-3000:]
+    sessions = list(ray_tmp.glob("ray/session_*"))
+    assert sessions, "Ray wrote no session folder under RAY_TMPDIR"
+    try:  # Tune handed AWS_SECRET_ACCESS_KEY to trial actors; Ray logged it 7 times
+        _assert_nothing_leaked(ray_tmp, [AWS_SECRET, AWS_KEY_ID, QUERY_TOKEN, GITHUB_TOKEN,
+                                         ENV_SECRET])
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     assert QUERY_TOKEN not in run.stdout + run.stderr
     run_dir = tmp_path / "runs" / "leak"
     report = raysweep("report", run_dir)
     assert report.returncode == 0, report.stderr[-3000:]
     assert (run_dir / "report" / "provenance.md").is_file()
-    _assert_nothing_leaked(run_dir, [QUERY_TOKEN, GITHUB_TOKEN, ENV_SECRET])
+    _assert_nothing_leaked(run_dir, [QUERY_TOKEN, GITHUB_TOKEN, ENV_SECRET, AWS_SECRET])

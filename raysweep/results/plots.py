@@ -28,6 +28,9 @@ from raysweep.trial import TrialRecord
 
 DPI = 300               # of the PNG files (dots per inch)
 MAX_LEGEND = 12         # lines per curves plot that still get a legend entry
+MAX_CURVES = 100        # lines per curves plot: more are unreadable and slow to draw
+MAX_POINT_LABELS = 60   # points of accuracy_vs_params that get a name label
+MAX_PIXELS = 12_000     # longer side of a PNG: a 500-row bar chart at 300 dpi took 1 GB
 LABEL_PT = 7            # font size of point labels (points)
 ROW_IN = 0.3            # height of one bar (two label lines fit) or one point label (inches)
 WRAP = 44               # characters per line of a bar's label (at most two lines)
@@ -43,7 +46,8 @@ def save(fig: Figure, stem: Path) -> list[Path]:
     paths = []
     for fmt in ("pdf", "png"):
         path = stem.with_name(f"{stem.name}.{fmt}")
-        atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=DPI, bbox_inches="tight",
+        dpi = min(DPI, MAX_PIXELS / max(fig.get_size_inches()))
+        atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=dpi, bbox_inches="tight",
                                                  metadata=METADATA[fmt]))
         paths.append(path)
     return paths
@@ -123,7 +127,9 @@ def _bars(ax, means, stds, names, innovation, hatched) -> None:
 def accuracy_vs_params(table1: Table) -> Figure:
     data = table1.data
     data = data[(data["ending"] == co.FULL)].dropna(subset=["top1_mean", "params_M"])
-    fig = Figure(figsize=(8, max(4.5, 1.8 + ROW_IN * 0.8 * len(data))), layout="constrained")
+    labelled = len(data) <= MAX_POINT_LABELS
+    fig = Figure(figsize=(8, max(4.5, 1.8 + ROW_IN * 0.8 * len(data) * labelled)),
+                 layout="constrained")
     ax = fig.add_subplot()
     if data.empty:
         _no_data(ax, "full-budget accuracy with a parameter count")
@@ -138,8 +144,9 @@ def accuracy_vs_params(table1: Table) -> Figure:
         ax.xaxis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False))
         ax.legend(fontsize=8, title="family", title_fontsize=8, loc="upper left",
                   bbox_to_anchor=(0, -0.12), ncol=3, frameon=False)
-        _label_column(ax, data["params_M"].to_numpy(), data["top1_mean"].to_numpy(),
-                      _row_names(data))
+        if labelled:  # hundreds of arrowed labels: unreadable, and minutes to draw
+            _label_column(ax, data["params_M"].to_numpy(), data["top1_mean"].to_numpy(),
+                          _row_names(data))
     ax.set_xlabel("parameters (millions, log scale)")
     ax.set_ylabel("test top-1 (%)")
     ax.set_title("Test accuracy against model size, after the full training budget")
@@ -191,6 +198,8 @@ def _curves(model: str, recs: list[TrialRecord]) -> Figure:
     top1_ax, loss_ax = fig.subplots(1, 2)
     drawn = [r for r in sorted(recs, key=lambda r: (r.labels[0].variant, r.seed, r.key))
              if r.history]
+    runs = len(drawn)
+    drawn = drawn[:MAX_CURVES]
     tags = arm_tags(drawn)   # two arms with one label (a study changed between re-runs)
     for r in drawn:
         epochs = [h.epoch for h in r.history]
@@ -214,7 +223,8 @@ def _curves(model: str, recs: list[TrialRecord]) -> Figure:
     if 0 < len(drawn) <= MAX_LEGEND:
         loss_ax.legend(*top1_ax.get_legend_handles_labels(), fontsize=7, loc="upper left",
                        bbox_to_anchor=(1.02, 1), frameon=False)
-    fig.suptitle(f"{model}: {where} accuracy and loss per epoch ({len(drawn)} runs)")
+    shown = f"{len(drawn)} runs" if len(drawn) == runs else f"the first {len(drawn)} of {runs} runs"
+    fig.suptitle(f"{model}: {where} accuracy and loss per epoch ({shown})")
     return fig
 
 
@@ -250,8 +260,14 @@ def ablation_deltas(table: Table) -> Figure:
 
 def write_all(records: list[TrialRecord], table1: Table, ablation_tables: list[Table],
               out_dir: Path) -> list[Path]:
-    figures = {"accuracy_bars": accuracy_bars(table1),
-               "accuracy_vs_params": accuracy_vs_params(table1)}
-    figures |= {f"curves_{slug(m)}": f for m, f in training_curves(records).items()}
-    figures |= {f"{slug(t.name)}_delta": ablation_deltas(t) for t in ablation_tables}
-    return [p for stem, fig in figures.items() for p in save(fig, out_dir / stem)]
+    # Each figure is drawn, saved and dropped in turn: a run of many models and groups
+    # never holds all of them at once.
+    by_model: dict[str, list[TrialRecord]] = defaultdict(list)
+    for r in records:
+        by_model[r.model].append(r)
+    figures = [("accuracy_bars", lambda: accuracy_bars(table1)),
+               ("accuracy_vs_params", lambda: accuracy_vs_params(table1))]
+    figures += [(f"curves_{slug(m)}", lambda m=m: _curves(m, by_model[m]))
+                for m in sorted(by_model)]
+    figures += [(f"{slug(t.name)}_delta", lambda t=t: ablation_deltas(t)) for t in ablation_tables]
+    return [p for stem, draw in figures for p in save(draw(), out_dir / stem)]
