@@ -66,14 +66,18 @@ def test_stored_facts_equal_meta_counts(name, options):
     assert model_facts(name, **options) == count_on_meta(name, **options)
 
 
-@pytest.mark.parametrize("name, options", OPTION_CASES,
-                         ids=[f"{n}-{json.dumps(o, sort_keys=True)}" for n, o in OPTION_CASES])
+# The option cases of the ResNet-20-scale models (under 2 M parameters: the ECA, Ghost
+# and ConvNeXt-block variants, where two names can build one network), each a real build
+# at a fraction of the cost of the large ones.
+SMALL_OPTION_CASES = [(n, o) for n, o in OPTION_CASES if model_facts(n, **o).params < 2_000_000]
+
+
+@pytest.mark.parametrize("name, options", SMALL_OPTION_CASES,
+                         ids=[f"{n}-{json.dumps(o, sort_keys=True)}" for n, o in SMALL_OPTION_CASES])
 def test_stored_network_fingerprints_equal_real_builds(name, options):
-    """The entries with options (the defaults are proven in the forward test above):
-    a trial's key reads them, so each is checked against a real build."""
-    stored = {(e["model"], json.dumps(e["options"], sort_keys=True)): e["network"]
-              for e in json.loads(FACTS_FILE.read_text())["facts"]}
-    assert stored[name, json.dumps(options, sort_keys=True)] == fingerprint_real(name, **options)
+    """The stored fingerprints a trial's key reads, against real builds: every default
+    case in the forward test above, and here the small models' option cases."""
+    assert network_fingerprint(name, **options) == fingerprint_real(name, **options)
 
 
 def test_facts_file_is_current():

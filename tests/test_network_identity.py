@@ -33,10 +33,13 @@ def test_three_names_of_one_network_have_one_fingerprint_and_k5_another():
     assert network_name(network_fingerprint("ecanet20_fixed_k3"), "x") == "eca_resnet_20"
 
 
-def test_every_standard_case_has_a_stored_fingerprint():
+def test_the_eca_family_has_stored_fingerprints():
+    """The twins are found from models/facts.json (a case without a stored fingerprint
+    is fingerprinted on a real build when a study names it)."""
     stored = json.loads(FACTS_FILE.read_text())["facts"]
     assert [(e["model"], e["options"]) for e in stored] == standard_cases()
-    assert all(len(e["network"]) == 16 for e in stored)
+    eca = [e for e in stored if e["model"].startswith(("eca", "ecanet"))]
+    assert len(eca) == 21 and all(len(e["network"]) == 16 for e in eca)
 
 
 def test_twins_stay_twins_at_another_class_count():
