@@ -1,4 +1,5 @@
-"""Parameter and FLOP counts of a registered model, without building it for real.
+"""Parameter and FLOP counts of a registered model, and the fingerprint of the network it
+builds (`network_fingerprint`: a trial's identity), without building it for real.
 
     from models import model_facts
     model_facts("resnet_20").flops                       # 81_637_888
@@ -34,6 +35,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,10 +114,10 @@ def write_facts_file(path: Path = FACTS_FILE) -> int:
     """Count every standard case on a real build and write the file; returns the count."""
     import timm
 
-    entries = [{"model": name, "num_classes": FACTS_CLASSES, "options": options,
-                **vars(count_real(name, **options))} for name, options in standard_cases()]
-    about = ("Parameter and FLOP counts of the real built models at 32x32, read by "
-             "models.facts.model_facts; regenerate with `python -m models.write_facts`")
+    entries = [_entry(name, options) for name, options in standard_cases()]
+    about = ("Parameter and FLOP counts and network fingerprints of the real built models "
+             "at 32x32, read by models.facts.model_facts and network_fingerprint; "
+             "regenerate with `python -m models.write_facts`")
     # One entry per line: a zoo change shows as a readable diff.
     lines = ",\n  ".join(json.dumps(e, sort_keys=True) for e in entries)
     written_with = {"torch": torch.__version__, "timm": timm.__version__}
@@ -125,17 +127,128 @@ def write_facts_file(path: Path = FACTS_FILE) -> int:
     return len(entries)
 
 
+def _entry(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """One standard case, counted and fingerprinted on one real build from seed 0 (the
+    counts' eval forward changes no weight or buffer)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = create_model(name, num_classes=FACTS_CLASSES, **options)
+    return {"model": name, "num_classes": FACTS_CLASSES, "options": options,
+            **vars(count_built(model)), "network": fingerprint_built(model)}
+
+
 @functools.lru_cache(maxsize=1)
-def _stored() -> dict[tuple[str, int, str], ModelFacts]:
+def _entries() -> list[dict]:
     """facts.json's entries, or none when it is missing or written for another zoo."""
     try:
         payload = json.loads(FACTS_FILE.read_text())
     except (OSError, ValueError):
-        return {}
+        return []
     if payload.get("fingerprint") != zoo_fingerprint():
-        return {}
+        return []
+    return payload["facts"]
+
+
+@functools.lru_cache(maxsize=1)
+def _stored() -> dict[tuple[str, int, str], ModelFacts]:
     return {(e["model"], e["num_classes"], _options_key(e["options"])):
-            ModelFacts(e["params"], e["flops"]) for e in payload["facts"]}
+            ModelFacts(e["params"], e["flops"]) for e in _entries()}
+
+
+@functools.lru_cache(maxsize=1)
+def _stored_networks() -> dict[tuple[str, str], str]:
+    return {(e["model"], _options_key(e["options"])): e["network"] for e in _entries()
+            if "network" in e}
+
+
+# --- what a network computes: its fingerprint ---
+#
+# A trial's identity names the network, not the registry name that built it, so two
+# names for one network (at ResNet-20's widths ECA's adaptive rule picks k = 3 in every
+# block: ecanet20_adaptive is ecanet20_fixed_k3) are one trial. The fingerprint is taken
+# of the reference build: FACTS_CLASSES classes and a 3×32×32 input, the zoo's input for
+# every dataset. A trial's classes and data enter its key through its TrainConfig
+# (dataset, synthetic_classes, data_fingerprint), and a zoo builder uses num_classes only
+# for the classifier's width, so two names equal at the reference are equal at any class
+# count (tests/test_network_identity.py checks it on the ECA family at 10 classes).
+
+NETWORK_INPUT = (2, 3, 32, 32)   # images of the fixed input (float64, from seed 0)
+NETWORK_DIGITS = 1e6             # outputs compared to 1e-6 of their largest magnitude
+
+
+def network_fingerprint(name: str, **options) -> str:
+    """The fingerprint of what `create_model(name, **options)` computes (16 hex digits):
+    from facts.json for its standard cases, else from a real build (cached)."""
+    get_entry(name).check_options(options)
+    chosen = {k: v for k, v in options.items() if not _is_default(name, k, v)}
+    return _network(name, _options_key(chosen))
+
+
+@functools.lru_cache(maxsize=None)
+def _network(name: str, options_key: str) -> str:
+    stored = _stored_networks().get((name, options_key))
+    return stored or fingerprint_real(name, **json.loads(options_key))
+
+
+def fingerprint_real(name: str, **options) -> str:
+    """The fingerprint of the model built for real on the CPU from seed 0 (the caller's
+    random state is left as it was)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = create_model(name, num_classes=FACTS_CLASSES, **options)
+    return fingerprint_built(model)
+
+
+def fingerprint_built(model: torch.nn.Module) -> str:
+    """sha256 of a network built from seed 0 (it is converted to float64 in place):
+    every module's name, type and hyper-parameters (`extra_repr`), every parameter's and
+    buffer's name, shape and dtype, and its outputs in eval and train mode on a fixed
+    input. Outputs are computed in float64 and rounded to 1e-6 of their largest
+    magnitude, so summation order (another CPU, another BLAS) does not change them, while
+    any change of weights, order of operations or activation does."""
+    digest = hashlib.sha256()
+    for qname, module in model.named_modules():
+        kind = f"{type(module).__module__}.{type(module).__qualname__}"
+        digest.update(f"{qname} {kind}({_ADDRESS.sub('', module.extra_repr())})\n".encode())
+    for qname, t in [*model.named_parameters(), *model.named_buffers()]:
+        digest.update(f"{qname} {tuple(t.shape)} {t.dtype} {t.requires_grad}\n".encode())
+    model = model.double()
+    x = torch.randn(NETWORK_INPUT, generator=torch.Generator().manual_seed(0),
+                    dtype=torch.float64)
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(0)   # dropout and drop-path draws in train mode
+        outputs = [model.eval()(x), model.train()(x)]
+    for y in outputs:
+        scale = y.abs().max().item()
+        q = torch.round(y / scale * NETWORK_DIGITS) if scale > 0 else y
+        digest.update(f"{tuple(y.shape)} {scale:.5e}\n".encode() + q.to(torch.int64).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")   # a function's repr: differs per process
+
+
+def network_name(network: str, default: str) -> str:
+    """The name a key of this network starts with: the alphabetically first registered
+    model whose standard build (facts.json) is this network, else `default` (a model
+    with options off the standard cases). Readability only: a key's identity is its hash."""
+    return _names_of_networks().get(network, default)
+
+
+@functools.lru_cache(maxsize=1)
+def _names_of_networks() -> dict[str, str]:
+    names: dict[str, str] = {}
+    for (model, _), network in sorted(_stored_networks().items()):
+        names.setdefault(network, model)
+    return names
+
+
+def twins(name: str) -> list[str]:
+    """Registered models whose default build is the same network as `name`'s (itself
+    included, sorted)."""
+    mine = network_fingerprint(name)
+    return sorted(m for (m, options), network in _stored_networks().items()
+                  if network == mine and options == "{}") or [name]
 
 
 def _options_key(options: dict[str, Any]) -> str:

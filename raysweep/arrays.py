@@ -288,6 +288,6 @@ class ArrayActor:
         share = replace(launch, resources=TrialResources(
             1, res.cpus_per_worker / k, res.gpus_per_worker / k))
         seg = new_segment(share, 1, device, m.history, m.shadow,
-                          bool(m.history), m.skipped)
+                          bool(m.history), m.skipped, m.spec.train.amp)
         return replace(seg, fused_members=k, worker_pid=os.getpid())
 

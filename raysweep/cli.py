@@ -153,6 +153,8 @@ def cmd_run(args) -> int:
     # Tune are imported: a bad value is reported in the time it takes to read the study).
     study, run_dir = _study_to_run(args)
     check_data(study.trials())
+    for line in study.twins():   # one trial, before anything runs
+        print(f"raysweep: {line}: trained once, carrying every label", flush=True)
     check_writable(run_dir)
     refuse_other_versions(run_dir)
 
@@ -331,7 +333,14 @@ def cmd_show(args) -> int:
         print(f"... and {study.count() - SHOW_FIRST:,} more: more than --max-trials={limit:,}, "
               f"so `raysweep run` refuses it; narrow the study, or pass --max-trials")
         return 0
+    if study.asks_auto_amp():
+        from raysweep.precision import resolve_here
+
+        print(f"{resolve_here().why}; resolved for this machine (Ray is not started here): "
+              f"`raysweep run` resolves it for where the trials run")
     trials = study.trials()
+    for line in study.twins():
+        print(line)
     labels = [t.label + (f" (+{len(t.labels) - 1} more labels)" if len(t.labels) > 1 else "")
               for t in trials]
     wk, wl, wm = (max([len(h), *map(len, col)]) for h, col in (

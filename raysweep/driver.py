@@ -27,7 +27,8 @@ from raysweep.arrays import ArrayKeeper, grid_order, plan_arrays
 from raysweep import records as rec
 from raysweep.cluster import allow_pending_trials, find_autoscaler
 from raysweep.errors import StudyError
-from raysweep.planning import plan_trials
+from raysweep.planning import Autoscaler, plan_trials
+from raysweep.precision import cluster_gpus, resolve_auto, resolve_here
 from raysweep.provenance import write_provenance
 from raysweep.progress import Progress
 from raysweep.record_writer import Observer, RecordWriter
@@ -63,14 +64,15 @@ def run_study(study: Study, storage: str, name: str | None = None, resume: bool 
         raise StudyError(f"--resume: no run named {run_dir.name!r} under {run_dir.parent}")
     rec.check_writable(run_dir)
     rec.refuse_other_versions(run_dir)
-    specs = study.trials()
-    datasets.check_data(specs)
-    records = _label_finished(run_dir, specs)
-    todo = specs if study.search else [s for s in specs if not _finished(records, s.key)]
     # On an autoscaling cluster, trials are planned on what its node types can grow into,
     # and trials that do not fit yet wait as placement groups: that is the demand the
     # autoscaler adds nodes for.
     autoscaler = find_autoscaler()
+    resolve_precision(study, autoscaler)
+    specs = study.trials()
+    datasets.check_data(specs)
+    records = _label_finished(run_dir, specs)
+    todo = specs if study.search else [s for s in specs if not _finished(records, s.key)]
     resources, concurrent = plan_trials(study.resources, todo or specs, ray.cluster_resources(),
                                         alive_nodes(), autoscaler)
     if autoscaler:
@@ -114,6 +116,28 @@ def run_study(study: Study, storage: str, name: str | None = None, resume: bool 
     return run_dir
 
 
+def resolve_precision(study: Study, autoscaler: Autoscaler | None = None) -> None:
+    """Set what `amp: auto` means for the study's trials from where they will run: the
+    connected cluster's GPUs (alive nodes and the node types its autoscaler may add), or
+    none when the study asks for no GPU. Says what it chose when a trial asks for auto.
+    A study whose `auto_amp` is already set (a --resume keeps the run's) is left as is."""
+    if study.auto_amp is not None:
+        return
+    if study.resources["gpus_per_worker"] == 0:
+        found = resolve_auto([], "resources.gpus_per_worker: 0")
+    else:
+        me = ray.get_runtime_context().get_node_id()
+        alive = [n for n in ray.nodes() if n["Alive"]]
+        here = next((n["Resources"] for n in alive if n["NodeID"] == me), None)
+        extra = [t.resources for t in autoscaler.node_types if t.max_workers > 0] \
+            if autoscaler else []
+        found = resolve_auto(cluster_gpus([n["Resources"] for n in alive], here, extra),
+                             "the cluster")
+    study.auto_amp = found.amp
+    if study.asks_auto_amp():
+        print(f"raysweep: {found.why}", flush=True)
+
+
 def total_trials(study: Study) -> int:
     """Trials a run of the study holds when it is done (search samples included)."""
     return len(study.trials()) * (study.num_samples if study.search else 1)
@@ -131,17 +155,29 @@ def resume_study(run_dir, overrides: list[str], cli: dict, groups: list[str] | N
     _require_redacted_values(text, str(stored), overrides, cli)
     before = study_from_text(text, str(stored))
     study = study_from_text(text, str(stored), overrides, cli, groups)
-    keys = {s.key for s in study.trials()}
     selected = set(groups or []) or None
-    lost = [r for r in rec.read_records(run_dir)
-            if (r.finished or r.history) and r.key not in keys and r.sampled_from not in keys
-            and (selected is None or {x.group for x in r.labels} & selected)]
+    started = [r for r in rec.read_records(run_dir) if (r.finished or r.history)
+               and (selected is None or {x.group for x in r.labels} & selected)]
+    # `amp: auto` keeps the precision the run's trials were started in (the cluster may
+    # be out of reach here); the first resolution under which no started trial is lost.
+    candidates = dict.fromkeys([resolve_here().amp, "off", "bf16", "fp16"]) \
+        if study.asks_auto_amp() and started else [None]
+    for amp in candidates:
+        study.auto_amp = amp
+        keys = {s.key for s in study.trials()}
+        lost = [r for r in started if r.key not in keys and r.sampled_from not in keys]
+        if not lost:
+            break
     if lost:
+        study.auto_amp = None
         changes = "; ".join(differences(before.raw, study.raw))
         what = (f"this command line changes {changes}, which changes" if changes else
                 "the run's study.yaml no longer describes")
         raise StudyError(f"--resume: {what} the identity of {len(lost)} trial(s) run "
                          f"{run_dir.name!r} has started; drop it, or run under a new --name")
+    if study.auto_amp is not None:
+        print(f"raysweep: amp: auto → {study.auto_amp}: the precision run {run_dir.name!r} "
+              f"started its trials in", flush=True)
     return study
 
 

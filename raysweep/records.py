@@ -41,7 +41,7 @@ def _pafs():
     return pyarrow.fs
 
 from raysweep.errors import RecordError, StorageFullError, StudyError
-from raysweep.trial import RECORD_VERSION, TrialRecord, record_version
+from raysweep.trial import OLD_VERSIONS, RECORD_VERSION, TrialRecord, record_version
 
 RECORDS_DIR = "records"
 
@@ -237,8 +237,9 @@ def refuse_other_versions(run_dir: Path | RemotePath) -> None:
         except (OSError, ValueError):
             continue  # not a record at all: skipped (and named) by the readers
         if version is not None and version != RECORD_VERSION:
+            why = OLD_VERSIONS.get(version, "an unknown version")
             raise RecordError(f"run folder {_location(run_dir)} holds records of record_version "
-                              f"{version} ({path.name}); this raysweep writes version "
+                              f"{version} ({path.name}: {why}); this raysweep writes version "
                               f"{RECORD_VERSION}: run the study under a new --name")
 
 

@@ -23,7 +23,7 @@ from raysweep.errors import StudyError, UnknownModelError
 from raysweep.planning import FUSE_MODES, check_divides
 from raysweep.records import what_is
 from raysweep.recipes import LR_SCALINGS, RECIPES, SCHEDULERS, resolve
-from raysweep.trial import ArmLabel, TrialSpec
+from raysweep.trial import ArmLabel, TrialSpec, identity_key
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 
@@ -166,7 +166,7 @@ TRAIN_SCHEMA: dict[str, tuple] = {
     "val_fraction": (lambda v: None if v is None else _below(1)(v), None),  # null: dataset's
     "split_seed": (_int(0, MAX_SEED), 0),                             # seed of the validation split
     "synthetic_classes": (_int(2, 1000), 10),
-    "amp": (_choice(AMP), "auto"),                          # auto: bf16 on GPU, off on CPU
+    "amp": (_choice(AMP), "auto"),     # auto: resolved where trials run (raysweep.precision)
     "channels_last": (_type(bool, "true or false"), False),
     "compile": (_choice(COMPILE_MODES), "off"),              # torch.compile mode
     "loader_workers": (_int(0, 64), 0),                     # DataLoader processes per worker
@@ -219,6 +219,14 @@ class Study:
     asha: dict[str, Any]
     resources: dict[str, Any]
     raw: dict[str, Any]
+    # What `amp: auto` means for this study's trials (raysweep.precision): set by the
+    # driver from where they run; None until then (resolved for this machine).
+    auto_amp: str | None = None
+
+    def asks_auto_amp(self) -> bool:
+        """Whether some trial of the study states `amp: auto` (and so needs resolving)."""
+        return any("auto" in _arm_values("amp", self.defaults, arm, self.grid)
+                   for arm in self.arms)
 
     def count(self) -> int:
         """Trials the study expands to (search samples included), counted without
@@ -249,14 +257,25 @@ class Study:
 
     def trials(self) -> list[TrialSpec]:
         """The expanded grid, one spec per identity. Arms that resolve to the same trial
-        (a baseline shared by several ablation groups) are one trial carrying every
-        arm's label."""
-        by_key: dict[str, TrialSpec] = {}
+        (a baseline shared by several ablation groups, two model names of one network)
+        are one trial carrying every arm's label."""
+        by_identity: dict[str, TrialSpec] = {}
         for spec in self.iter_trials():
-            known = by_key.get(spec.key)
-            by_key[spec.key] = spec if known is None else known.with_labels(
+            same = identity_key("", spec.identity())   # the key without its name
+            known = by_identity.get(same)
+            by_identity[same] = spec if known is None else known.with_labels(
                 known.labels + tuple(x for x in spec.labels if x not in known.labels))
-        return list(by_key.values())
+        return list(by_identity.values())
+
+    def twins(self) -> list[str]:
+        """`a = b (same network)` for every trial whose labels name several models."""
+        lines = []
+        for spec in self.trials():
+            names = list(dict.fromkeys(x.model for x in spec.labels if x.model))
+            line = f"{' = '.join(names)} (same network)"
+            if len(names) > 1 and line not in lines:
+                lines.append(line)
+        return lines
 
     def searched_keys(self, recipe: str) -> dict[str, dict]:
         """The distributions a search samples for trials of `recipe`."""
@@ -270,6 +289,10 @@ def make_trial(study: Study, arm: Arm, grid_point: dict, seed: int) -> TrialSpec
     train = {**study.defaults, **grid_point, **arm.overrides}
     recipe = train.pop("recipe") or entry.recipe
     train["data_dir"] = local_path(train["data_dir"])
+    if train["amp"] == "auto":   # resolved before it enters the key: precision is identity
+        from raysweep.precision import resolve_here
+
+        train["amp"] = study.auto_amp or resolve_here().amp
     val_fraction = train.pop("val_fraction")
     if val_fraction is None:
         val_fraction = datasets.info(train["dataset"]).val_fraction
@@ -277,7 +300,7 @@ def make_trial(study: Study, arm: Arm, grid_point: dict, seed: int) -> TrialSpec
     fingerprint = datasets.fingerprint(resolved)
     if fingerprint:
         resolved = resolved.replace(data_fingerprint=fingerprint)
-    label = ArmLabel(arm.group, arm.variant or arm.model, arm.baseline)
+    label = ArmLabel(arm.group, arm.variant or arm.model, arm.baseline, arm.model)
     return TrialSpec(study.name, arm.model, dict(arm.options), seed, resolved, (label,),
                      overrides={**grid_point, **arm.overrides})
 
@@ -714,7 +737,9 @@ def _parse_params(where: str, params: Any) -> dict:
                              + ("a non-empty list" if kind == "choice" else "[lo, hi] with lo < hi"
                                 + (" and lo > 0" if kind == "loguniform" else "")))
         for value in args:  # every value a search can draw must be a valid training value
-            problem = TRAIN_SCHEMA[key][0](value)
+            problem = TRAIN_SCHEMA[key][0](value) or (
+                "is resolved before a trial starts; allowed: bf16, fp16, off"
+                if key == "amp" and value == "auto" else None)
             if problem:
                 raise StudyError(f"{where}.{key}.{kind} value {value!r} {problem}")
     return params

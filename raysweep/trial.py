@@ -8,11 +8,20 @@
     Segment       one stretch of epochs trained by one launch of a trial
     TrialRecord   everything known about a trial: the only thing the tables read
 
-A trial's identity (`TrialSpec.key`) is its model, model options, seed and every
-`TrainConfig` value that changes what is optimised; it leaves out where the data lives,
-how it is read, the worker count and other execution choices (`NOT_IDENTITY`). Trials
-with the same key are the same experiment: a study runs each key once, and a re-run
-with another worker count finds its finished trials.
+A trial's identity (`TrialSpec.key`) is its network, seed and every `TrainConfig` value
+that changes what is optimised (the precision included: `amp: auto` is resolved before
+a spec exists, `raysweep.precision`); it leaves out where the data lives, how it is
+read, the worker count and other execution choices (`NOT_IDENTITY`). The network is
+what the model computes, not its registry name: `models.facts.network_fingerprint` of
+the model built with its options, so two names for one network (ecanet20_adaptive and
+ecanet20_fixed_k3) are one trial carrying both labels. Trials with the same key are the
+same experiment: a study runs each key once, and a re-run with another worker count
+finds its finished trials.
+
+Record versions: 3 (this one) keys trials by network fingerprint, stores `amp` resolved
+(never `auto`), names each label's model (`ArmLabel.model`), the record's `network` and
+each segment's `precision`; version 2 keyed by model name with `amp: auto` unresolved,
+so its keys cannot be matched with version 3 ones: a version-2 run is refused in one line.
 
 Units: accuracies in percent, losses in nats per image, times in seconds, learning
 rates per optimizer step, batch sizes in images per optimizer step summed over workers.
@@ -32,10 +41,16 @@ from typing import Any
 
 from raysweep.errors import RecordError
 
-RECORD_VERSION = 2
+RECORD_VERSION = 3
 STATUSES = ("running", "completed", "stopped", "diverged", "errored", "interrupted")
 FINISHED = ("completed", "stopped", "diverged")   # a re-run does not train these again
 RUNNERS = ("inline", "train-workers", "fused")
+# Why a record of an older version is refused (one line each).
+OLD_VERSIONS = {
+    1: "version 1 predates global batches and validation splits",
+    2: "version 2 keys trials by model name and stores amp: auto unresolved, so a CPU and a "
+       "GPU trial shared a key and two names of one network were two trials",
+}
 
 # TrainConfig fields that say where the data is and how a trial is executed, not what it
 # optimises: a trial's key leaves them out.
@@ -70,7 +85,7 @@ class TrainConfig:
     split_seed: int             # seed of the validation split (never the trial seed)
     synthetic_classes: int | None   # classes of the synthetic set; None for other datasets
     data_fingerprint: str | None    # content of a user's image folder (imagefolder only)
-    amp: str                    # auto (bf16 on GPU, off on CPU) | bf16 | fp16 | off
+    amp: str                    # bf16 | fp16 | off: resolved (a study's `auto`: raysweep.precision)
     pipeline: str               # tensor (batched on the device) | torchvision (per sample)
     # --- not identity (NOT_IDENTITY): where the data is, how the trial executes ---
     channels_last: bool         # memory layout of activations
@@ -97,6 +112,7 @@ class ArmLabel:
     group: str | None           # ablation group; None for an entry of `models:`
     variant: str                # variant name ("baseline" for a group's baseline); the model for `models:`
     baseline: bool              # the group's baseline
+    model: str | None = None    # the model the arm names (a trial's labels may name twins)
 
 
 @dataclass(frozen=True)
@@ -113,20 +129,34 @@ class TrialSpec:
     sample: int | None = None   # the search sample's number (1, 2, ...); None for grid trials
     sampled_from: str | None = None  # key of the unsampled spec a search drew this trial from
 
+    @cached_property
+    def network(self) -> str:
+        """Fingerprint of the network the model builds with its options (not its name)."""
+        from models.facts import network_fingerprint
+
+        return network_fingerprint(self.model, **self.model_options)
+
     def identity(self, seed: bool = True) -> dict[str, Any]:
-        ident = {"model": self.model, "model_options": self.model_options,
-                 "train": self.train.identity()}
+        ident = {"network": self.network, "train": self.train.identity()}
         return {**ident, "seed": self.seed} if seed else ident
 
     @cached_property
+    def key_name(self) -> str:
+        """The name a key starts with: for reading only, the same for every name of one
+        network (`models.facts.network_name`)."""
+        from models.facts import network_name
+
+        return network_name(self.network, self.model)
+
+    @cached_property
     def key(self) -> str:
-        """`<model>-<hash>`: the trial's identity; names its record and checkpoints."""
-        return identity_key(self.model, self.identity())
+        """`<name>-<hash>`: the trial's identity; names its record and checkpoints."""
+        return identity_key(self.key_name, self.identity())
 
     @cached_property
     def arm_key(self) -> str:
         """The identity without the seed: trials with equal arm keys are seeds of one arm."""
-        return identity_key(self.model, self.identity(seed=False))
+        return identity_key(self.key_name, self.identity(seed=False))
 
     @property
     def label(self) -> str:
@@ -148,9 +178,9 @@ class TrialSpec:
                                    sampled_from=self.key)
 
 
-def identity_key(model: str, identity: dict[str, Any]) -> str:
+def identity_key(name: str, identity: dict[str, Any]) -> str:
     blob = json.dumps(identity, sort_keys=True, default=list)
-    return f"{model}-{hashlib.sha1(blob.encode()).hexdigest()[:10]}"
+    return f"{name}-{hashlib.sha1(blob.encode()).hexdigest()[:10]}"
 
 
 @dataclass(frozen=True)
@@ -217,6 +247,7 @@ class Segment:
     worker_pid: int             # rank 0's process
     skipped_checkpoints: list[str] = field(default_factory=list)  # damaged ones passed over
     fused_members: int = 1      # trials trained together as one fused array (runner fused)
+    precision: str = "float32"  # what the forward passes computed in: float32 | bf16 | fp16
 
 
 @dataclass
@@ -246,6 +277,7 @@ class TrialRecord:
     trial_ids: list[str]        # Ray Tune trial ids, one per launch by Tune
     started_at: str
     finished_at: str | None
+    network: str = ""           # fingerprint of the built network (TrialSpec.network)
     record_version: int = RECORD_VERSION
     traceback: str | None = None   # an errored trial's last traceback (Tune's error file)
 
@@ -258,7 +290,7 @@ class TrialRecord:
                    innovation=innovation, params=None,
                    flops=None, status="running", stopped_at_epoch=None, error=None,
                    history=[], segments=[], restarts=0, trial_ids=[], started_at=now,
-                   finished_at=None)
+                   finished_at=None, network=spec.network)
 
     @property
     def epochs(self) -> int:
@@ -266,9 +298,12 @@ class TrialRecord:
 
     def spec(self) -> TrialSpec:
         """The trial spec this record is of (its key is the record's)."""
-        return TrialSpec(self.study, self.model, self.model_options, self.seed, self.train,
+        spec = TrialSpec(self.study, self.model, self.model_options, self.seed, self.train,
                          tuple(self.labels), searched=self.searched, sample=self.sample,
                          sampled_from=self.sampled_from)
+        if self.network:   # the network it was trained as, not as the zoo builds it today
+            spec.__dict__["network"] = self.network
+        return spec
 
     @property
     def label(self) -> str:
@@ -316,8 +351,8 @@ class TrialRecord:
         if version != RECORD_VERSION:
             raise RecordError(
                 f"{where}: record_version {version!r}, but this raysweep reads version "
-                f"{RECORD_VERSION} (version 1 records predate global batches and validation "
-                f"splits and cannot be compared with newer ones); re-run the study under a "
+                f"{RECORD_VERSION} ({OLD_VERSIONS.get(version, 'an unknown version')}, so "
+                f"its trials cannot be matched with newer ones); re-run the study under a "
                 f"new --name")
         return _build(cls, data, where)
 

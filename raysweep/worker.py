@@ -108,7 +108,8 @@ def train(spec: TrialSpec, launch: Launch, session) -> None:
         opt.restore(state)
         history = [EpochResult(**h) for h in state["history"]]
         segments = [Segment(**s) for s in state["segments"]]
-    segments.append(new_segment(launch, world, device, history, opt, state, skipped))
+    segments.append(new_segment(launch, world, device, history, opt, state, skipped,
+                                t.amp))
     amp = amp_dtype(t.amp, device)
     step_model = opt.model if t.compile == "off" else torch.compile(opt.model, mode=t.compile)
     loop = Loop(spec, opt, step_model, splits, steps, device, amp, rank, world)
@@ -280,7 +281,8 @@ def report_metrics(result: EpochResult, extra: dict) -> dict:
     return {**flat, **extra, "raysweep_result": json.dumps(dataclasses.asdict(result))}
 
 
-def new_segment(launch: Launch, world: int, device, history, opt, state, skipped) -> Segment:
+def new_segment(launch: Launch, world: int, device, history, opt, state, skipped,
+                amp: str) -> Segment:
     return Segment(
         first_epoch=last_epoch(history) + 1, runner=launch.runner, workers=world,
         cpus_per_worker=launch.resources.cpus_per_worker,
@@ -290,7 +292,8 @@ def new_segment(launch: Launch, world: int, device, history, opt, state, skipped
         setup_seconds=time.time() - launch.launched_at,
         resumed_from_epoch=history[-1].epoch if history else None,
         resumed_optimizer_fingerprint=optimizer_fingerprint(opt.optimizer) if state else None,
-        worker_pid=os.getpid(), skipped_checkpoints=skipped)
+        worker_pid=os.getpid(), skipped_checkpoints=skipped,
+        precision=PRECISIONS[amp_dtype(amp, device)])
 
 
 # --- small helpers ---
@@ -310,6 +313,9 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 def memory_format(t: TrainConfig):
     return torch.channels_last if t.channels_last else torch.contiguous_format
+
+
+PRECISIONS = {None: "float32", torch.bfloat16: "bf16", torch.float16: "fp16"}
 
 
 def amp_dtype(amp: str, device: torch.device):

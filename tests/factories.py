@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from models import list_models
 from raysweep.records import write_record
 from raysweep.trial import (ArmLabel, EpochResult, Segment, TrainConfig, TrialRecord,
                             TrialSpec)
@@ -15,7 +16,7 @@ TRAIN = TrainConfig(
     warmup_epochs=0, scheduler="cosine", label_smoothing=0.0, augment="basic", sync_bn=True,
     dataset="synthetic", train_size=512, test_size=256, test_fraction=None, val_fraction=0.1,
     split_seed=0,
-    synthetic_classes=10, data_fingerprint=None, amp="auto", pipeline="tensor",
+    synthetic_classes=10, data_fingerprint=None, amp="off", pipeline="tensor",
     channels_last=False, compile="off", data_dir="/tmp/data", download=False,
     data_checksums=True, loader_workers=0)
 
@@ -23,8 +24,11 @@ TRAIN = TrainConfig(
 def spec(model: str = "resnet_20", seed: int = 0, group: str | None = None,
          variant: str | None = None, baseline: bool = False, study: str = "s",
          options: dict | None = None, **train) -> TrialSpec:
-    label = ArmLabel(group, variant or (model if group is None else "baseline"), baseline)
-    return TrialSpec(study, model, dict(options or {}), seed, TRAIN.replace(**train), (label,))
+    label = ArmLabel(group, variant or (model if group is None else "baseline"), baseline, model)
+    trial = TrialSpec(study, model, dict(options or {}), seed, TRAIN.replace(**train), (label,))
+    if model not in list_models():   # a made-up name (long names in tables): its own network
+        trial.__dict__["network"] = f"{model}-network"
+    return trial
 
 
 def search_sample(trial: TrialSpec, sample: int, **values) -> TrialSpec:

@@ -18,7 +18,7 @@ from raysweep.records import read_records
 
 @pytest.mark.parametrize("text, why", [
     ('{"key": "m-2", "hist', "unreadable record"),
-    ('{"record_version": 2, "key": "m-2", "history": []}', "missing field"),
+    ('{"record_version": 3, "key": "m-2", "history": []}', "missing field"),
     (json.dumps({**factories.record().to_dict(), "history": "nope"}), "history must be a list"),
     (json.dumps({k: v for k, v in factories.record().to_dict().items() if k != "status"}),
      "missing field 'status'"),
@@ -36,7 +36,7 @@ def test_report_and_resume_skip_a_malformed_record_in_one_warning_line(smoke_run
     run_dir = tmp_path / "copy"
     subprocess.run(["cp", "-r", str(smoke_run_dir), str(run_dir)], check=True)
     (run_dir / "records" / "resnet_20-broken.json").write_text(
-        '{"record_version": 2, "key": "resnet_20-broken", "model": "resnet_20"}')
+        '{"record_version": 3, "key": "resnet_20-broken", "model": "resnet_20"}')
     report = raysweep("report", run_dir, "--out", tmp_path / "report", timeout=300)
     assert report.returncode == 0, report.stderr[-2000:]
     [warning] = [ln for ln in report.stderr.splitlines() if "resnet_20-broken.json" in ln]

@@ -1,6 +1,7 @@
 """Every registered model, one parametrized test (timm style), plus the papers' counts."""
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -10,7 +11,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from models import (FAMILIES, RECIPES, ModelFacts, count_params, create_model, get_entry,
                     list_models, model_facts)
-from models.facts import FACTS_FILE, count_on_meta, standard_cases, zoo_fingerprint
+from models.facts import (FACTS_FILE, count_on_meta, fingerprint_built, fingerprint_real,
+                          network_fingerprint, standard_cases, zoo_fingerprint)
 from models.registry import UnknownModelError
 
 ALL = list_models()
@@ -38,6 +40,8 @@ def test_forward_backward_at_32px(name, options):
     torch.manual_seed(0)
     for classes in (100, 10):
         model = create_model(name, num_classes=classes, **options).train()
+        if classes == 100:   # built from seed 0, as the fingerprint's reference build
+            assert network_fingerprint(name, **options) == fingerprint_built(copy.deepcopy(model))
         with FlopCounterMode(display=False) as counter:
             out = model(torch.randn(2, 3, 32, 32))
         assert out.shape == (2, classes)
@@ -60,6 +64,20 @@ def test_stored_facts_equal_meta_counts(name, options):
     the file to this zoo, so agreement proves the meta path, which answers every case
     the file lacks, exact on each of them."""
     assert model_facts(name, **options) == count_on_meta(name, **options)
+
+
+# The option cases of the ResNet-20-scale models (under 2 M parameters: the ECA, Ghost
+# and ConvNeXt-block variants, where two names can build one network), each a real build
+# at a fraction of the cost of the large ones.
+SMALL_OPTION_CASES = [(n, o) for n, o in OPTION_CASES if model_facts(n, **o).params < 2_000_000]
+
+
+@pytest.mark.parametrize("name, options", SMALL_OPTION_CASES,
+                         ids=[f"{n}-{json.dumps(o, sort_keys=True)}" for n, o in SMALL_OPTION_CASES])
+def test_stored_network_fingerprints_equal_real_builds(name, options):
+    """The stored fingerprints a trial's key reads, against real builds: every default
+    case in the forward test above, and here the small models' option cases."""
+    assert network_fingerprint(name, **options) == fingerprint_real(name, **options)
 
 
 def test_facts_file_is_current():

@@ -69,8 +69,8 @@ def test_records_of_the_previous_version_are_refused_in_one_line(tmp_path):
     refused = raysweep("run", path, "--local", "--storage", tmp_path / "runs", timeout=120)
     assert one_error_line(refused) == (
         f"raysweep: error: run folder {run_dir} holds records of record_version 1 "
-        f"({old['key']}.json); this raysweep writes version 2: run the study under a new "
-        f"--name")
+        f"({old['key']}.json: version 1 predates global batches and validation splits); "
+        f"this raysweep writes version 3: run the study under a new --name")
     report = raysweep("report", run_dir, timeout=120)
     assert report.returncode == 2
     warning, error = report.stderr.strip().splitlines()

@@ -45,7 +45,18 @@ def ablations(records: list[TrialRecord], order: dict[str, list[str]] | None = N
 
 
 def label_in(record: TrialRecord, group: str) -> ArmLabel:
-    return next(label for label in record.labels if label.group == group)
+    """The record's label in `group`: its baseline label if it is the baseline."""
+    found = [label for label in record.labels if label.group == group]
+    return next((label for label in found if label.baseline), found[0])
+
+
+def variant_in(record: TrialRecord, group: str) -> str:
+    """The record's variant name in `group`; a trial that several variants name (two
+    names of one network, trained once) is one row: `adaptive = k3`."""
+    first = label_in(record, group)
+    names = [first.variant] + [x.variant for x in record.labels
+                               if x.group == group and x.variant != first.variant]
+    return " = ".join(dict.fromkeys(names))
 
 
 def ablation(group: str, records: list[TrialRecord], order: list[str],
@@ -64,10 +75,10 @@ def _rows(group: str, records: list[TrialRecord], order: list[str]) -> list[_Row
     names = co.arm_names(records)
     arms: dict[tuple[bool, str, str], list[TrialRecord]] = defaultdict(list)
     for r in records:
-        label = label_in(r, group)
-        arms[(not label.baseline, label.variant, r.arm_key)].append(r)
+        arms[(not label_in(r, group).baseline, variant_in(r, group), r.arm_key)].append(r)
     rank = {v: i for i, v in enumerate(order)}
-    keys = sorted(arms, key=lambda k: (k[0], rank.get(k[1], len(rank)), k[1], names[k[2]]))
+    keys = sorted(arms, key=lambda k: (k[0], rank.get(k[1].split(" = ")[0], len(rank)), k[1],
+                                       names[k[2]]))
     configs = Counter(variant for _, variant, _ in keys)   # a variant run with 2 configs: 2 rows
     rows = []
     for key in keys:

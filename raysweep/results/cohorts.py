@@ -174,6 +174,12 @@ def equal_budget_epoch(records: list[TrialRecord]) -> int | None:
 
 # --- names ---
 
+def model_names(record: TrialRecord) -> str:
+    """The record's model, or every model its labels name when they are names of one
+    network (trained once): `ecanet20_adaptive = ecanet20_fixed_k3`."""
+    return " = ".join(dict.fromkeys([record.model] + [x.model for x in record.labels if x.model]))
+
+
 def arm_names(records: list[TrialRecord], key: Callable[[TrialRecord], str] = lambda r: r.arm_key,
               skip: Callable[[TrialRecord], set] = lambda r: set()) -> dict[str, str]:
     """{key(record): name}: the model, its options, and the training values that tell this
@@ -181,7 +187,7 @@ def arm_names(records: list[TrialRecord], key: Callable[[TrialRecord], str] = la
     shown: dict[str, tuple[str, dict, dict]] = {}
     for r in records:
         train = {k: v for k, v in r.train.identity().items() if k not in skip(r)}
-        shown.setdefault(key(r), (r.model, r.model_options, train))
+        shown.setdefault(key(r), (model_names(r), r.model_options, train))
     by_model: dict[str, list[dict]] = defaultdict(list)
     for model, _, train in shown.values():
         by_model[model].append(train)

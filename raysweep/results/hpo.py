@@ -26,8 +26,7 @@ def search_arm(record: TrialRecord) -> str:
     peak_lr, which follows from lr and the batch size)."""
     drop = set(record.searched) | {"peak_lr"}
     train = {k: v for k, v in record.train.identity().items() if k not in drop}
-    return identity_key(record.model, {"model": record.model,
-                                       "model_options": record.model_options, "train": train})
+    return identity_key(record.model, {"network": record.network, "train": train})
 
 
 def hpo(records: list[TrialRecord]) -> Table | None:
