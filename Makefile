@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test env results clean
+.PHONY: demo test env results clean gpu-wheels
 
 env: $(STAMP)
 
@@ -39,6 +39,12 @@ results: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest -q -ra --durations=10
+
+# What benchmarks/gpu_check.sh installs on a GPU machine without network: Ray,
+# tensorboardX, Optuna and their needs for its Python 3.12, as one xz tarball (~40 MB,
+# git-ignored) that the device tool carries with the working tree (`carry: [.gpu-wheels]`).
+gpu-wheels: $(STAMP)
+	$(BIN)/python -m benchmarks.gpu_wheels --out .gpu-wheels/site.tar.xz
 
 clean:
 	rm -rf $(VENV) runs
