@@ -19,6 +19,7 @@
 #   epoch_time       bench_epoch_time, batch 128 and 1024, through the engine
 #   agreement        bench_fused_agreement: bf16 fused vs separate final top-1, 4 seeds
 #   fusion_m1        bench_fusion, 1 member, compile off
+#   (--dry-run: 2 members, compile off only; GPU_CHECK_STEP_BUDGET seconds per step, 300)
 #   fusion_m{8,16,4,1}_compiled  bench_fusion --compile reduce-overhead
 #   gpu_tests        pytest -m gpu (the GPU-only tests)
 # Results: benchmarks/results/<gpu>-<YYYY-MM-DD>/ (or --results), one .txt per step,
@@ -102,13 +103,13 @@ step() {
 
 # Sizes: the GPU check's, or tiny ones that rehearse every step on a CPU.
 if [ $DRY = 1 ]; then
-    TRAIN=512; TEST=256; MEMBERS="1 2"; FUSION="--batch 16 --steps 2 --repeats 1"
+    TRAIN=512; TEST=256; MEMBERS="2"; LAST=""; FUSION="--batch 16 --steps 2 --repeats 1"
     ECA="--epochs 2 --seeds 2 --max-concurrent 2 --set train_size=128 --set test_size=64 --set batch_size=32"
     EPOCH="--epochs 2 --batches 32 64 --loader-workers 0"
     AGREE="--members 2 --epochs 1 --train-size 256 --test-size 128 --batch 32"
-    COMPILE=""; B=120
+    COMPILE=""; B=${GPU_CHECK_STEP_BUDGET:-300}
 else
-    TRAIN=50000; TEST=10000; MEMBERS="4 8 16 1"; FUSION="--batch 128 --steps 30 --repeats 3"
+    TRAIN=50000; TEST=10000; MEMBERS="4 8 16"; LAST="1"; FUSION="--batch 128 --steps 30 --repeats 3"
     ECA="--epochs 3"
     EPOCH="--epochs 3 --batches 128 1024"
     AGREE="--members 4 --epochs 3 --train-size 20000 --test-size 5000 --batch 128"
@@ -134,7 +135,6 @@ print(write_cifar100(Path('$DATA'), $TRAIN, $TEST))"
 CIFAR="--set dataset=cifar100 --set data_dir=$DATA --set data_checksums=false"
 
 for k in $MEMBERS; do
-    [ "$k" = 1 ] && continue
     step "fusion_m$k" "$(budget 45)" "$PY" -m benchmarks.bench_fusion --members "$k" $FUSION
 done
 for side in fused separate; do
@@ -145,7 +145,9 @@ for side in fused separate; do
 done
 step epoch_time "$(budget 70)" "$PY" -m benchmarks.bench_epoch_time --data-dir "$DATA" $EPOCH
 step agreement "$(budget 45)" "$PY" -m benchmarks.bench_fused_agreement $AGREE
-step fusion_m1 "$(budget 30)" "$PY" -m benchmarks.bench_fusion --members 1 $FUSION
+for k in $LAST; do
+    step "fusion_m$k" "$(budget 30)" "$PY" -m benchmarks.bench_fusion --members "$k" $FUSION
+done
 for k in $COMPILE; do
     step "fusion_m${k}_compiled" "$(budget 75)" "$PY" -m benchmarks.bench_fusion --members "$k" \
         $FUSION --compile reduce-overhead
