@@ -74,7 +74,10 @@ if ! "$PY" -c "import ray, tensorboardX, optuna" 2>/dev/null; then
         exit 3
     fi
     mkdir -p /tmp/raysweep-site
-    tar -xJf .gpu-wheels/site.tar.xz -C /tmp/raysweep-site
+    if ! tar -xJf .gpu-wheels/site.tar.xz -C /tmp/raysweep-site; then
+        echo "gpu_check.sh: .gpu-wheels/site.tar.xz could not be unpacked: run 'make gpu-wheels' again" >&2
+        exit 3
+    fi
     export PYTHONPATH=/tmp/raysweep-site${PYTHONPATH:+:$PYTHONPATH}
 fi
 export PYTHONPATH=$REPO${PYTHONPATH:+:$PYTHONPATH}
