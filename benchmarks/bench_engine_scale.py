@@ -160,8 +160,9 @@ def _case(cmd: list[str], tries: int = 3) -> dict:
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode == 0:
             return json.loads(proc.stdout.strip().splitlines()[-1])
-        print(f"# case {cmd[4:6]} failed (try {attempt + 1}): "
-              f"{(proc.stderr.strip().splitlines() or ['?'])[-1][:200]}", flush=True)
+        why = [ln for ln in proc.stderr.splitlines() if "Error" in ln or "Exception" in ln]
+        print(f"# case {cmd[4:6]} failed (try {attempt + 1}): {(why or ['?'])[-1][:300]}",
+              flush=True)
     raise SystemExit(f"bench_engine_scale: case {cmd[4:6]} failed {tries} times")
 
 
