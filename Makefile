@@ -41,7 +41,7 @@ test: $(STAMP)
 	$(BIN)/pytest -q -ra --durations=10
 
 # What benchmarks/gpu_check.sh installs on a GPU machine without network: Ray,
-# tensorboardX, Optuna and their needs for its Python 3.12, as one xz tarball (~40 MB,
+# tensorboardX, Optuna and their needs for its Python 3.12, as one xz tarball (52 MB,
 # git-ignored) that the device tool carries with the working tree (`carry: [.gpu-wheels]`).
 gpu-wheels: $(STAMP)
 	$(BIN)/python -m benchmarks.gpu_wheels --out .gpu-wheels/site.tar.xz

@@ -13,8 +13,8 @@ without dependencies: the walk already named them. The wheels are installed here
 folder for that interpreter (`pip install --target`, no compilation), and packed as one
 xz tarball that the GPU machine unpacks onto its PYTHONPATH: Ray's wheel alone is 79 MB,
 over the 64 MiB that travels with the working tree, but without its Java jar (31 MB,
-for Java workers) and the dashboard's source maps, and xz-compressed, everything fits in
-about 40 MB. A torch CUDA wheel (GBs) could not travel, which is why the image's torch
+for Java workers) and the dashboard's source maps, and xz-compressed (-3), everything is
+52 MB. A torch CUDA wheel (GBs) could not travel, which is why the image's torch
 (2.11 there) is used as it is.
 """
 from __future__ import annotations
