@@ -63,7 +63,7 @@ def eca_extrapolation(text: str, records: Path) -> dict | None:
     recs = [json.loads(f.read_text()) for f in files]
     if any(r["status"] != "completed" for r in recs):
         return None
-    epochs = recs[0]["epochs"]
+    epochs = recs[0]["train"]["epochs"]
     setup = statistics.median(s["setup_seconds"] or 0.0 for r in recs for s in r["segments"][:1])
     first = statistics.median(r["history"][0]["epoch_seconds"] for r in recs)
     later = [h["epoch_seconds"] for r in recs for h in r["history"][1:]] or [first]
@@ -82,9 +82,10 @@ def summarise(folder: Path) -> list[tuple[str, str, str]]:
         rows.append((goal, figure or "not measured",
                      "—" if met is None else ("met" if met else "not met")))
 
-    fusion = {k: {**fusion_rates(_read(folder, f"fusion_m{k}.txt")),
-                  **fusion_rates(_read(folder, f"fusion_m{k}_compiled.txt"))}
-              for k in FUSION_MEMBERS}
+    fusion: dict[int, dict[str, float]] = {}
+    for path in sorted(folder.glob("fusion_m*.txt")):   # fusion_m8.txt, fusion_m8_compiled.txt
+        k = int(re.match(r"fusion_m(\d+)", path.name)[1])
+        fusion.setdefault(k, {}).update(fusion_rates(path.read_text(errors="replace")))
     best = max(((rate, k, case) for k, rates in fusion.items() for case, rate in rates.items()
                 if case.startswith("fused")), default=None)
     row(f"≥ {TARGET_IMAGES_S:,} training images/s of resnet_20 trials, all members",
