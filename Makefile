@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test env results clean cluster-check
+.PHONY: demo test env results clean cluster-check gpu-wheels
 
 env: $(STAMP)
 
@@ -46,6 +46,12 @@ test: $(STAMP)
 # A few minutes; not part of `make test`.
 cluster-check: $(STAMP)
 	$(BIN)/python cluster/check.py
+
+# What benchmarks/gpu_check.sh installs on a GPU machine without network: Ray,
+# tensorboardX, Optuna and their needs for its Python 3.12, as one xz tarball (52 MB,
+# git-ignored) that the device tool carries with the working tree (`carry: [.gpu-wheels]`).
+gpu-wheels: $(STAMP)
+	$(BIN)/python -m benchmarks.gpu_wheels --out .gpu-wheels/site.tar.xz
 
 clean:
 	rm -rf $(VENV) runs

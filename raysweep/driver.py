@@ -17,6 +17,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import Callable
 
 import ray
 import ray.tune
@@ -48,7 +49,8 @@ class Interrupted(Exception):
 
 def run_study(study: Study, storage: str, name: str | None = None, resume: bool = False,
               timings: dict | None = None, inline: bool = False,
-              progress: Progress | None = None) -> Path | rec.RemotePath:
+              progress: Progress | None = None,
+              trial_function: Callable = run_trial) -> Path | rec.RemotePath:
     """Run every trial of `study` that has no finished record under `storage/name`.
 
     `storage` is a local folder or a URI (s3://…): on a multi-node cluster every node
@@ -57,6 +59,9 @@ def run_study(study: Study, storage: str, name: str | None = None, resume: bool 
     instead of a Train worker group; it applies only with local storage.
     `progress` (a live display or plain lines, `raysweep.progress`) sees every record
     written; each trial also gets TensorBoard files and Ray metrics.
+    `trial_function(config, context)` is every trial's Tune function: `run_trial`, or in
+    `benchmarks/bench_engine_scale.py` a stand-in that reports the same results without
+    training, so the driver's own cost can be measured.
     Ray must already be initialised (see `raysweep.cluster.connect`)."""
     timings = timings if timings is not None else {}
     run_dir = rec.run_location(storage, name or study.name)
@@ -100,7 +105,8 @@ def run_study(study: Study, storage: str, name: str | None = None, resume: bool 
             if todo:
                 _tune(study, context, run_dir,
                       {"trial": ray.tune.grid_search([s.key for s in todo])}, 1, concurrent,
-                      None, observers, [r for r in records if r.sampled_from is None])
+                      None, observers, [r for r in records if r.sampled_from is None],
+                      trial_function)
             timings["trials_run"] = len(todo)
             ended = {r.key for r in rec.read_records(run_dir) if r.finished or r.status == "errored"}
             if any(s.key not in ended for s in todo):
@@ -108,7 +114,7 @@ def run_study(study: Study, storage: str, name: str | None = None, resume: bool 
         else:
             for base in specs:
                 timings["trials_run"] += _search(study, context, run_dir, base, records,
-                                                 concurrent, observers)
+                                                 concurrent, observers, trial_function)
     finally:
         board.close()
         exporter.close()
@@ -207,7 +213,8 @@ def _require_redacted_values(text: str, where: str, overrides: list[str], cli: d
 
 
 def _search(study: Study, context: TrialContext, run_dir, base: TrialSpec,
-            records: list[TrialRecord], concurrent: int, observers) -> int:
+            records: list[TrialRecord], concurrent: int, observers,
+            trial_function: Callable = run_trial) -> int:
     """The missing samples of one (arm, seed): finished samples count towards
     `num_samples`, and TPE starts from their results."""
     done = [r for r in records if r.sampled_from == base.key and r.finished and r.history]
@@ -217,7 +224,7 @@ def _search(study: Study, context: TrialContext, run_dir, base: TrialSpec,
     space = {k: _sampler(s) for k, s in study.searched_keys(base.train.recipe).items()}
     _tune(study, context, run_dir, {"trial": base.key, "search": space}, missing,
           concurrent, searcher_for(study, base, done), observers,
-          [r for r in records if r.sampled_from == base.key])
+          [r for r in records if r.sampled_from == base.key], trial_function)
     return missing
 
 
@@ -241,7 +248,7 @@ def searcher_for(study: Study, base: TrialSpec, done: list[TrialRecord]):
 
 def _tune(study: Study, context: TrialContext, run_dir, param_space: dict, num_samples: int,
           concurrent: int, searcher, observers: list[Observer],
-          recorded: list[TrialRecord]) -> None:
+          recorded: list[TrialRecord], trial_function: Callable = run_trial) -> None:
     """One Tuner; `recorded`: the records its trials compete with at ASHA's rungs."""
     _quiet_tune()
     writer = RecordWriter(run_dir, context.spec, observers)
@@ -252,7 +259,7 @@ def _tune(study: Study, context: TrialContext, run_dir, param_space: dict, num_s
         # for their own resources).
         concurrent *= max(len(a.members) for a in context.arrays.values())
     tuner = ray.tune.Tuner(
-        ray.tune.with_resources(_named_trainable(context), context.pg_factory),
+        ray.tune.with_resources(_named_trainable(context, trial_function), context.pg_factory),
         param_space=param_space,
         tune_config=ray.tune.TuneConfig(
             scheduler=_scheduler(study, context, recorded), num_samples=num_samples, search_alg=searcher,
@@ -346,13 +353,13 @@ def _no_secret_env_vars():
         class_cache.ENV_VARS_TO_PROPAGATE = saved
 
 
-def _named_trainable(context: TrialContext):
+def _named_trainable(context: TrialContext, trial_function: Callable = run_trial):
     """The Tune function as a trainable class whose actors name their trial: the
     dashboard's Actors page shows an actor's repr (recorded once, when the actor starts;
     an inline process that Tune reuses keeps its first trial's name)."""
     from ray.tune.trainable.function_trainable import wrap_function
 
-    base = wrap_function(ray.tune.with_parameters(run_trial, context=context))
+    base = wrap_function(ray.tune.with_parameters(trial_function, context=context))
 
     class RaysweepTrial(base):
         def __repr__(self):

@@ -21,6 +21,7 @@ def test_diverging_trial_is_recorded_and_the_study_goes_on(ray_local, tmp_path):
     assert recs[TINY["lr"]].status == "completed"
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(),
                     reason="needs a GPU; run on a lent one (benchmarks/README.md has the run)")
 def test_cuda_out_of_memory_is_recorded_with_the_batch_size(ray_local, tmp_path):
