@@ -36,7 +36,6 @@ import ipaddress
 import os
 import pwd
 import re
-import shlex
 import shutil
 import signal
 import socket

@@ -13,7 +13,6 @@ import signal
 import sys
 import time
 import warnings
-from pathlib import Path
 
 EXIT_USAGE = 2
 EXIT_TRIALS_ERRORED = 3  # the run ended, but some trial errored (retry with --resume)

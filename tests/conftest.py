@@ -45,18 +45,24 @@ def join_ray(ray_local) -> tuple[str, ...]:
     return ("--local", "--address", ray.get_runtime_context().gcs_address)
 
 
-@pytest.fixture
-def small_disk(tmp_path) -> Path:
-    """A 64 KiB tmpfs, for full-disk tests (mounting needs root: skipped otherwise)."""
-    disk = tmp_path / "disk"
+def tmpfs(folder: Path, size: str):
+    """A tmpfs of `size` mounted at `folder/disk`, for full-disk tests (mounting needs
+    root: the test is skipped otherwise). A generator: a fixture yields from it."""
+    disk = folder / "disk"
     disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)],
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)],
                              capture_output=True)
     if mounted.returncode:
         pytest.skip("mounting a small tmpfs needs root: "
                     + mounted.stderr.decode(errors="replace").strip())
     yield disk
     subprocess.run(["umount", str(disk)], check=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path) -> Path:
+    """A 64 KiB tmpfs: a checkpoint, a record or Tune's own files overflow it."""
+    yield from tmpfs(tmp_path, "64k")
 
 
 def write_study(folder: Path, name: str, **body) -> Path:

@@ -5,13 +5,12 @@ status with one real run on a full disk."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import TINY, raysweep, write_study
+from conftest import TINY, raysweep, tmpfs, write_study
 from raysweep.cli import EXIT_TRIALS_ERRORED, main
 from raysweep.provenance import MASK
 from raysweep.records import read_records
@@ -173,17 +172,7 @@ def test_tune_hands_no_secret_environment_variable_to_trial_actors(monkeypatch):
 @pytest.fixture
 def one_mb_disk(tmp_path) -> Path:
     """A 1 MiB tmpfs: Tune's own files fit, a resnet_20 checkpoint (~3 MB) does not."""
-    import subprocess
-
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)],
-                             capture_output=True)
-    if mounted.returncode:
-        pytest.skip("mounting a small tmpfs needs root: "
-                    + mounted.stderr.decode(errors="replace").strip())
-    yield disk
-    subprocess.run(["umount", str(disk)], check=True)
+    yield from tmpfs(tmp_path, "1m")
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ import sys
 import pytest
 
 from conftest import TINY, run, write_study
-from factories import epoch, record, spec
+from factories import record, spec
 from raysweep.driver import run_study
 from raysweep.records import read_records
 from raysweep.rungs import BudgetASHA, milestones, rung_group
