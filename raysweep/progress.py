@@ -336,6 +336,7 @@ class Progress:
         self.study, self.total = study, total
         self.records: dict[str, TrialRecord] = {}
         self.unfinished: dict[str, TrialRecord] = {}   # the records not in FINISHED
+        self.arms: dict[str, dict[str, TrialRecord]] = {}   # arm label → arm key → a record
         self.tally = Tally()
 
     def preload(self, records: Iterable[TrialRecord]) -> None:
@@ -355,6 +356,7 @@ class Progress:
             self.tally.add(old, -1)
         self.tally.add(record)
         self.records[record.key] = record
+        self.arms.setdefault(arm_label(record), {}).setdefault(record.arm_key, record)
         if record.status in FINISHED:
             self.unfinished.pop(record.key, None)
         else:
@@ -368,7 +370,10 @@ class Progress:
     def live_view(self) -> StudyView:
         """The view with the unfinished trials' rows only (what live progress shows), at a
         cost that does not grow with the finished trials."""
-        rows = sorted((TrialRow.of(r) for r in self.unfinished.values()),
+        # Tags as `StudyView.build` gives them, from one record per arm of the labels shown.
+        labels = {arm_label(r) for r in self.unfinished.values()}
+        tags = arm_tags(r for label in labels for r in self.arms[label].values())
+        rows = sorted((TrialRow.of(r, distinct_label(r, tags)) for r in self.unfinished.values()),
                       key=lambda row: (row.status != "running", row.label))
         return self.tally.view(self.study, self.total, rows)
 

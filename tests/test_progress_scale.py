@@ -65,8 +65,8 @@ def test_a_view_row_is_made_only_for_unfinished_trials(monkeypatch):
                      for s in range(1000))
     made = []
     original = TrialRow.of.__func__
-    monkeypatch.setattr(TrialRow, "of", classmethod(lambda cls, r: made.append(r) or
-                                                    original(cls, r)))
+    monkeypatch.setattr(TrialRow, "of", classmethod(lambda cls, r, *label: made.append(r) or
+                                                    original(cls, r, *label)))
     running = record(spec("resnet_20", seed=5000, group="g", variant=None), status="running")
     progress.observe(running)
     assert len(made) == 1
