@@ -32,7 +32,9 @@ def _hparams(acc: EventAccumulator) -> tuple[dict, int | None]:
 
 
 def test_each_trial_gets_clear_scalars_and_hparams(tmp_path):
-    base = record(spec(seed=1, group="demo", options={"width": 2}), top1=[40.0, 45.0, 50.0])
+    # A made-up model with a made-up option (the zoo's models check theirs when keyed).
+    base = record(spec("toy_net", seed=1, group="demo", options={"width": 2}),
+                  top1=[40.0, 45.0, 50.0])
     failed = record(spec(seed=0, group="demo", variant="tiny_lr", lr=1e-7), status="diverged",
                     top1=[1.0], val_top1=[None])
     board = TensorBoardWriter(tmp_path)
@@ -51,7 +53,7 @@ def test_each_trial_gets_clear_scalars_and_hparams(tmp_path):
     values, status = _hparams(acc)
     assert {k: values[k] for k in ("model", "arm", "variant", "seed", "option.width", "lr",
                                    "epochs", "val_fraction")} == {
-        "model": "resnet_20", "arm": "demo.baseline", "variant": "baseline", "seed": 1.0,
+        "model": "toy_net", "arm": "demo.baseline", "variant": "baseline", "seed": 1.0,
         "option.width": 2.0, "lr": 0.1, "epochs": 3.0, "val_fraction": 0.1}
     assert "data_dir" not in values and "sample" not in values   # not identity; no sample
     assert status == api_pb2.STATUS_SUCCESS
