@@ -32,6 +32,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import pyarrow.fs as pafs
 
+from raysweep.errors import RecordError, StorageFullError, StudyError
+from raysweep.trial import OLD_VERSIONS, RECORD_VERSION, TrialRecord, record_version
+
 
 def _pafs():
     # pyarrow is imported when a URI is used: `status` and `report` of a local run
@@ -40,8 +43,6 @@ def _pafs():
 
     return pyarrow.fs
 
-from raysweep.errors import RecordError, StorageFullError, StudyError
-from raysweep.trial import OLD_VERSIONS, RECORD_VERSION, TrialRecord, record_version
 
 RECORDS_DIR = "records"
 
