@@ -95,10 +95,12 @@ def main() -> None:
     ap.add_argument("--compile", choices=("default", "reduce-overhead", "max-autotune"),
                     help="also run each batch size with torch.compile in this mode")
     ap.add_argument("--loader-workers", type=int, default=8, help="for the plain loop")
+    ap.add_argument("--address", help="join this machine's Ray at 127.0.0.1:PORT instead of "
+                                      "starting one (as `raysweep run --local --address`)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = args.data_dir or datasets.write_cifar100(Path(tmp) / "data", 50000, 10000)
-        cluster.connect(local=True, address=None)
+        cluster.connect(local=True, address=args.address)
         try:
             records = engine_epochs(root, args, Path(tmp))
         finally:

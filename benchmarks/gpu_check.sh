@@ -20,6 +20,8 @@
 #   agreement        bench_fused_agreement: bf16 fused vs separate final top-1, 4 seeds
 #   fusion_m1        bench_fusion, 1 member, compile off
 #   (--dry-run: 2 members, compile off only; GPU_CHECK_STEP_BUDGET seconds per step, 300)
+# GPU_CHECK_RAY_ADDRESS=127.0.0.1:PORT: the steps that run studies join that Ray of this
+# machine (`--local --address`) instead of starting one each (the test suite's dry run).
 #   fusion_m{8,16,4,1}_compiled  bench_fusion --compile reduce-overhead
 #   gpu_tests        pytest -m gpu (the GPU-only tests)
 # Results: benchmarks/results/<gpu>-<YYYY-MM-DD>/ (or --results), one .txt per step,
@@ -106,11 +108,12 @@ step() {
 
 # Sizes: the GPU check's, or tiny ones that rehearse every step on a CPU.
 if [ $DRY = 1 ]; then
-    TRAIN=512; TEST=256; MEMBERS="2"; LAST=""; FUSION="--batch 16 --steps 2 --repeats 1"
-    # One epoch and one batch size: the dry run proves the steps and the summary, not speed.
+    TRAIN=128; TEST=64; MEMBERS="2"; LAST=""; FUSION="--batch 16 --steps 2 --repeats 1"
+    # One epoch, one batch size, a few batches: the dry run proves the steps and the
+    # summary, not speed.
     ECA="--epochs 1 --seeds 2 --max-concurrent 2 --set train_size=128 --set test_size=64 --set batch_size=32"
-    EPOCH="--epochs 2 --batches 32 --loader-workers 0"
-    AGREE="--members 2 --epochs 1 --train-size 256 --test-size 128 --batch 32"
+    EPOCH="--epochs 1 --batches 32 --loader-workers 0"
+    AGREE="--members 2 --epochs 1 --train-size 128 --test-size 64 --batch 32"
     COMPILE=""; B=${GPU_CHECK_STEP_BUDGET:-300}
 else
     TRAIN=50000; TEST=10000; MEMBERS="4 8 16"; LAST="1"; FUSION="--batch 128 --steps 30 --repeats 3"
@@ -120,6 +123,7 @@ else
     COMPILE="8 16 4 1"; B=0
 fi
 budget() { [ $B -gt 0 ] && echo $B || echo "$1"; }   # dry run: one generous budget each
+RAY_AT=${GPU_CHECK_RAY_ADDRESS:+--address $GPU_CHECK_RAY_ADDRESS}
 
 step env "$(budget 45)" bash -c "date -u; nvidia-smi 2>&1 | head -20; \"$PY\" -c '
 import sys, torch, ray, tensorboardX, optuna, timm, torchvision
@@ -144,10 +148,10 @@ done
 for side in fused separate; do
     fuse=$([ $side = fused ] && echo on || echo off)
     step "eca_$side" "$(budget 90)" "$PY" -m raysweep.cli run ablations --group eca_kernel \
-        --local --name "eca_$side" --storage "$WORK/runs" $ECA $CIFAR --set "resources.fuse=$fuse"
+        --local $RAY_AT --name "eca_$side" --storage "$WORK/runs" $ECA $CIFAR --set "resources.fuse=$fuse"
     [ -d "$WORK/runs/eca_$side/records" ] && cp -r "$WORK/runs/eca_$side/records" "$RESULTS/eca_${side}_records"
 done
-step epoch_time "$(budget 70)" "$PY" -m benchmarks.bench_epoch_time --data-dir "$DATA" $EPOCH
+step epoch_time "$(budget 70)" "$PY" -m benchmarks.bench_epoch_time --data-dir "$DATA" $EPOCH $RAY_AT
 step agreement "$(budget 45)" "$PY" -m benchmarks.bench_fused_agreement $AGREE
 for k in $LAST; do
     step "fusion_m$k" "$(budget 30)" "$PY" -m benchmarks.bench_fusion --members "$k" $FUSION

@@ -51,6 +51,10 @@ def connect(local: bool, address: str | None, verbose: bool = False) -> str | No
     open-source dashboard has no Train tab) then lists every trial's Train run by name
     (see `trainable.train_run_name`) with its controller and workers (node, pid, rank)."""
     env = {"RAY_TRAIN_V2_ENABLED": "1", "RAY_TRAIN_ENABLE_STATE_TRACKING": "1"}
+    if local:
+        # Train's PreemptionWatcher (one actor per trial) watches for a cloud node being
+        # drained; a machine-local Ray has none to drain, and each actor is a process start.
+        env["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] = "0"
     os.environ.update(env)
     if local and address:
         ctx = _join_local(address, env, verbose)

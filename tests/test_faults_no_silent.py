@@ -177,13 +177,13 @@ def one_mb_disk(tmp_path) -> Path:
 
 @pytest.mark.slow
 def test_a_trial_errored_by_a_full_disk_exits_3_with_one_line_and_its_traceback_logged(
-        tmp_path, one_mb_disk):
+        tmp_path, one_mb_disk, join_ray):
     small_disk = one_mb_disk
     path = write_study(tmp_path, "full", defaults={**TINY, "epochs": 2, "train_size": 128,
                                                    "test_size": 64},
                        models=["resnet_20"], asha={"enabled": False},
                        resources={"max_failures": 1})
-    run = raysweep("run", path, "--local", "--storage", small_disk, timeout=600)
+    run = raysweep("run", path, *join_ray, "--storage", small_disk, timeout=600)
     assert run.returncode == EXIT_TRIALS_ERRORED, run.stderr[-3000:]
     assert "Traceback" not in run.stdout + run.stderr
     lines = run.stderr.strip().splitlines()

@@ -18,10 +18,12 @@ MEASURED = ("training images/s", "s per epoch", "eca_kernel", "bf16", "GPU-only 
 
 
 @pytest.mark.slow
-def test_dry_run_runs_every_step_and_summarises_their_outputs(tmp_path):
+def test_dry_run_runs_every_step_and_summarises_their_outputs(tmp_path, join_ray):
     results, out = tmp_path / "cpu-dryrun", tmp_path / "out"
     out.mkdir()
-    env = {**os.environ, "PYTHON": sys.executable, "OUT": str(out)}
+    # The steps that run studies join the session's Ray (`--local --address`).
+    env = {**os.environ, "PYTHON": sys.executable, "OUT": str(out),
+           "GPU_CHECK_RAY_ADDRESS": join_ray[-1]}
     proc = subprocess.run([str(REPO / "benchmarks" / "gpu_check.sh"), "--dry-run", "--results",
                            str(results), "--budget", "1500"], capture_output=True, text=True,
                           env=env, timeout=1600)

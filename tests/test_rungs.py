@@ -111,7 +111,7 @@ def by_lr_and_budget_seed(run_dir):
 
 
 @pytest.mark.slow
-def test_a_resumed_trial_is_judged_against_the_recorded_rung(ray_local, tmp_path):
+def test_a_resumed_trial_is_judged_against_the_recorded_rung(join_ray, tmp_path):
     """The learner finishes in a first run; the hopeless trial, added by a second run, is
     interrupted (Ctrl-C) before the rung at epoch 4 and resumed by a third: the resumed
     Tuner holds it alone, and the learner's recorded rung stops it at epoch 4."""
@@ -122,7 +122,7 @@ def test_a_resumed_trial_is_judged_against_the_recorded_rung(ray_local, tmp_path
     run_dir = run(write_study(tmp_path, "resumed", models=["resnet_20"], **body), storage,
                   inline=True)
     path = write_study(tmp_path, "resumed", models=["resnet_20", HOPELESS], **body)
-    proc = subprocess.Popen([sys.executable, "-m", "raysweep.cli", "run", path, "--local",
+    proc = subprocess.Popen([sys.executable, "-m", "raysweep.cli", "run", path, *join_ray,
                              "--storage", storage],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for_epoch_of(run_dir, 1e-7, proc)
