@@ -55,8 +55,8 @@ def raysweep_trial(config: dict, context) -> None:
     """A stand-in for `trainable.run_trial` that reports what the worker loop reports."""
     import ray.tune
 
-    from raysweep.trial import EpochResult, Segment
-    from raysweep.worker import report_metrics
+    from raysweep.core.trial import EpochResult, Segment
+    from raysweep.training.worker import report_metrics
 
     spec, bench = context.spec(config), json.loads(os.environ["RAYSWEEP_BENCH_SCALE"])
     segment = Segment(first_epoch=1, runner="inline", workers=1, cpus_per_worker=1.0,
@@ -90,10 +90,10 @@ def plain_trial(config: dict) -> None:
 def run_raysweep(n: int, args, tmp: Path) -> None:
     import yaml
 
-    from raysweep.driver import run_study
-    from raysweep.progress import PlainProgress
-    from raysweep.records import read_records
-    from raysweep.study import load_study
+    from raysweep.engine.driver import run_study
+    from raysweep.observe.progress import PlainProgress
+    from raysweep.store.records import read_records
+    from raysweep.study.parse import load_study
 
     path = tmp / "scale.yaml"
     path.write_text(yaml.safe_dump({
@@ -132,7 +132,7 @@ def one_case(side: str, n: int, args) -> dict:
     """Run one side at one size in this process (which starts its own local Ray)."""
     import psutil
 
-    from raysweep import cluster
+    from raysweep.engine import cluster
 
     os.environ["RAYSWEEP_BENCH_SCALE"] = json.dumps({"work_s": args.work_ms / 1000,
                                                      "epochs": args.epochs})
@@ -140,7 +140,7 @@ def one_case(side: str, n: int, args) -> dict:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             run = run_raysweep if side == "raysweep" else run_plain
-            import raysweep.driver  # noqa: F401  (both sides' imports before the baseline)
+            import raysweep.engine.driver  # noqa: F401  (both sides' imports before the baseline)
             before = psutil.Process().memory_info().rss
             begin = time.perf_counter()
             run(n, args, Path(tmp))

@@ -27,11 +27,13 @@ from torch.utils.data import DataLoader
 
 from benchmarks._util import machine, resolved_train
 from models import create_model
-from raysweep import cluster, data, datasets
-from raysweep.driver import run_study
-from raysweep.records import read_records
-from raysweep.study import load_study
-from raysweep.trial import TrialRecord
+from raysweep.engine import cluster
+from raysweep.training import data
+from raysweep.datasets import readers as datasets
+from raysweep.engine.driver import run_study
+from raysweep.store.records import read_records
+from raysweep.study.parse import load_study
+from raysweep.core.trial import TrialRecord
 
 TARGET_SECONDS = 2.0
 

@@ -22,9 +22,9 @@ import time
 import torch
 
 from benchmarks._util import machine, resolved_train
-from raysweep import data, fusion, worker
+from raysweep.training import data, fusion, worker
 from raysweep.results.stats import welch
-from raysweep.trial import ArmLabel, TrialSpec
+from raysweep.core.trial import ArmLabel, TrialSpec
 
 
 def specs(args) -> list[TrialSpec]:

@@ -11,11 +11,12 @@ import pytest
 import ray
 import yaml
 
-from raysweep import cluster, data
-from raysweep.driver import run_study
-from raysweep.records import read_records
-from raysweep.study import load_study
-from raysweep.worker import lr_factor
+from raysweep.engine import cluster
+from raysweep.training import data
+from raysweep.engine.driver import run_study
+from raysweep.store.records import read_records
+from raysweep.study.parse import load_study
+from raysweep.training.worker import lr_factor
 
 # Small enough for 2 CPU cores (an epoch of resnet_20 takes ~2.5 s). AdamW at a peak lr
 # of 3e-3 (global batch 32) learns the synthetic set within the first epoch, so ASHA's

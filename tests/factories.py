@@ -6,8 +6,8 @@ import dataclasses
 from pathlib import Path
 
 from models import list_models
-from raysweep.records import write_record
-from raysweep.trial import (ArmLabel, EpochResult, Segment, TrainConfig, TrialRecord,
+from raysweep.store.records import write_record
+from raysweep.core.trial import (ArmLabel, EpochResult, Segment, TrainConfig, TrialRecord,
                             TrialSpec)
 
 TRAIN = TrainConfig(

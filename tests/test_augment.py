@@ -9,9 +9,10 @@ import pytest
 import torch
 from torchvision.transforms import v2
 
-from raysweep import augment as A
-from raysweep import data, datasets
-from raysweep.study import StudyError, parse_study
+from raysweep.training import augment as A
+from raysweep.training import data
+from raysweep.datasets import readers as datasets
+from raysweep.study.parse import StudyError, parse_study
 
 SYNTHETIC = datasets.info("synthetic")
 MEAN, STD = SYNTHETIC.mean, SYNTHETIC.std

@@ -21,10 +21,10 @@ import yaml
 from conftest import TINY, one_error_line, write_study
 from factories import spec
 from fake_cluster import FakeAutoscalingCluster, NodeCount, wait_for
-from raysweep import records
-from raysweep.cluster import _autoscaling_config, allow_pending_trials, autoscaler_from_config
+from raysweep.store import records
+from raysweep.engine.cluster import _autoscaling_config, allow_pending_trials, autoscaler_from_config
 from raysweep.errors import ResourceError
-from raysweep.planning import HEAD, Autoscaler, NodeType, plan_resources, plan_trials
+from raysweep.engine.planning import HEAD, Autoscaler, NodeType, plan_resources, plan_trials
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAD_NODE = {"CPU": 0, HEAD: 1, "memory": 8e9}

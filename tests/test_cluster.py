@@ -27,14 +27,14 @@ import yaml
 import factories
 from conftest import TINY, write_study
 from fake_cluster import free_port, wait_for
-from raysweep import records
-from raysweep.records import check_writable
+from raysweep.store import records
+from raysweep.store.records import check_writable
 from raysweep.errors import StudyError
-from raysweep.planning import plan_resources
-from raysweep.provenance import write_provenance
-from raysweep.study import load_study, parse_study
-from raysweep.trainable import train_run_name
-from raysweep.trial import TrialResources
+from raysweep.engine.planning import plan_resources
+from raysweep.store.provenance import write_provenance
+from raysweep.study.parse import load_study, parse_study
+from raysweep.engine.trainable import train_run_name
+from raysweep.core.trial import TrialResources
 
 ROOT = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))

@@ -161,7 +161,7 @@ def test_an_on_premise_cluster_has_no_node_type_to_grow():
     """Ray's local provider makes one type for the head and its fixed workers, so raysweep
     plans such a cluster from its nodes (`raysweep.cluster.find_autoscaler` gives None)."""
     from ray.autoscaler._private.util import prepare_config
-    from raysweep.cluster import autoscaler_from_config
+    from raysweep.engine.cluster import autoscaler_from_config
 
     shipped = yaml.safe_load((ROOT / "cluster.yaml").read_text())
     derived = check.derive(shipped, key=Path("/k"), proxy="p %h", gcs_port=1,

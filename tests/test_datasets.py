@@ -14,9 +14,9 @@ from PIL import Image
 
 from conftest import TINY, run, write_study
 from factories import TRAIN
-from raysweep import datasets
+from raysweep.datasets import readers as datasets
 from raysweep.errors import DataError
-from raysweep.records import read_records
+from raysweep.store.records import read_records
 
 
 def config(tmp_path, dataset: str, **changes):

@@ -13,10 +13,10 @@ from ray import tune
 from ray.util.state import list_actors
 
 from conftest import TINY, run, write_study
-from raysweep import datasets
-from raysweep.driver import searcher_for
-from raysweep.records import read_records
-from raysweep.study import load_study
+from raysweep.datasets import readers as datasets
+from raysweep.engine.driver import searcher_for
+from raysweep.store.records import read_records
+from raysweep.study.parse import load_study
 
 pytestmark = pytest.mark.slow
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from conftest import TINY, run, write_study
-from raysweep import datasets
-from raysweep.datasets import write_cifar100
-from raysweep.records import read_records
-from raysweep.study import load_study
+from raysweep.datasets import readers as datasets
+from raysweep.datasets.readers import write_cifar100
+from raysweep.store.records import read_records
+from raysweep.study.parse import load_study
 
 pytestmark = pytest.mark.slow
 

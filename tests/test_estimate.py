@@ -7,10 +7,10 @@ import random
 import pytest
 import torch
 
-from raysweep.estimate import (AshaSettings, EstimateError, StepTime, asha_expected_epochs,
+from raysweep.estimate.cost import (AshaSettings, EstimateError, StepTime, asha_expected_epochs,
                                asha_rungs, epoch_seconds, estimate, estimate_from,
                                format_estimate, measure_key, read_cache, write_cache)
-from raysweep.trial import TrialResources
+from raysweep.core.trial import TrialResources
 from factories import spec
 
 CIFAR = dict(dataset="cifar100", train_size=None, test_size=None, synthetic_classes=None,
@@ -154,7 +154,7 @@ def test_named_gpu_count_on_a_cpu_machine_needs_a_cached_gpu_measurement(tmp_pat
     specs = [spec(**CIFAR)]
     with pytest.raises(EstimateError, match=r"gpus=8: this machine has no GPU .*allowed"):
         estimate(specs, NO_ASHA, ONE_CPU, gpus=8, cache_file=cache)
-    from raysweep.estimate import cache_key
+    from raysweep.estimate.cost import cache_key
 
     gpu = step_time(device="NVIDIA H100 80GB HBM3", device_type="cuda", host="gpuhost")
     write_cache({cache_key(specs[0], gpu.device, "gpuhost", 1): gpu}, cache)

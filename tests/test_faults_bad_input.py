@@ -14,9 +14,9 @@ import sys
 import pytest
 
 from conftest import TINY, one_error_line, raysweep, write_study
-from raysweep.datasets import write_cifar100
+from raysweep.datasets.readers import write_cifar100
 from raysweep.errors import StudyError
-from raysweep.study import MAX_DEPTH, NAME_MAX, check_name, load_study, parse_study
+from raysweep.study.parse import MAX_DEPTH, NAME_MAX, check_name, load_study, parse_study
 
 RAY_TEMP = os.environ.get("RAY_TMPDIR", "/tmp") + "/ray"
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import TINY, run, write_study
-from raysweep.records import read_records
+from raysweep.store.records import read_records
 
 pytestmark = pytest.mark.slow
 

@@ -19,8 +19,8 @@ import time
 import pytest
 
 from conftest import TINY, raysweep, scheduled_lrs, write_study
-from raysweep import checkpoints
-from raysweep.records import read_records
+from raysweep.store import checkpoints
+from raysweep.store.records import read_records
 
 pytestmark = pytest.mark.slow
 

@@ -11,9 +11,9 @@ import pytest
 
 import factories
 from conftest import TINY, raysweep, write_study
-from raysweep import records
+from raysweep.store import records
 from raysweep.errors import StorageFullError
-from raysweep.records import read_records
+from raysweep.store.records import read_records
 
 
 @pytest.mark.parametrize("text, why", [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import TINY, run, write_study
-from raysweep.records import read_records
+from raysweep.store.records import read_records
 
 pytestmark = pytest.mark.slow
 

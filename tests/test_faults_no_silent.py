@@ -12,8 +12,8 @@ import yaml
 
 from conftest import TINY, raysweep, tmpfs, write_study
 from raysweep.cli import EXIT_TRIALS_ERRORED, main
-from raysweep.provenance import MASK
-from raysweep.records import read_records
+from raysweep.store.provenance import MASK
+from raysweep.store.records import read_records
 
 AWS_KEY_ID = "AKIAIOSFODNN7EXAMPLE"
 AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
@@ -109,7 +109,7 @@ def test_run_folder_commands_name_what_they_found(tmp_path, capsys, command):
 
 
 def test_a_json_file_that_is_no_record_is_not_called_version_1(tmp_path):
-    from raysweep.records import refuse_other_versions
+    from raysweep.store.records import refuse_other_versions
 
     run_dir = tmp_path / "runs" / "r"
     (run_dir / "records").mkdir(parents=True)
@@ -135,7 +135,7 @@ def test_a_data_dir_uri_is_a_uri_and_its_credentials_are_never_echoed(tmp_path, 
                      "--storage", tmp_path / "runs")
     assert code == 2 and "is a gs:// URI; allowed" in line
     # file:// is a local folder, unwrapped (not a relative folder named "file:")
-    from raysweep.study import load_study
+    from raysweep.study.parse import load_study
 
     spec = load_study(str(study(tmp_path)), [f"data_dir=file://{tmp_path}/d"]).trials()[0]
     assert spec.train.data_dir == str(tmp_path / "d")
@@ -158,7 +158,7 @@ def test_resume_of_a_run_whose_study_stored_a_masked_value_asks_for_it(tmp_path,
 def test_tune_hands_no_secret_environment_variable_to_trial_actors(monkeypatch):
     from ray.tune.execution import class_cache
 
-    from raysweep.driver import _no_secret_env_vars
+    from raysweep.engine.driver import _no_secret_env_vars
 
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", AWS_SECRET)
     with _no_secret_env_vars():
@@ -203,9 +203,9 @@ def test_an_errored_record_makes_the_run_exit_3_with_one_line_per_failure(tmp_pa
     import argparse
 
     from raysweep.cli import _errored_summary
-    from raysweep.records import write_record
-    from raysweep.study import load_study
-    from raysweep.trial import TrialRecord
+    from raysweep.store.records import write_record
+    from raysweep.study.parse import load_study
+    from raysweep.core.trial import TrialRecord
 
     path = study(tmp_path, models=["resnet_20", "resnet_32"])
     run_dir = tmp_path / "runs" / "s"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import one_error_line, raysweep
-from raysweep import checkpoints
+from raysweep.store import checkpoints
 from raysweep.errors import CheckpointError
 
 

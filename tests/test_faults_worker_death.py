@@ -12,7 +12,7 @@ import time
 import pytest
 
 from conftest import TINY, run, write_study
-from raysweep.records import read_records
+from raysweep.store.records import read_records
 
 pytestmark = pytest.mark.slow
 

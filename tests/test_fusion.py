@@ -17,12 +17,13 @@ import torch
 
 from conftest import TINY, run, scheduled_lrs, write_study
 from factories import spec as make_spec
-from raysweep import checkpoints, data, fusion
-from raysweep.arrays import plan_arrays
-from raysweep.records import read_records
-from raysweep.study import load_study
-from raysweep.trial import TrialResources
-from raysweep.worker import Loop
+from raysweep.store import checkpoints
+from raysweep.training import data, fusion
+from raysweep.engine.arrays import plan_arrays
+from raysweep.store.records import read_records
+from raysweep.study.parse import load_study
+from raysweep.core.trial import TrialResources
+from raysweep.training.worker import Loop
 
 COMPARED = ("train_loss", "val_loss", "val_top1", "val_top5", "test_loss", "test_top1",
             "test_top5", "lr", "optimizer_fingerprint")

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from conftest import TINY, one_error_line, raysweep, write_study
-from raysweep.records import read_records
+from raysweep.store.records import read_records
 
 pytestmark = pytest.mark.slow
 

@@ -11,9 +11,9 @@ from models import create_model
 from models.facts import (FACTS_FILE, fingerprint_built, network_fingerprint, network_name,
                           standard_cases, twins)
 from raysweep.cli import main
-from raysweep.records import read_records
+from raysweep.store.records import read_records
 from raysweep.results import ablation, comparison
-from raysweep.study import load_study
+from raysweep.study.parse import load_study
 from conftest import TINY, run, write_study
 
 ECA = ["eca_resnet_20", "ecanet20_adaptive", "ecanet20_fixed_k3"]

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import TINY, one_error_line, raysweep, run, write_study
-from raysweep.records import read_records
+from raysweep.store.records import read_records
 
 pytestmark = pytest.mark.slow
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from raysweep.errors import ResourceError
-from raysweep.planning import plan_resources, plan_trials
-from raysweep.study import parse_study
-from raysweep.trial import TrialResources
+from raysweep.engine.planning import plan_resources, plan_trials
+from raysweep.study.parse import parse_study
+from raysweep.core.trial import TrialResources
 
 
 def study(**resources):

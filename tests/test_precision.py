@@ -6,13 +6,13 @@ import json
 
 import pytest
 
-from raysweep.driver import resume_study
+from raysweep.engine.driver import resume_study
 from raysweep.errors import RecordError
-from raysweep.precision import (Gpu, cluster_gpus, gpu_of_capability, gpu_of_type,
+from raysweep.core.precision import (Gpu, cluster_gpus, gpu_of_capability, gpu_of_type,
                                 resolve_auto, resolve_here)
-from raysweep.records import refuse_other_versions, write_record
-from raysweep.study import load_study
-from raysweep.trial import TrialRecord
+from raysweep.store.records import refuse_other_versions, write_record
+from raysweep.study.parse import load_study
+from raysweep.core.trial import TrialRecord
 from conftest import TINY, write_study
 from factories import epoch, segment
 

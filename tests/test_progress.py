@@ -14,7 +14,7 @@ import time
 import pytest
 from rich.console import Console
 
-from raysweep.progress import LiveProgress, StudyView, make_progress
+from raysweep.observe.progress import LiveProgress, StudyView, make_progress
 from factories import record, spec
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")

@@ -9,7 +9,7 @@ import random
 import pytest
 
 from factories import epoch, record, segment, spec
-from raysweep.progress import PlainProgress, StudyView, TrialRow
+from raysweep.observe.progress import PlainProgress, StudyView, TrialRow
 
 
 def _versions(rng: random.Random, seed: int):

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from raysweep.provenance import MASK, redact, redact_text, write_provenance
-from raysweep.records import RemotePath, run_location
+from raysweep.store.provenance import MASK, redact, redact_text, write_provenance
+from raysweep.store.records import RemotePath, run_location
 
 AWS_KEY_ID = "AKIAIOSFODNN7EXAMPLE"
 AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
@@ -56,7 +56,7 @@ def test_the_argument_after_a_secret_flag_is_masked():
 
 def test_no_secret_reaches_a_file_of_the_run_folder_or_its_report(tmp_path, monkeypatch):
     from raysweep.results import export
-    from raysweep.study import load_study
+    from raysweep.study.parse import load_study
 
     monkeypatch.setenv("RAYSWEEP_TEST_API_TOKEN", ENV_SECRET)  # a secret in the environment
     study_path = tmp_path / "leak.yaml"
@@ -93,7 +93,7 @@ def test_no_secret_reaches_a_file_of_the_run_folder_or_its_report(tmp_path, monk
 
 
 def test_an_older_unredacted_provenance_is_redacted_when_appended_to(tmp_path):
-    from raysweep.study import load_study
+    from raysweep.study.parse import load_study
 
     old = {"study": "smoke", "runs": [{"argv": ["raysweep", "run", "smoke", "--storage",
                                                 f"s3://{AWS_KEY_ID}:{AWS_SECRET}@b/r"]}]}

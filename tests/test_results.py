@@ -22,11 +22,11 @@ from scipy import stats as sps
 from scipy.optimize import root_scalar
 
 from raysweep.errors import NoRecordsError, RaysweepError
-from raysweep.records import read_records
+from raysweep.store.records import read_records
 from raysweep.results import ablation, comparison, hpo, plots, report, stats
 from raysweep.results.export import write_table
 from raysweep.results.latex import to_latex
-from raysweep.trial import ArmLabel
+from raysweep.core.trial import ArmLabel
 from factories import record, search_sample, spec, write_run
 
 README = Path(__file__).resolve().parents[1] / "results" / "README.md"

@@ -15,10 +15,10 @@ import pytest
 
 from conftest import TINY, run, write_study
 from factories import record, spec
-from raysweep.driver import run_study
-from raysweep.records import read_records
-from raysweep.rungs import BudgetASHA, milestones, rung_group
-from raysweep.study import load_study
+from raysweep.engine.driver import run_study
+from raysweep.store.records import read_records
+from raysweep.engine.rungs import BudgetASHA, milestones, rung_group
+from raysweep.study.parse import load_study
 
 HOPELESS = {"model": "resnet_20", "set": {"lr": 1e-7}}
 

@@ -14,15 +14,15 @@ import pyarrow.fs as pafs
 import pytest
 
 from raysweep.errors import RunLockedError, StudyError
-from raysweep.records import RemotePath
-from raysweep.runlock import LOCK_NAME, LockHolder, RunLock, StaleLockWarning
+from raysweep.store.records import RemotePath
+from raysweep.store.runlock import LOCK_NAME, LockHolder, RunLock, StaleLockWarning
 
 ROOT = Path(__file__).resolve().parent.parent
 
 # A `raysweep run` stand-in: takes the lock, says so, holds it until its stdin closes.
 HOLD = """
 import sys
-from raysweep.runlock import RunLock
+from raysweep.store.runlock import RunLock
 with RunLock(sys.argv[1]):
     print("held", flush=True)
     sys.stdin.read()
@@ -32,7 +32,7 @@ with RunLock(sys.argv[1]):
 RACE = """
 import sys, warnings
 from raysweep.errors import RunLockedError
-from raysweep.runlock import RunLock
+from raysweep.store.runlock import RunLock
 warnings.simplefilter("ignore")
 print("ready", flush=True)
 sys.stdin.readline()
@@ -186,7 +186,7 @@ def test_an_unwritable_storage_is_one_line_and_a_new_folder_is_not_left_empty(tm
 def test_a_second_raysweep_run_on_one_run_folder_is_refused_while_the_first_finishes(tmp_path,
                                                                                      join_ray):
     from conftest import TINY, one_error_line, raysweep, write_study
-    from raysweep.records import read_records
+    from raysweep.store.records import read_records
 
     path = write_study(tmp_path, "twice", defaults={**TINY, "epochs": 3}, seeds=2,
                        models=["resnet_20"], asha={"enabled": False},

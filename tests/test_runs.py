@@ -9,9 +9,9 @@ import pytest
 import scipy.stats
 import yaml
 
-from raysweep import runs
+from raysweep.observe import runs
 from raysweep.errors import RaysweepError
-from raysweep.progress import format_view
+from raysweep.observe.progress import format_view
 from factories import record, spec, write_run
 
 STUDY = {"name": "demo", "defaults": {"epochs": 3, "dataset": "synthetic"},
@@ -146,7 +146,7 @@ def test_status_and_compare_tell_apart_arms_that_share_a_label(tmp_path):
 def test_a_changed_study_keeps_each_earlier_version(tmp_path, capsys):
     """A re-run under the same name with another study: study.yaml is the new one, the
     earlier ones are study.1.yaml, study.2.yaml, ..., and one line says what changed."""
-    from raysweep.provenance import keep_study_versions
+    from raysweep.store.provenance import keep_study_versions
 
     versions = [yaml.safe_dump({**STUDY, "seeds": n}) for n in (3, 3, 4, 5)]
     for text in versions:

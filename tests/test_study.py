@@ -7,7 +7,7 @@ import pytest
 
 from conftest import one_error_line, raysweep, write_study
 from raysweep import cli
-from raysweep.study import StudyError, apply_override, load_study
+from raysweep.study.parse import StudyError, apply_override, load_study
 
 
 def study(tmp_path, **body):
@@ -196,7 +196,7 @@ def test_show_lists_the_same_keys_for_every_worker_count_that_divides_the_batch(
 
 def test_shipped_studies_load_and_cover_the_zoo():
     from models import list_models
-    from raysweep.study import list_spaces
+    from raysweep.study.parse import list_spaces
 
     assert {"smoke", "comparison", "ablations", "hpo"} <= set(list_spaces())
     comparison = load_study("comparison")

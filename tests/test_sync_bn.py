@@ -12,7 +12,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn as nn
 
-from raysweep import sync_bn
+from raysweep.training import sync_bn
 
 
 def batch():

@@ -7,7 +7,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import api_pb2
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
-from raysweep.tensorboard import SCALARS, TensorBoardWriter, export_run, trial_folder
+from raysweep.observe.tensorboard import SCALARS, TensorBoardWriter, export_run, trial_folder
 from factories import epoch, record, spec, write_run
 
 

@@ -28,8 +28,8 @@ import ray
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import TINY, run, write_study
-from raysweep import metrics
-from raysweep.records import read_records
+from raysweep.observe import metrics
+from raysweep.store.records import read_records
 
 pytestmark = pytest.mark.slow
 

@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from raysweep.trial import TrialRecord, finite
+from raysweep.core.trial import TrialRecord, finite
 
 # TrainConfig fields that define what a test accuracy measures and after how much
 # training: the data, its split and the epoch budget.

@@ -15,8 +15,8 @@ import ray
 import ray.train
 import ray.tune
 
-from raysweep.planning import HEAD
-from raysweep.trial import Launch, TrialResources, TrialSpec
+from raysweep.engine.planning import HEAD
+from raysweep.core.trial import Launch, TrialResources, TrialSpec
 
 # A trial's Tune function only waits on its Train run: it holds no CPU (Tune needs a
 # non-empty bundle, so it holds a token 1 MiB of logical memory instead), and a token of
@@ -54,10 +54,10 @@ class TrialContext:
 
 
 def run_trial(config: dict[str, Any], context: TrialContext) -> None:
-    from raysweep.worker import train_inline, train_loop_per_worker
+    from raysweep.training.worker import train_inline, train_loop_per_worker
 
     if config["trial"] in context.arrays:
-        from raysweep.arrays import run_member
+        from raysweep.engine.arrays import run_member
 
         run_member(context.arrays[config["trial"]], config["trial"])
         return
@@ -93,7 +93,7 @@ def replay_finished(spec: TrialSpec, run_dir: str) -> bool:
     import dataclasses
     import json
 
-    from raysweep.records import location, read_record
+    from raysweep.store.records import location, read_record
 
     record = read_record(location(run_dir), spec.key)
     if record is None or not record.finished or not record.history:

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from raysweep.errors import NoRecordsError, RaysweepError
-from raysweep.progress import StudyView, arm_tags, distinct_label, format_view, renderable
-from raysweep.records import RECORDS_DIR, read_records, what_is
-from raysweep.trial import TrialRecord
+from raysweep.observe.progress import StudyView, arm_tags, distinct_label, format_view, renderable
+from raysweep.store.records import RECORDS_DIR, read_records, what_is
+from raysweep.core.trial import TrialRecord
 
 STUDY_FILE = "study.yaml"
 
@@ -63,7 +63,7 @@ def study_total(run_dir: Path) -> int | None:
             return total
     except (OSError, ValueError, KeyError, IndexError, TypeError):
         pass  # no provenance, or one written before trials_total: expand study.yaml
-    from raysweep.study import load_study
+    from raysweep.study.parse import load_study
 
     path = run_dir / STUDY_FILE
     if not path.is_file():

@@ -17,10 +17,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from raysweep import datasets
-from raysweep.augment import BatchAugment, Draws, normalize
+from raysweep.datasets import readers as datasets
+from raysweep.training.augment import BatchAugment, Draws, normalize
 from raysweep.errors import StudyError
-from raysweep.trial import TrainConfig
+from raysweep.core.trial import TrainConfig
 
 # Images augmented per call, in whole global batches: on a GPU the augmentation is ~100
 # small kernels per call whatever the batch, so a batch of 128 alone is launch-bound.

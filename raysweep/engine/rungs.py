@@ -28,7 +28,7 @@ from typing import Callable
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 
 from raysweep.results.cohorts import SETTING_FIELDS
-from raysweep.trial import EpochResult, TrainConfig, TrialRecord, TrialSpec
+from raysweep.core.trial import EpochResult, TrainConfig, TrialRecord, TrialSpec
 
 TIME_ATTR = "epoch"
 FINISHED_RUNS = ("completed", "stopped", "diverged")   # ended in Tune: on_trial_complete ran

@@ -33,9 +33,9 @@ import time
 from itertools import count
 from pathlib import Path
 
-from raysweep.progress import arm_label, trial_label
-from raysweep.records import RemotePath, atomic_write_text
-from raysweep.trial import FINISHED, EpochResult, TrialRecord
+from raysweep.observe.progress import arm_label, trial_label
+from raysweep.store.records import RemotePath, atomic_write_text
+from raysweep.core.trial import FINISHED, EpochResult, TrialRecord
 
 TENSORBOARD_DIR = "tensorboard"
 STATE_FILE = "written.json"
@@ -144,7 +144,7 @@ class TensorBoardWriter:
 def export_run(run_dir: Path) -> list[Path]:
     """TensorBoard folders for every record of a run (idempotent; for a run copied from a
     cluster or made before this writer was wired in)."""
-    from raysweep.records import read_records
+    from raysweep.store.records import read_records
 
     board = TensorBoardWriter(Path(run_dir))
     try:

@@ -18,14 +18,14 @@ from typing import Any, Iterator
 
 import yaml
 
-from raysweep import datasets
+from raysweep.datasets import readers as datasets
 from raysweep.errors import StudyError, UnknownModelError
-from raysweep.planning import FUSE_MODES, check_divides
-from raysweep.records import what_is
-from raysweep.recipes import LR_SCALINGS, RECIPES, SCHEDULERS, resolve
-from raysweep.trial import ArmLabel, TrialSpec, identity_key
+from raysweep.engine.planning import FUSE_MODES, check_divides
+from raysweep.store.records import what_is
+from raysweep.core.recipes import LR_SCALINGS, RECIPES, SCHEDULERS, resolve
+from raysweep.core.trial import ArmLabel, TrialSpec, identity_key
 
-SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
 
 AUGMENTS = ("basic", "trivialaugment", "trivialaugment_erasing", "mixup_cutmix", "autoaugment")
 AMP = ("auto", "bf16", "fp16", "off")
@@ -290,7 +290,7 @@ def make_trial(study: Study, arm: Arm, grid_point: dict, seed: int) -> TrialSpec
     recipe = train.pop("recipe") or entry.recipe
     train["data_dir"] = local_path(train["data_dir"])
     if train["amp"] == "auto":   # resolved before it enters the key: precision is identity
-        from raysweep.precision import resolve_here
+        from raysweep.core.precision import resolve_here
 
         train["amp"] = study.auto_amp or resolve_here().amp
     val_fraction = train.pop("val_fraction")

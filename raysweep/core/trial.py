@@ -171,7 +171,7 @@ class TrialSpec:
 
     def with_searched(self, values: dict[str, Any], sample: int | None) -> "TrialSpec":
         """This spec with a search sample's values in its TrainConfig (a new identity)."""
-        from raysweep.recipes import rescale
+        from raysweep.core.recipes import rescale
 
         train = rescale(self.train.replace(**values))
         return dataclasses.replace(self, train=train, searched=dict(values), sample=sample,

@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from raysweep.records import RemotePath, atomic_write_text
+from raysweep.store.records import RemotePath, atomic_write_text
 
 MASK = "***"
 
@@ -206,7 +206,7 @@ def keep_study_versions(run_dir: Path | RemotePath, text: str) -> Path | RemoteP
 
 
 def _changes(before: str, after: str, shown: int = 3) -> str:
-    from raysweep.study import differences
+    from raysweep.study.parse import differences
 
     try:
         found = differences(yaml.safe_load(before), yaml.safe_load(after))

@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass
 
 from raysweep.errors import ResourceError
-from raysweep.trial import TrialResources, TrialSpec
+from raysweep.core.trial import TrialResources, TrialSpec
 
 Node = dict[str, float]   # one node's total resources, as Ray reports them ("CPU", "GPU", ...)
 HEAD = "node:__internal_head__"   # the resource Ray gives the head node, and no other

@@ -36,9 +36,9 @@ import torch.nn as nn
 from torch.func import functional_call, stack_module_state, vmap
 
 from models import create_model
-from raysweep import data
-from raysweep.trial import EpochResult, Segment, TrainConfig, TrialSpec, finite, identity_key
-from raysweep.worker import (Optimisation, amp_dtype, autocast, build, lr_factor,
+from raysweep.training import data
+from raysweep.core.trial import EpochResult, Segment, TrainConfig, TrialSpec, finite, identity_key
+from raysweep.training.worker import (Optimisation, amp_dtype, autocast, build, lr_factor,
                              optimizer_fingerprint, seed_all)
 
 # TrainConfig values the members of one array may differ in (besides the seed).

@@ -29,8 +29,8 @@ from __future__ import annotations
 import threading
 from functools import lru_cache
 
-from raysweep.progress import trial_label
-from raysweep.trial import TrialRecord
+from raysweep.observe.progress import trial_label
+from raysweep.core.trial import TrialRecord
 
 TAGS = ("study", "trial", "key")
 GAUGES = {  # name -> (description, EpochResult field; None: the epoch count)

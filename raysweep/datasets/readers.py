@@ -68,7 +68,7 @@ from pathlib import Path
 import torch
 
 from raysweep.errors import DataError, StudyError
-from raysweep.trial import TrainConfig, TrialSpec
+from raysweep.core.trial import TrainConfig, TrialSpec
 
 
 @dataclass(frozen=True)

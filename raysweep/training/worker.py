@@ -30,10 +30,11 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from models import create_model, model_facts
-from raysweep import checkpoints, data, sync_bn
-from raysweep.planning import check_divides
-from raysweep.records import location
-from raysweep.trial import EpochResult, Launch, Segment, TrainConfig, TrialSpec, finite
+from raysweep.store import checkpoints
+from raysweep.training import data, sync_bn
+from raysweep.engine.planning import check_divides
+from raysweep.store.records import location
+from raysweep.core.trial import EpochResult, Launch, Segment, TrainConfig, TrialSpec, finite
 
 
 class TrainSession:

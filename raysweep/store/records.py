@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     import pyarrow.fs as pafs
 
 from raysweep.errors import RecordError, StorageFullError, StudyError
-from raysweep.trial import OLD_VERSIONS, RECORD_VERSION, TrialRecord, record_version
+from raysweep.core.trial import OLD_VERSIONS, RECORD_VERSION, TrialRecord, record_version
 
 
 def _pafs():
@@ -119,7 +119,7 @@ def run_location(storage: str, name: str) -> Path | RemotePath:
         fs, path = _pafs().FileSystem.from_uri(storage)
     except (ValueError, OSError) as exc:  # pyarrow's ArrowInvalid repeats the whole URI
         from raysweep.errors import StudyError
-        from raysweep.provenance import redact_text
+        from raysweep.store.provenance import redact_text
 
         raise StudyError(f"--storage {redact_text(storage)!r} is not a storage URI pyarrow "
                          f"can open: {redact_text(str(exc).splitlines()[0])}") from None

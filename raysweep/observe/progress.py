@@ -25,7 +25,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import IO, Iterable
 
-from raysweep.trial import FINISHED, TrialRecord
+from raysweep.core.trial import FINISHED, TrialRecord
 
 FAILED = ("diverged", "errored")
 # How each record status is counted in the view's summary line.

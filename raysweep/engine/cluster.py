@@ -15,9 +15,9 @@ import ray
 import yaml
 from ray._private import ray_constants, services
 
-from raysweep import reaper
+from raysweep.engine import reaper
 from raysweep.errors import StudyError
-from raysweep.planning import Autoscaler, NodeType
+from raysweep.engine.planning import Autoscaler, NodeType
 
 # The dashboard asks for the cluster's token (Ray 2.60 turns token auth on for local
 # clusters); printed with its URL so a user knows where to find it.
@@ -162,11 +162,11 @@ def _environ(values: dict[str, str]):
 
 
 def _start_reaper() -> subprocess.Popen:
-    """`raysweep.reaper` in its own session (a Ctrl-C or a killpg of the driver's group
+    """`raysweep.engine.reaper` in its own session (a Ctrl-C or a killpg of the driver's group
     spares it), reading a pipe whose write end only this process holds."""
-    package_root = str(Path(reaper.__file__).resolve().parent.parent)
+    package_root = str(Path(reaper.__file__).resolve().parents[2])
     code = ("import sys; sys.path.insert(0, sys.argv.pop(1)); "
-            "from raysweep.reaper import main; sys.exit(main())")
+            "from raysweep.engine.reaper import main; sys.exit(main())")
     return subprocess.Popen([sys.executable, "-c", code, package_root], stdin=subprocess.PIPE,
                             stdout=subprocess.DEVNULL, start_new_session=True)
 

@@ -29,11 +29,13 @@ from dataclasses import asdict, dataclass, replace
 
 import ray
 
-from raysweep import checkpoints, data, datasets
-from raysweep.fusion import FusedTrainer, Member, array_key, new_shadow, why_not_fused
-from raysweep.records import location
-from raysweep.trial import EpochResult, Launch, Segment, TrialResources, TrialSpec
-from raysweep.worker import last_epoch, new_segment, report_metrics
+from raysweep.store import checkpoints
+from raysweep.training import data
+from raysweep.datasets import readers as datasets
+from raysweep.training.fusion import FusedTrainer, Member, array_key, new_shadow, why_not_fused
+from raysweep.store.records import location
+from raysweep.core.trial import EpochResult, Launch, Segment, TrialResources, TrialSpec
+from raysweep.training.worker import last_epoch, new_segment, report_metrics
 
 @dataclass(frozen=True)
 class ArrayPlan:

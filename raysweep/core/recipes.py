@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-from raysweep.trial import TrainConfig
+from raysweep.core.trial import TrainConfig
 
 PAPER_GLOBAL_BATCH = 1024   # paper 002 §3.4.1: 128 images per GPU × 8 GPUs
 

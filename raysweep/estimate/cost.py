@@ -43,9 +43,9 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from raysweep import datasets
+from raysweep.datasets import readers as datasets
 from raysweep.errors import EstimateError
-from raysweep.trial import TrialResources, TrialSpec
+from raysweep.core.trial import TrialResources, TrialSpec
 
 CACHE_FILE = Path("~/.cache/raysweep/step_times.json")
 CACHE_VERSION = 1
@@ -401,7 +401,7 @@ def _layout(spec: TrialSpec):
 
 
 def _classes(spec: TrialSpec) -> int:
-    from raysweep.datasets import info
+    from raysweep.datasets.readers import info
 
     return info(spec.train.dataset).classes or spec.train.synthetic_classes
 
@@ -466,7 +466,7 @@ def read_cache(path: Path = CACHE_FILE) -> dict[str, StepTime]:
 def write_cache(entries: Mapping[str, StepTime], path: Path = CACHE_FILE) -> None:
     """Merge `entries` into the cache file (re-read first: another process may have
     added measurements), written atomically."""
-    from raysweep.records import atomic_write_text
+    from raysweep.store.records import atomic_write_text
 
     merged = {**read_cache(path), **entries}
     body = {key: {k: v for k, v in asdict(st).items() if k != "cached"}

@@ -1,0 +1,1 @@
+"""The types that flow, with no Ray and no torch: trials, records, recipes, precision."""
