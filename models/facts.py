@@ -12,9 +12,9 @@ Two sources, both exact:
    alone, at 100 classes). It is used only while its fingerprint equals this zoo's
    (`zoo_fingerprint`, a hash of every module under models/), so an edited model is
    never read from a stale file. Regenerate it after a zoo change with
-   `python -m models.write_facts` (tests/models/test_models.py fails until then). The torch and
+   `python -m models.write_facts` (tests/test_models.py fails until then). The torch and
    timm versions it was written with are recorded, not fingerprinted: a fresh install
-   with newer ones keeps the fast path, and tests/models/test_models.py compares the file with
+   with newer ones keeps the fast path, and tests/test_models.py compares the file with
    real builds in whatever environment runs it, so a version that changes a count fails
    there.
 2. Anything else is built on the meta device: parameters and activations get shapes but
@@ -22,7 +22,7 @@ Two sources, both exact:
    alone. A model whose construction or forward reads a tensor's values fails on meta
    (meta tensors have none), so a meta count can differ from the real model's only if
    its code reads values (then it is built for real) or an operator's meta kernel
-   differs from its CPU kernel, which tests/models/test_models.py rules out for every standard
+   differs from its CPU kernel, which tests/test_models.py rules out for every standard
    case.
 
 Why both: the meta path still runs each model's Python construction and forward, about
@@ -170,7 +170,7 @@ def _stored_networks() -> dict[tuple[str, str], str]:
 # every dataset. A trial's classes and data enter its key through its TrainConfig
 # (dataset, synthetic_classes, data_fingerprint), and a zoo builder uses num_classes only
 # for the classifier's width, so two names equal at the reference are equal at any class
-# count (tests/core/test_network_identity.py checks it on the ECA family at 10 classes).
+# count (tests/test_network_identity.py checks it on the ECA family at 10 classes).
 
 NETWORK_INPUT = (2, 3, 32, 32)   # images of the fixed input (float64, from seed 0)
 NETWORK_DIGITS = 1e6             # outputs compared to 1e-6 of their largest magnitude
