@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if args.debug or not _is_user_error(exc):
             raise
-        from raysweep.store.provenance import redact_text
+        from raysweep.store.redact import redact_text
 
         print(f"raysweep: error: {redact_text(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
@@ -203,7 +203,7 @@ def _errored_summary(study, run_dir, args) -> int:
     """0, or EXIT_TRIALS_ERRORED with one line per errored trial and a summary line: a
     scheduler or CI job that runs a study sees a failed trial as a failure."""
     from raysweep.engine.driver import log_path, total_trials
-    from raysweep.store.provenance import redact_text
+    from raysweep.store.redact import redact_text
     from raysweep.store.records import read_records
 
     keys = {t.key for t in study.trials()}
@@ -224,7 +224,7 @@ def _study_to_run(args):
     """(study, run folder): a new run reads the study file with this command line's
     values; `--resume` reads the study the run was started with (its study.yaml) and
     takes only values that keep every finished trial's identity."""
-    from raysweep.store.records import run_location
+    from raysweep.store.storage import run_location
     from raysweep.study.parse import MAX_TRIALS, check_name, load_study
 
     if args.name is not None:
@@ -252,7 +252,7 @@ def _study_name(space: str) -> str:
 
 
 def _resume_command(args, run_dir) -> str:
-    from raysweep.store.provenance import redact_text
+    from raysweep.store.redact import redact_text
 
     return "raysweep " + shlex.join(["run", args.space, "--storage", redact_text(args.storage),
                                      "--name", run_dir.name, "--resume"]
@@ -388,7 +388,7 @@ def _estimate_lines(study, trials, gpus: int | None) -> list[str]:
     import torch
 
     from raysweep.estimate.cost import AshaSettings, estimate, format_estimate
-    from raysweep.engine.planning import plan_trials
+    from raysweep.core.planning import plan_trials
 
     here = {"CPU": os.cpu_count() or 1, "GPU": torch.cuda.device_count()}
     resources, concurrent = plan_trials(study.resources, trials, here)

@@ -12,9 +12,8 @@ AdamW); `warmup_epochs` in epochs; `batch_size` in images per step over all work
 """
 from __future__ import annotations
 
-import math
 
-from raysweep.core.trial import TrainConfig
+from raysweep.core.trial import TrainConfig, rescale
 
 PAPER_GLOBAL_BATCH = 1024   # paper 002 §3.4.1: 128 images per GPU × 8 GPUs
 
@@ -66,12 +65,3 @@ def resolve(recipe: str, train: dict, val_fraction: float,
     fields = set(TrainConfig.__dataclass_fields__)
     return rescale(TrainConfig(**{k: v for k, v in values.items() if k in fields},
                                peak_lr=values["lr"]))
-
-
-def rescale(train: TrainConfig) -> TrainConfig:
-    """`peak_lr` from the stated `lr`, once, on the driver: `lr` itself with
-    `lr_scaling: none`, else scaled from `lr_base_batch` to `batch_size` (linearly, or by
-    the square root)."""
-    ratio = train.batch_size / train.lr_base_batch
-    factor = {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[train.lr_scaling]
-    return train.replace(peak_lr=train.lr * factor)

@@ -171,11 +171,18 @@ class TrialSpec:
 
     def with_searched(self, values: dict[str, Any], sample: int | None) -> "TrialSpec":
         """This spec with a search sample's values in its TrainConfig (a new identity)."""
-        from raysweep.core.recipes import rescale
-
         train = rescale(self.train.replace(**values))
         return dataclasses.replace(self, train=train, searched=dict(values), sample=sample,
                                    sampled_from=self.key)
+
+
+def rescale(train: TrainConfig) -> TrainConfig:
+    """`peak_lr` from the stated `lr`, once, on the driver: `lr` itself with
+    `lr_scaling: none`, else scaled from `lr_base_batch` to `batch_size` (linearly, or by
+    the square root)."""
+    ratio = train.batch_size / train.lr_base_batch
+    factor = {"none": 1.0, "linear": ratio, "sqrt": math.sqrt(ratio)}[train.lr_scaling]
+    return train.replace(peak_lr=train.lr * factor)
 
 
 def identity_key(name: str, identity: dict[str, Any]) -> str:

@@ -33,7 +33,7 @@ from raysweep.store import checkpoints
 from raysweep.training import data
 from raysweep.datasets import readers as datasets
 from raysweep.training.fusion import FusedTrainer, Member, array_key, new_shadow, why_not_fused
-from raysweep.store.records import location
+from raysweep.store.storage import location
 from raysweep.core.trial import EpochResult, Launch, Segment, TrialResources, TrialSpec
 from raysweep.training.worker import last_epoch, new_segment, report_metrics
 

@@ -17,7 +17,7 @@ from ray._private import ray_constants, services
 
 from raysweep.engine import reaper
 from raysweep.errors import StudyError
-from raysweep.engine.planning import Autoscaler, NodeType
+from raysweep.core.planning import Autoscaler, NodeType
 
 # The dashboard asks for the cluster's token (Ray 2.60 turns token auth on for local
 # clusters); printed with its URL so a user knows where to find it.

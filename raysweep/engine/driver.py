@@ -29,13 +29,13 @@ from raysweep.engine.arrays import ArrayKeeper, grid_order, plan_arrays
 from raysweep.store import records as rec
 from raysweep.engine.cluster import allow_pending_trials, find_autoscaler
 from raysweep.errors import StudyError
-from raysweep.engine.planning import Autoscaler, plan_trials
+from raysweep.core.planning import Autoscaler, plan_trials
 from raysweep.core.precision import cluster_gpus, resolve_auto, resolve_here
-from raysweep.store.provenance import write_provenance
+from raysweep.store.provenance import differences, write_provenance
 from raysweep.observe.progress import Progress
 from raysweep.engine.record_writer import Observer, RecordWriter
 from raysweep.engine.rungs import BudgetASHA
-from raysweep.study.parse import Study, differences, read_study_text, study_from_text
+from raysweep.study.parse import Study, read_study_text, study_from_text
 from raysweep.observe.tensorboard import TensorBoardWriter
 from raysweep.engine.trainable import TrialContext, run_trial, safe_name
 from raysweep.core.trial import TrialRecord, TrialSpec
@@ -191,7 +191,7 @@ def resume_study(run_dir, overrides: list[str], cli: dict, groups: list[str] | N
 def _require_redacted_values(text: str, where: str, overrides: list[str], cli: dict) -> None:
     """A study.yaml stores credentials masked (`s3://***@bucket/data`): resuming from the
     masked value would read another path, so each masked value must be given again."""
-    from raysweep.store.provenance import MASK
+    from raysweep.store.redact import MASK
     from raysweep.study.parse import _read_yaml
 
     def masked(value, where=""):
@@ -310,7 +310,7 @@ def _tune_log(run_dir):
     """Tune logs a full traceback for each failed attempt of a trial (three for a trial
     retried twice): they go to the run's log, and the terminal gets one line per failed
     trial (progress) and a summary (`raysweep run`)."""
-    from raysweep.store.provenance import redact_text
+    from raysweep.store.redact import redact_text
 
     class Redacting(logging.Formatter):
         def format(self, record):
@@ -344,7 +344,7 @@ def _no_secret_env_vars():
     environment anyway; on a cluster, nodes get credentials from their own environment or
     role (cluster.yaml), never through Ray's logs."""
     from ray.tune.execution import class_cache
-    from raysweep.store.provenance import secret_name
+    from raysweep.store.redact import secret_name
 
     saved = class_cache.ENV_VARS_TO_PROPAGATE
     class_cache.ENV_VARS_TO_PROPAGATE = {v for v in saved if not secret_name(v)}

@@ -102,7 +102,7 @@ class RecordWriter(ray.tune.Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         record = self._record(trial)
-        from raysweep.store.provenance import redact_text
+        from raysweep.store.redact import redact_text
 
         record.status, record.error = "errored", redact_text(_error_text(trial))
         record.traceback = _traceback_text(trial)
@@ -137,7 +137,7 @@ MAX_TRACEBACK_CHARS = 20_000
 
 def _traceback_text(trial) -> str | None:
     """The trial's last traceback (Tune's error file), credentials masked, its end kept."""
-    from raysweep.store.provenance import redact_text
+    from raysweep.store.redact import redact_text
 
     path = getattr(trial, "error_file", None) or ""
     if not (path and Path(path).is_file()):

@@ -15,7 +15,7 @@ import ray
 import ray.train
 import ray.tune
 
-from raysweep.engine.planning import HEAD
+from raysweep.core.planning import HEAD
 from raysweep.core.trial import Launch, TrialResources, TrialSpec
 
 # A trial's Tune function only waits on its Train run: it holds no CPU (Tune needs a
@@ -93,7 +93,8 @@ def replay_finished(spec: TrialSpec, run_dir: str) -> bool:
     import dataclasses
     import json
 
-    from raysweep.store.records import location, read_record
+    from raysweep.store.storage import location
+    from raysweep.store.records import read_record
 
     record = read_record(location(run_dir), spec.key)
     if record is None or not record.finished or not record.history:

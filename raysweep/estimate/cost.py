@@ -466,7 +466,7 @@ def read_cache(path: Path = CACHE_FILE) -> dict[str, StepTime]:
 def write_cache(entries: Mapping[str, StepTime], path: Path = CACHE_FILE) -> None:
     """Merge `entries` into the cache file (re-read first: another process may have
     added measurements), written atomically."""
-    from raysweep.store.records import atomic_write_text
+    from raysweep.store.storage import atomic_write_text
 
     merged = {**read_cache(path), **entries}
     body = {key: {k: v for k, v in asdict(st).items() if k != "cached"}

@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from raysweep.errors import NoRecordsError, RaysweepError
-from raysweep.observe.progress import StudyView, arm_tags, distinct_label, format_view, renderable
-from raysweep.store.records import RECORDS_DIR, read_records, what_is
+from raysweep.core.labels import arm_tags, distinct_label
+from raysweep.observe.progress import StudyView, format_view, renderable
+from raysweep.store.records import RECORDS_DIR, read_records
+from raysweep.store.storage import what_is
 from raysweep.core.trial import TrialRecord
 
 STUDY_FILE = "study.yaml"

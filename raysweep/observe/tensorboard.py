@@ -34,7 +34,7 @@ from itertools import count
 from pathlib import Path
 
 from raysweep.observe.progress import arm_label, trial_label
-from raysweep.store.records import RemotePath, atomic_write_text
+from raysweep.store.storage import RemotePath, atomic_write_text
 from raysweep.core.trial import FINISHED, EpochResult, TrialRecord
 
 TENSORBOARD_DIR = "tensorboard"

@@ -10,7 +10,8 @@ from typing import Any
 import pandas as pd
 
 from raysweep import __version__
-from raysweep.store.records import RECORDS_DIR, atomic_write_text
+from raysweep.store.records import RECORDS_DIR
+from raysweep.store.storage import atomic_write_text
 from raysweep.results.latex import slug, to_latex
 from raysweep.results.table import Table
 from raysweep.core.trial import TrialRecord

@@ -19,8 +19,8 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import LogFormatter, MaxNLocator
 
 from models.registry import FAMILIES
-from raysweep.observe.progress import arm_tags
-from raysweep.store.records import atomic_write
+from raysweep.core.labels import arm_tags
+from raysweep.store.storage import atomic_write
 from raysweep.results import cohorts as co
 from raysweep.results.latex import slug
 from raysweep.results.table import Table

@@ -18,7 +18,8 @@ import tempfile
 from pathlib import Path
 
 from raysweep.errors import RaysweepError
-from raysweep.store.records import RECORDS_DIR, atomic_write_bytes
+from raysweep.store.records import RECORDS_DIR
+from raysweep.store.storage import atomic_write_bytes
 from raysweep.core.trial import TrialRecord
 
 STUDY_FILES = ("study.yaml", "study.*.yaml")

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from raysweep.errors import CheckpointError
-from raysweep.store.records import RemotePath, atomic_write_bytes, atomic_write_text
+from raysweep.store.storage import RemotePath, atomic_write_bytes, atomic_write_text
 
 CHECKPOINT_FILE = "state.pt"
 MARKER_FILE = "complete.json"

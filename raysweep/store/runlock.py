@@ -50,7 +50,7 @@ from pathlib import Path
 import psutil
 
 from raysweep.errors import RunLockedError, StudyError
-from raysweep.store.records import RemotePath, atomic_write_text
+from raysweep.store.storage import RemotePath, atomic_write_text
 
 LOCK_NAME = ".lock"
 TAKEOVER_NAME = ".lock.takeover"

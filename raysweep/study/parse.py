@@ -20,8 +20,8 @@ import yaml
 
 from raysweep.datasets import readers as datasets
 from raysweep.errors import StudyError, UnknownModelError
-from raysweep.engine.planning import FUSE_MODES, check_divides
-from raysweep.store.records import what_is
+from raysweep.core.planning import FUSE_MODES, check_divides
+from raysweep.store.storage import what_is
 from raysweep.core.recipes import LR_SCALINGS, RECIPES, SCHEDULERS, resolve
 from raysweep.core.trial import ArmLabel, TrialSpec, identity_key
 
@@ -470,14 +470,6 @@ def _count_values(root: yaml.Node, where: str) -> int:
         return total
 
     return size(root, 0)
-
-
-def differences(before: Any, after: Any, where: str = "") -> list[str]:
-    """`key: old → new` for every dotted key whose value differs between two studies."""
-    if isinstance(before, dict) and isinstance(after, dict):
-        return [d for k in sorted(set(before) | set(after), key=str)
-                for d in differences(before.get(k), after.get(k), f"{where}.{k}".lstrip("."))]
-    return [] if before == after else [f"{where}: {before!r} → {after!r}"]
 
 
 def apply_override(raw: dict, item: str) -> None:

@@ -32,8 +32,8 @@ import torch.nn as nn
 from models import create_model, model_facts
 from raysweep.store import checkpoints
 from raysweep.training import data, sync_bn
-from raysweep.engine.planning import check_divides
-from raysweep.store.records import location
+from raysweep.core.planning import check_divides
+from raysweep.store.storage import location
 from raysweep.core.trial import EpochResult, Launch, Segment, TrainConfig, TrialSpec, finite
 
 

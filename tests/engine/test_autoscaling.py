@@ -25,7 +25,7 @@ from support.fake_cluster import FakeAutoscalingCluster, NodeCount, wait_for
 from raysweep.store import records
 from raysweep.engine.cluster import _autoscaling_config, allow_pending_trials, autoscaler_from_config
 from raysweep.errors import ResourceError
-from raysweep.engine.planning import HEAD, Autoscaler, NodeType, plan_resources, plan_trials
+from raysweep.core.planning import HEAD, Autoscaler, NodeType, plan_resources, plan_trials
 
 ROOT = Path(__file__).resolve().parents[2]
 HEAD_NODE = {"CPU": 0, HEAD: 1, "memory": 8e9}

@@ -30,7 +30,7 @@ from support.fake_cluster import free_port, wait_for
 from raysweep.store import records
 from raysweep.store.records import check_writable
 from raysweep.errors import StudyError
-from raysweep.engine.planning import plan_resources
+from raysweep.core.planning import plan_resources
 from raysweep.store.provenance import write_provenance
 from raysweep.study.parse import load_study, parse_study
 from raysweep.engine.trainable import train_run_name

@@ -14,7 +14,7 @@ from support.studies import TINY, write_study
 from support.cli import raysweep
 from support.disk import tmpfs
 from raysweep.cli import EXIT_TRIALS_ERRORED, main
-from raysweep.store.provenance import MASK
+from raysweep.store.redact import MASK
 from raysweep.store.records import read_records
 
 AWS_KEY_ID = "AKIAIOSFODNN7EXAMPLE"

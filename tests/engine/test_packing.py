@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from raysweep.errors import ResourceError
-from raysweep.engine.planning import plan_resources, plan_trials
+from raysweep.core.planning import plan_resources, plan_trials
 from raysweep.study.parse import parse_study
 from raysweep.core.trial import TrialResources
 

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from raysweep.store.provenance import MASK, redact, redact_text, write_provenance
-from raysweep.store.records import RemotePath, run_location
+from raysweep.store.redact import MASK, redact, redact_text
+from raysweep.store.provenance import write_provenance
+from raysweep.store.storage import RemotePath, run_location
 
 AWS_KEY_ID = "AKIAIOSFODNN7EXAMPLE"
 AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"

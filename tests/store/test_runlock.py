@@ -14,7 +14,7 @@ import pyarrow.fs as pafs
 import pytest
 
 from raysweep.errors import RunLockedError, StudyError
-from raysweep.store.records import RemotePath
+from raysweep.store.storage import RemotePath
 from raysweep.store.runlock import LOCK_NAME, LockHolder, RunLock, StaleLockWarning
 
 ROOT = Path(__file__).resolve().parents[2]

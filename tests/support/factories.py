@@ -33,7 +33,7 @@ def spec(model: str = "resnet_20", seed: int = 0, group: str | None = None,
 
 def search_sample(trial: TrialSpec, sample: int, **values) -> TrialSpec:
     """`trial` as search sample `sample` with `values` sampled into its TrainConfig. The
-    factories' lr_scaling is "none", so peak_lr is lr (`recipes.rescale` is not needed)."""
+    factories' lr_scaling is "none", so peak_lr is lr (`trial.rescale` is not needed)."""
     peak = {"peak_lr": values["lr"]} if "lr" in values else {}
     return dataclasses.replace(trial, train=trial.train.replace(**values, **peak),
                                searched=dict(values), sample=sample)
