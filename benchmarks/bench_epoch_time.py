@@ -30,6 +30,7 @@ from models import create_model
 from raysweep.engine import cluster
 from raysweep.training import data
 from raysweep.datasets import readers as datasets
+from raysweep.datasets import writers
 from raysweep.engine.driver import run_study
 from raysweep.store.records import read_records
 from raysweep.study.parse import load_study
@@ -99,7 +100,7 @@ def main() -> None:
     ap.add_argument("--loader-workers", type=int, default=8, help="for the plain loop")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        root = args.data_dir or datasets.write_cifar100(Path(tmp) / "data", 50000, 10000)
+        root = args.data_dir or writers.write_cifar100(Path(tmp) / "data", 50000, 10000)
         cluster.connect(local=True, address=None)
         try:
             records = engine_epochs(root, args, Path(tmp))

@@ -134,7 +134,7 @@ if [ -z "$ONLY" ] && ! tail -n 1 "$RESULTS/env.txt" | grep -q '^python '; then
 fi
 DATA=$WORK/data
 step data "$(budget 30)" "$PY" -c "
-from pathlib import Path; from raysweep.datasets.readers import write_cifar100
+from pathlib import Path; from raysweep.datasets.writers import write_cifar100
 print(write_cifar100(Path('$DATA'), $TRAIN, $TEST))"
 CIFAR="--set dataset=cifar100 --set data_dir=$DATA --set data_checksums=false"
 

@@ -44,7 +44,6 @@ from raysweep.errors import RecordError
 RECORD_VERSION = 3
 STATUSES = ("running", "completed", "stopped", "diverged", "errored", "interrupted")
 FINISHED = ("completed", "stopped", "diverged")   # a re-run does not train these again
-RUNNERS = ("inline", "train-workers", "fused")
 # Why a record of an older version is refused (one line each).
 OLD_VERSIONS = {
     1: "version 1 predates global batches and validation splits",

@@ -161,7 +161,7 @@ class ArrayActor:
         self.delivered: dict[str, int] = {}    # last epoch handed to the member
         self.resolved: dict[str, int] = {}     # last epoch the member asked past
         self.final: dict[str, int] = {}        # last epoch the member will have
-        self.cohort: dict[str, int] = {}       # the epoch its array starts from
+        self.start_epoch: dict[str, int] = {}       # the epoch its array starts from
         self.left: set[str] = set()
         self.error: str | None = None
         self.thread = threading.Thread(target=self._run, args=(specs, launch), daemon=True)
@@ -180,7 +180,7 @@ class ArrayActor:
                 if self.error:
                     raise RuntimeError(self.error)
                 if key in self.final:
-                    epoch = self.delivered.get(key, self.cohort[key] - 1) + 1
+                    epoch = self.delivered.get(key, self.start_epoch[key] - 1) + 1
                     if epoch > self.final[key]:
                         return None
                     if epoch in self.results[key] and self._turn(key, epoch):
@@ -213,11 +213,11 @@ class ArrayActor:
             splits = data.prepare(t, device)
             steps = data.steps_per_epoch(len(splits.train), t.batch_size)
             members = [self._load(s, launch, splits.classes, steps) for s in specs]
-            cohorts: dict[int, list[Member]] = {}
+            by_start: dict[int, list[Member]] = {}
             for m in members:
-                cohorts.setdefault(last_epoch(m.history) + 1, []).append(m)
-            for start in sorted(cohorts):
-                self._train(cohorts[start], start, launch, splits, steps, device)
+                by_start.setdefault(last_epoch(m.history) + 1, []).append(m)
+            for start in sorted(by_start):
+                self._train(by_start[start], start, launch, splits, steps, device)
         except Exception:  # noqa: BLE001 - every member's trial errors with the text
             with self.cond:
                 self.error = traceback.format_exc(limit=-3)
@@ -248,7 +248,7 @@ class ArrayActor:
         trainer = FusedTrainer(members, splits, steps, device, members[0].spec.train.compile)
         with self.cond:
             self.final.update({m.key: epochs for m in members})
-            self.cohort.update({m.key: start for m in members})
+            self.start_epoch.update({m.key: start for m in members})
             self.cond.notify_all()
         for epoch in range(start, epochs + 1):
             with self.cond:
@@ -282,7 +282,7 @@ class ArrayActor:
                                                              if h.epoch < result.epoch])}
                 self.results[m.key][result.epoch] = report_metrics(result, first)
                 self.final.setdefault(m.key, result.epoch)
-                self.cohort.setdefault(m.key, result.epoch)
+                self.start_epoch.setdefault(m.key, result.epoch)
             self.cond.notify_all()
 
     def _segment(self, m: Member, launch: Launch, device, k: int) -> Segment:

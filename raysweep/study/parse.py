@@ -22,7 +22,7 @@ from raysweep.datasets import readers as datasets
 from raysweep.errors import StudyError, UnknownModelError
 from raysweep.core.planning import FUSE_MODES, check_divides
 from raysweep.store.storage import what_is
-from raysweep.core.recipes import LR_SCALINGS, RECIPES, SCHEDULERS, resolve
+from raysweep.core.recipes import LR_SCALINGS, PAPER_GLOBAL_BATCH, RECIPES, SCHEDULERS, resolve
 from raysweep.core.trial import ArmLabel, TrialSpec, identity_key
 
 SPACES_DIR = Path(__file__).resolve().parents[2] / "search_spaces"
@@ -144,10 +144,10 @@ def local_path(value: str) -> str:
 TRAIN_SCHEMA: dict[str, tuple] = {
     "recipe": (_choice(tuple(RECIPES), null=True), None),   # null: the model's own recipe
     "epochs": (_int(1, MAX_EPOCHS), 300),
-    "batch_size": (_int(1, MAX_BATCH), 1024),                          # global: images per step, all workers
+    "batch_size": (_int(1, MAX_BATCH), PAPER_GLOBAL_BATCH),   # global: images per step, all workers
     "lr": (_num(0, lo_open=True, null=True), None),         # peak lr (null: the recipe's)
     "lr_scaling": (_choice(LR_SCALINGS), "none"),           # how lr is scaled to batch_size
-    "lr_base_batch": (_int(1, MAX_BATCH), 1024),                       # the global batch lr is stated for
+    "lr_base_batch": (_int(1, MAX_BATCH), PAPER_GLOBAL_BATCH),   # the global batch lr is stated for
     "weight_decay": (_num(0, null=True), None),
     "momentum": (_num(0, 1, null=True), None),
     "warmup_epochs": (_int(0, MAX_EPOCHS, null=True), None),

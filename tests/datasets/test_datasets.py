@@ -15,6 +15,7 @@ from PIL import Image
 from support.studies import TINY, run, write_study
 from support.factories import TRAIN
 from raysweep.datasets import readers as datasets
+from raysweep.datasets import writers
 from raysweep.errors import DataError
 from raysweep.store.records import read_records
 
@@ -57,7 +58,7 @@ def idx_arrays(folder, split: str, compressed: bool = True) -> tuple[np.ndarray,
 def test_fashion_mnist_files_read_as_torchvision_reads_them(tmp_path, no_system_copy):
     from torchvision.datasets import FashionMNIST
 
-    folder = datasets.write_fashion_mnist(tmp_path, n_train=30, n_test=20, seed=3,
+    folder = writers.write_fashion_mnist(tmp_path, n_train=30, n_test=20, seed=3,
                                           compressed=False)
     train = config(tmp_path, "fashion_mnist")
     for split, n in (("train", 30), ("test", 20)):
@@ -79,8 +80,8 @@ def test_fashion_mnist_files_read_as_torchvision_reads_them(tmp_path, no_system_
 def test_fashion_mnist_gzip_and_flat_layouts_and_sizes(tmp_path, no_system_copy):
     """The official .gz archives in torchvision's folder, and the four files directly in
     data_dir (Debian's layout: --data-dir /usr/share/datasets/fashion-mnist)."""
-    nested = datasets.write_fashion_mnist(tmp_path / "a", 40, 10, seed=5)
-    flat = datasets.write_fashion_mnist(tmp_path / "b", 40, 10, seed=5, subfolder="")
+    nested = writers.write_fashion_mnist(tmp_path / "a", 40, 10, seed=5)
+    flat = writers.write_fashion_mnist(tmp_path / "b", 40, 10, seed=5, subfolder="")
     assert sorted(p.name for p in nested.iterdir()) == sorted(p.name for p in flat.iterdir()) \
         == sorted(f"{name}.gz" for name in datasets.FASHION_MNIST_MD5)
     raw, raw_labels = idx_arrays(nested, "train")
@@ -103,7 +104,7 @@ def test_missing_fashion_mnist_is_one_line_naming_the_paths_and_the_fixes(tmp_pa
 
 
 def test_damaged_fashion_mnist_files_are_one_line_naming_the_file(tmp_path, no_system_copy):
-    folder = datasets.write_fashion_mnist(tmp_path, 30, 10)
+    folder = writers.write_fashion_mnist(tmp_path, 30, 10)
     train = config(tmp_path, "fashion_mnist")
     datasets.check_available(train)
 
@@ -129,7 +130,7 @@ def test_damaged_fashion_mnist_files_are_one_line_naming_the_file(tmp_path, no_s
 
 def test_fashion_mnist_checksums_refuse_files_that_are_not_the_official_ones(tmp_path,
                                                                              no_system_copy):
-    datasets.write_fashion_mnist(tmp_path, 20, 10)
+    writers.write_fashion_mnist(tmp_path, 20, 10)
     with pytest.raises(DataError) as err:
         datasets.check_available(config(tmp_path, "fashion_mnist", data_checksums=True))
     assert "fails the MD5 check" in one_line(err) and "data_checksums: false" in one_line(err)
@@ -167,7 +168,7 @@ def test_every_dataset_states_its_classes_statistics_and_validation_split():
 # --- a user's image folder ---
 
 def test_image_folder_with_a_test_fraction(tmp_path):
-    root = datasets.write_image_folder(tmp_path / "pets", ["cat", "dog", "eel"], per_class=10)
+    root = writers.write_image_folder(tmp_path / "pets", ["cat", "dog", "eel"], per_class=10)
     train = config(root, "imagefolder")
     images, labels = datasets.load(train, "train")
     test_images, test_labels = datasets.load(train, "test")
@@ -184,7 +185,7 @@ def test_image_folder_with_a_test_fraction(tmp_path):
 
 
 def test_image_folder_split_by_train_and_test_folders(tmp_path):
-    root = datasets.write_image_folder(tmp_path / "f", 4, per_class=5, by_folders=True,
+    root = writers.write_image_folder(tmp_path / "f", 4, per_class=5, by_folders=True,
                                        test_per_class=2)
     train = config(root, "imagefolder")
     assert datasets.num_classes(train) == 4
@@ -217,12 +218,12 @@ def test_bad_image_folders_are_one_line_naming_the_path(tmp_path):
         datasets.check_available(config(tmp_path / "nowhere", "imagefolder"))
     assert f"data_dir={str(tmp_path / 'nowhere')!r} is not a folder" in one_line(err)
 
-    root = datasets.write_image_folder(tmp_path / "one", ["only"], per_class=3)
+    root = writers.write_image_folder(tmp_path / "one", ["only"], per_class=3)
     with pytest.raises(DataError) as err:
         datasets.check_available(config(root, "imagefolder"))
     assert "at least 2" in one_line(err) and str(root) in one_line(err)
 
-    root = datasets.write_image_folder(tmp_path / "bad", 2, per_class=3)
+    root = writers.write_image_folder(tmp_path / "bad", 2, per_class=3)
     (root / "class_1" / "9.png").write_bytes(b"not a png")
     with pytest.raises(DataError) as err:
         datasets.check_available(config(root, "imagefolder"))
@@ -236,7 +237,7 @@ def test_bad_image_folders_are_one_line_naming_the_path(tmp_path):
 
 
 def test_fingerprint_names_the_folders_content_not_its_place(tmp_path):
-    root = datasets.write_image_folder(tmp_path / "a", 2, per_class=3)
+    root = writers.write_image_folder(tmp_path / "a", 2, per_class=3)
     first = datasets.fingerprint(config(root, "imagefolder"))
     copy = shutil.copytree(root, tmp_path / "b")
     assert datasets.fingerprint(config(copy, "imagefolder")) == first and len(first) == 12
@@ -276,7 +277,7 @@ def test_synthetic_set_is_learnable_but_does_not_saturate():
 
 def test_fashion_mnist_study_runs_through_the_worker_loop(ray_local, tmp_path, no_system_copy):
     data_dir = tmp_path / "data"
-    datasets.write_fashion_mnist(data_dir, n_train=256, n_test=64)
+    writers.write_fashion_mnist(data_dir, n_train=256, n_test=64)
     path = write_study(tmp_path, "fm", defaults={
         **TINY, "dataset": "fashion_mnist", "data_dir": str(data_dir),
         "data_checksums": False, "train_size": None, "test_size": None, "epochs": 1},
@@ -294,7 +295,7 @@ def test_fashion_mnist_study_runs_through_the_worker_loop(ray_local, tmp_path, n
 
 
 def test_image_folder_study_runs_through_the_worker_loop(ray_local, tmp_path):
-    root = datasets.write_image_folder(tmp_path / "pets", ["cat", "dog", "eel"], per_class=60)
+    root = writers.write_image_folder(tmp_path / "pets", ["cat", "dog", "eel"], per_class=60)
     path = write_study(tmp_path, "pets", defaults={
         **TINY, "dataset": "imagefolder", "data_dir": str(root), "train_size": None,
         "test_size": None, "epochs": 1}, models=["resnet_20"], asha={"enabled": False})

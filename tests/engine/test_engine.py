@@ -6,7 +6,7 @@ import pytest
 
 from support.studies import TINY, run, write_study
 from raysweep.datasets import readers as datasets
-from raysweep.datasets.readers import write_cifar100
+from raysweep.datasets.writers import write_cifar100
 from raysweep.store.records import read_records
 from raysweep.study.parse import load_study
 

@@ -15,7 +15,7 @@ import pytest
 
 from support.studies import TINY, write_study
 from support.cli import one_error_line, raysweep
-from raysweep.datasets.readers import write_cifar100
+from raysweep.datasets.writers import write_cifar100
 from raysweep.errors import StudyError
 from raysweep.study.parse import MAX_DEPTH, NAME_MAX, check_name, load_study, parse_study
 
