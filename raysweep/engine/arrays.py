@@ -20,12 +20,11 @@ an array do not depend on thread timing.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import threading
 import time
 import traceback
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 import ray
 
@@ -34,8 +33,9 @@ from raysweep.training import data
 from raysweep.datasets import readers as datasets
 from raysweep.training.fusion import FusedTrainer, Member, array_key, new_shadow, why_not_fused
 from raysweep.store.storage import location
+from raysweep.core.report import Report, encode, first_report
 from raysweep.core.trial import EpochResult, Launch, Segment, TrialResources, TrialSpec
-from raysweep.training.worker import last_epoch, new_segment, report_metrics
+from raysweep.training.worker import last_epoch, new_segment
 
 @dataclass(frozen=True)
 class ArrayPlan:
@@ -229,8 +229,7 @@ class ArrayActor:
         member = Member(spec, shadow, [], [], skipped)
         if state:
             shadow.restore(state)
-            member.history = [EpochResult(**h) for h in state["history"]]
-            member.segments = [Segment(**s) for s in state["segments"]]
+            member.history, member.segments = checkpoints.trial_progress(state)
         return member
 
     def _train(self, members: list[Member], start: int, launch: Launch, splits, steps,
@@ -263,9 +262,8 @@ class ArrayActor:
             results = trainer.epoch(epoch)
             for m, result in zip(trainer.members, results):
                 m.history.append(result)
-                checkpoints.save(location(launch.run_dir), m.key, epoch, {
-                    **m.shadow.state(), "history": [asdict(h) for h in m.history],
-                    "segments": [asdict(s) for s in m.segments]})
+                checkpoints.save(location(launch.run_dir), m.key, epoch,
+                                 checkpoints.trial_state(m.shadow.state(), m.history, m.segments))
                 if result.train_loss is None:
                     self.final[m.key] = epoch
             self._publish(trainer.members, results, facts, start)
@@ -274,13 +272,11 @@ class ArrayActor:
                  start: int) -> None:
         with self.cond:
             for m, result in zip(members, results):
-                first = {}
+                report = Report(result)
                 if result.epoch == start or result.epoch == m.segments[-1].first_epoch:
-                    first = {"params": facts.params, "flops": facts.flops,
-                             "raysweep_segments": json.dumps([asdict(s) for s in m.segments]),
-                             "raysweep_history": json.dumps([asdict(h) for h in m.history
-                                                             if h.epoch < result.epoch])}
-                self.results[m.key][result.epoch] = report_metrics(result, first)
+                    report = first_report(result, m.segments, m.history, facts.params,
+                                          facts.flops)
+                self.results[m.key][result.epoch] = encode(report)
                 self.final.setdefault(m.key, result.epoch)
                 self.start_epoch.setdefault(m.key, result.epoch)
             self.cond.notify_all()

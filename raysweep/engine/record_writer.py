@@ -7,7 +7,6 @@ recorded); this callback turns each report into the trial's `TrialRecord`.
 """
 from __future__ import annotations
 
-import json
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,7 +16,8 @@ import ray.tune
 
 from models import get_entry
 from raysweep.store import records as rec
-from raysweep.core.trial import EpochResult, Segment, TrialRecord, TrialSpec
+from raysweep.core.report import decode
+from raysweep.core.trial import TrialRecord, TrialSpec
 
 Observer = Callable[[TrialRecord], None]
 
@@ -75,13 +75,14 @@ class RecordWriter(ray.tune.Callback):
         record = self._record(trial)
         if trial.trial_id in self.replayed:
             return
-        entry = EpochResult(**json.loads(result["raysweep_result"]))
-        if "raysweep_segments" in result:  # the first report of a launch
-            record.segments = [Segment(**s) for s in json.loads(result["raysweep_segments"])]
+        report = decode(result)
+        entry, launched = report.result, report.launched
+        if launched is not None:  # the first report of a launch
+            record.segments = list(launched.segments)
             for problem in record.segments[-1].skipped_checkpoints:
                 warnings.warn(problem, stacklevel=1)  # once, where the user sees it
-            record.history = [EpochResult(**h) for h in json.loads(result["raysweep_history"])]
-            record.params, record.flops = result.get("params"), result.get("flops")
+            record.history = list(launched.history)
+            record.params, record.flops = launched.params, launched.flops
             record.restarts = len(record.segments) - 1
         record.history = [h for h in record.history if h.epoch < entry.epoch] + [entry]
         if entry.train_loss is None:

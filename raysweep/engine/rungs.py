@@ -21,13 +21,13 @@ starts empty), so raysweep keeps them in its records instead.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Callable
 
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 
 from raysweep.results.cohorts import SETTING_FIELDS
+from raysweep.core.report import decode
 from raysweep.core.trial import EpochResult, TrainConfig, TrialRecord, TrialSpec
 
 TIME_ATTR = "epoch"
@@ -134,13 +134,13 @@ class BudgetASHA(FIFOScheduler):
         asha, key = self.live.get(trial.trial_id, (None, None))
         if asha is None or TIME_ATTR not in result:
             return TrialScheduler.CONTINUE
-        if "raysweep_result" not in result:
+        report = decode(result)
+        if report is None:
             return asha.on_trial_result(tune_controller, _Ref(key), result)
         # The first report of a launch carries the epochs its checkpoint holds: those a
         # driver that died never judged are judged now, before this one.
-        earlier = [EpochResult(**h) for h in json.loads(result.get("raysweep_history", "[]"))]
-        current = EpochResult(**json.loads(result["raysweep_result"]))
-        return self._feed(asha, _Ref(key), [*earlier, current])
+        earlier = list(report.launched.history) if report.launched else []
+        return self._feed(asha, _Ref(key), [*earlier, report.result])
 
     def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
         asha, key = self.live.pop(trial.trial_id, (None, None))

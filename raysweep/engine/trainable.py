@@ -90,9 +90,7 @@ def run_trial(config: dict[str, Any], context: TrialContext) -> None:
 def replay_finished(spec: TrialSpec, run_dir: str) -> bool:
     """A search can draw a sample it has already run (a `choice` space, a re-run): the
     stored epochs are reported again instead of training the same trial twice."""
-    import dataclasses
-    import json
-
+    from raysweep.core.report import Report, encode
     from raysweep.store.storage import location
     from raysweep.store.records import read_record
 
@@ -100,8 +98,7 @@ def replay_finished(spec: TrialSpec, run_dir: str) -> bool:
     if record is None or not record.finished or not record.history:
         return False
     for entry in record.history:
-        ray.tune.report({**{k: v for k, v in dataclasses.asdict(entry).items() if v is not None},
-                         "raysweep_result": json.dumps(dataclasses.asdict(entry))})
+        ray.tune.report(encode(Report(entry)))
     return True
 
 

@@ -13,6 +13,7 @@ not load is named in a warning and skipped for the next older one.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -23,6 +24,7 @@ from typing import Any
 
 import torch
 
+from raysweep.core.trial import EpochResult, Segment
 from raysweep.errors import CheckpointError
 from raysweep.store.storage import RemotePath, atomic_write_bytes, atomic_write_text
 
@@ -33,6 +35,19 @@ KEEP = 2   # intact checkpoints kept per trial: the newest, and one to fall back
 _EPOCH_DIR = re.compile(r"^epoch_(\d+)$")
 
 Location = Path | RemotePath
+
+
+def trial_state(model_state: dict[str, Any], history, segments) -> dict[str, Any]:
+    """What a trial's checkpoint holds: its model, optimizer and schedule (`model_state`),
+    and the epochs and segments so far, so a resumed trial reports them again."""
+    return {**model_state, "history": [dataclasses.asdict(h) for h in history],
+            "segments": [dataclasses.asdict(s) for s in segments]}
+
+
+def trial_progress(state: dict[str, Any]) -> tuple[list[EpochResult], list[Segment]]:
+    """The epochs and segments a checkpoint of `trial_state` holds."""
+    return ([EpochResult(**h) for h in state["history"]],
+            [Segment(**s) for s in state["segments"]])
 
 
 def trial_folder(run_dir: Location, key: str) -> Location:

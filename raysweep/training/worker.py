@@ -15,7 +15,6 @@ from its newest intact checkpoint, on any worker count.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import random
@@ -34,6 +33,7 @@ from raysweep.store import checkpoints
 from raysweep.training import data, sync_bn
 from raysweep.core.planning import check_divides
 from raysweep.store.storage import location
+from raysweep.core.report import Report, encode, first_report
 from raysweep.core.trial import EpochResult, Launch, Segment, TrainConfig, TrialSpec, finite
 
 
@@ -107,29 +107,27 @@ def train(spec: TrialSpec, launch: Launch, session) -> None:
     history, segments = [], []
     if state:
         opt.restore(state)
-        history = [EpochResult(**h) for h in state["history"]]
-        segments = [Segment(**s) for s in state["segments"]]
+        history, segments = checkpoints.trial_progress(state)
     segments.append(new_segment(launch, world, device, history, opt, state, skipped,
                                 t.amp))
     amp = amp_dtype(t.amp, device)
     step_model = opt.model if t.compile == "off" else torch.compile(opt.model, mode=t.compile)
     loop = Loop(spec, opt, step_model, splits, steps, device, amp, rank, world)
     facts = model_facts(spec.model, splits.classes, **spec.model_options)
-    first = {"params": facts.params, "flops": facts.flops,
-             "raysweep_segments": json.dumps([dataclasses.asdict(s) for s in segments]),
-             "raysweep_history": json.dumps([dataclasses.asdict(h) for h in history])}
     if history and history[-1].epoch >= t.epochs:
         # Finished before a driver died unrecorded: report the last epoch again.
-        session._report(report_metrics(history[-1], first))
+        session._report(encode(first_report(history[-1], segments, history, facts.params,
+                                            facts.flops)))
         return
     for epoch in range(last_epoch(history) + 1, t.epochs + 1):
         result = loop.epoch(epoch, segment=len(segments) - 1)
         history.append(result)
         if rank == 0:
-            checkpoints.save(run_dir, spec.key, epoch, {
-                **opt.state(), "history": [dataclasses.asdict(h) for h in history],
-                "segments": [dataclasses.asdict(s) for s in segments]})
-        session._report(report_metrics(result, first if epoch == segments[-1].first_epoch else {}))
+            checkpoints.save(run_dir, spec.key, epoch,
+                             checkpoints.trial_state(opt.state(), history, segments))
+        report = first_report(result, segments, history, facts.params, facts.flops) \
+            if epoch == segments[-1].first_epoch else Report(result)
+        session._report(encode(report))
         if result.train_loss is None:
             return  # diverged: the driver records it; nothing more to learn
 
@@ -273,13 +271,6 @@ def optimizer_fingerprint(optimizer: torch.optim.Optimizer) -> float:
     """Sum of |x| over the optimizer's state tensors (momentum, Adam moments)."""
     return float(sum(v.double().abs().sum() for st in optimizer.state.values()
                      for v in st.values() if torch.is_tensor(v) and v.is_floating_point()))
-
-
-def report_metrics(result: EpochResult, extra: dict) -> dict:
-    """What a worker reports per epoch: the scalars Tune's scheduler reads (`epoch`,
-    `val_top1`) and the full EpochResult as JSON for the record writer."""
-    flat = {k: v for k, v in dataclasses.asdict(result).items() if v is not None}
-    return {**flat, **extra, "raysweep_result": json.dumps(dataclasses.asdict(result))}
 
 
 def new_segment(launch: Launch, world: int, device, history, opt, state, skipped,
