@@ -29,6 +29,7 @@ rates per optimizer step, batch sizes in images per optimizer step summed over w
 from __future__ import annotations
 
 import dataclasses
+import enum
 import functools
 import hashlib
 import json
@@ -39,11 +40,10 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from raysweep.core.status import FINISHED, Status
 from raysweep.errors import RecordError
 
 RECORD_VERSION = 3
-STATUSES = ("running", "completed", "stopped", "diverged", "errored", "interrupted")
-FINISHED = ("completed", "stopped", "diverged")   # a re-run does not train these again
 # Why a record of an older version is refused (one line each).
 OLD_VERSIONS = {
     1: "version 1 predates global batches and validation splits",
@@ -274,7 +274,7 @@ class TrialRecord:
     innovation: bool            # one of the papers' own designs
     params: int | None          # trainable parameters
     flops: int | None           # forward FLOPs of one input image (a multiply-add counts 2)
-    status: str                 # STATUSES
+    status: Status
     stopped_at_epoch: int | None    # last epoch of a stopped, diverged or interrupted trial
     error: str | None
     history: list[EpochResult]
@@ -294,7 +294,7 @@ class TrialRecord:
                    labels=list(spec.labels), train=spec.train, searched=dict(spec.searched),
                    sample=spec.sample, sampled_from=spec.sampled_from, family=family,
                    innovation=innovation, params=None,
-                   flops=None, status="running", stopped_at_epoch=None, error=None,
+                   flops=None, status=Status.RUNNING, stopped_at_epoch=None, error=None,
                    history=[], segments=[], restarts=0, trial_ids=[], started_at=now,
                    finished_at=None, network=spec.network)
 
@@ -446,6 +446,12 @@ def _convert(hint, value: Any, where: str, part: str | int | None = None):
         if isinstance(value, bool) or not isinstance(value, int):
             raise RecordError(f"{where} must be an integer, got {_short(value)}")
         return value
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        try:
+            return hint(value)
+        except ValueError:
+            allowed = ", ".join(m.value for m in hint)
+            raise RecordError(f"{where} is {_short(value)}; allowed: {allowed}") from None
     if hint in (str, bool):
         if not isinstance(value, hint):
             raise RecordError(f"{where} must be {hint.__name__}, got {_short(value)}")

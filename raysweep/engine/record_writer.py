@@ -17,6 +17,7 @@ import ray.tune
 from models import get_entry
 from raysweep.store import records as rec
 from raysweep.core.report import decode
+from raysweep.core.status import Status
 from raysweep.core.trial import TrialRecord, TrialSpec
 
 Observer = Callable[[TrialRecord], None]
@@ -55,7 +56,7 @@ class RecordWriter(ray.tune.Callback):
                                         for r in rec.read_records(self.run_dir))
         for label in spec.labels:
             record.add_label(label)
-        record.status, record.finished_at, record.error = "running", None, None
+        record.status, record.finished_at, record.error = Status.RUNNING, None, None
         record.traceback = None
         record.trial_ids.append(trial.trial_id)
         self.open[trial.trial_id] = record
@@ -86,7 +87,7 @@ class RecordWriter(ray.tune.Callback):
             record.restarts = len(record.segments) - 1
         record.history = [h for h in record.history if h.epoch < entry.epoch] + [entry]
         if entry.train_loss is None:
-            record.status, record.stopped_at_epoch = "diverged", entry.epoch
+            record.status, record.stopped_at_epoch = Status.DIVERGED, entry.epoch
             record.error = f"non-finite training loss at epoch {entry.epoch}"
         self._write(record)
 
@@ -95,9 +96,9 @@ class RecordWriter(ray.tune.Callback):
         if trial.trial_id in self.replayed:
             self.open.pop(trial.trial_id, None)
             return
-        if record.status != "diverged":
+        if record.status != Status.DIVERGED:
             finished = record.last_epoch >= record.epochs
-            record.status = "completed" if finished else "stopped"
+            record.status = Status.COMPLETED if finished else Status.STOPPED
             record.stopped_at_epoch = None if finished else record.last_epoch
         self._finish(trial, record)
 
@@ -105,7 +106,7 @@ class RecordWriter(ray.tune.Callback):
         record = self._record(trial)
         from raysweep.store.redact import redact_text
 
-        record.status, record.error = "errored", redact_text(_error_text(trial))
+        record.status, record.error = Status.ERRORED, redact_text(_error_text(trial))
         record.traceback = _traceback_text(trial)
         self._finish(trial, record)
 
@@ -116,7 +117,7 @@ class RecordWriter(ray.tune.Callback):
         for trial_id, record in list(self.open.items()):
             if trial_id in self.replayed or record.finished:
                 continue
-            record.status, record.stopped_at_epoch = "interrupted", record.last_epoch
+            record.status, record.stopped_at_epoch = Status.INTERRUPTED, record.last_epoch
             record.finished_at = now()
             self._write(record)
             stopped.append(record)

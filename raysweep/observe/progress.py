@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from typing import IO, Iterable
 
 from raysweep.core.labels import arm_label, arm_tags, distinct_label, trial_label
-from raysweep.core.trial import FINISHED, TrialRecord
+from raysweep.core.status import FINISHED
+from raysweep.core.trial import TrialRecord
 
 FAILED = ("diverged", "errored")
 # How each record status is counted in the view's summary line.

@@ -35,7 +35,8 @@ from pathlib import Path
 
 from raysweep.observe.progress import arm_label, trial_label
 from raysweep.store.storage import RemotePath, atomic_write_text
-from raysweep.core.trial import FINISHED, EpochResult, TrialRecord
+from raysweep.core.status import FINISHED
+from raysweep.core.trial import EpochResult, TrialRecord
 
 TENSORBOARD_DIR = "tensorboard"
 STATE_FILE = "written.json"
