@@ -11,7 +11,7 @@
 A trial's identity (`TrialSpec.key`) is its network, seed and every `TrainConfig` value
 that changes what is optimised (the precision included: `amp: auto` is resolved before
 a spec exists, `raysweep.precision`); it leaves out where the data lives, how it is
-read, the worker count and other execution choices (`NOT_IDENTITY`). The network is
+read, the worker count and other execution choices (`TrainConfig.NOT_IDENTITY`). The network is
 what the model computes, not its registry name: `models.facts.network_fingerprint` of
 the model built with its options, so two names for one network (ecanet20_adaptive and
 ecanet20_fixed_k3) are one trial carrying both labels. Trials with the same key are the
@@ -51,12 +51,6 @@ OLD_VERSIONS = {
        "GPU trial shared a key and two names of one network were two trials",
 }
 
-# TrainConfig fields that say where the data is and how a trial is executed, not what it
-# optimises: a trial's key leaves them out.
-NOT_IDENTITY = ("data_dir", "download", "data_checksums", "loader_workers", "channels_last",
-                "compile")
-
-
 @dataclass(frozen=True)
 class TrainConfig:
     """The resolved training config of one trial (`recipes.resolve`)."""
@@ -86,7 +80,7 @@ class TrainConfig:
     data_fingerprint: str | None    # content of a user's image folder (imagefolder only)
     amp: str                    # bf16 | fp16 | off: resolved (a study's `auto`: raysweep.precision)
     pipeline: str               # tensor (batched on the device) | torchvision (per sample)
-    # --- not identity (NOT_IDENTITY): where the data is, how the trial executes ---
+    # --- not identity (TrainConfig.NOT_IDENTITY): where the data is, how it executes ---
     channels_last: bool         # memory layout of activations
     compile: str                # torch.compile mode: off | default | reduce-overhead | max-autotune
     data_dir: str               # where the dataset lives (absolute on the driver)
@@ -94,8 +88,26 @@ class TrainConfig:
     data_checksums: bool        # verify the dataset files' checksums
     loader_workers: int         # DataLoader processes per worker (torchvision pipeline)
 
+    # The groups of fields other modules act on, declared here once (field names):
+    # where the data is and how a trial executes, not what it optimises: a key leaves them out
+    NOT_IDENTITY = ("data_dir", "download", "data_checksums", "loader_workers",
+                    "channels_last", "compile")
+    # which images a trial reads (checked once per distinct value, before trials start)
+    DATA = ("dataset", "data_dir", "download", "data_checksums", "train_size", "test_size",
+            "test_fraction", "val_fraction", "split_seed", "synthetic_classes",
+            "data_fingerprint")
+    # what a test accuracy measures and after how much training: tables never rank,
+    # average or test across settings, and each setting has its own ASHA
+    SETTING = ("dataset", "synthetic_classes", "data_fingerprint", "train_size", "test_size",
+               "test_fraction", "val_fraction", "split_seed", "epochs")
+    # what the members of one fused array may differ in (besides the seed)
+    ARRAY_FREE = ("lr", "lr_scaling", "lr_base_batch", "peak_lr", "weight_decay")
+
     def identity(self) -> dict[str, Any]:
-        return {k: v for k, v in self.to_dict().items() if k not in NOT_IDENTITY}
+        return {k: v for k, v in self.to_dict().items() if k not in self.NOT_IDENTITY}
+
+    def setting(self) -> tuple:
+        return tuple(getattr(self, f) for f in self.SETTING)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -506,19 +506,13 @@ def measure_stats(train: TrainConfig) -> tuple[tuple[float, ...], tuple[float, .
             tuple(round(v, 4) for v in x.std((0, 2, 3)).tolist()))
 
 
-# The TrainConfig values that decide which images a trial reads.
-DATA_KEYS = ("dataset", "data_dir", "download", "data_checksums", "train_size", "test_size",
-             "test_fraction", "val_fraction", "split_seed", "synthetic_classes",
-             "data_fingerprint")
-
-
 def check_data(specs: list[TrialSpec]) -> None:
     """Every dataset the trials read is there and whole, and holds a global batch after
     the validation split: checked once, before any trial starts (and before Ray, by the
     CLI), instead of failing every trial."""
     seen: dict[str, int] = {}
     for spec in specs:
-        data = {k: v for k, v in spec.train.to_dict().items() if k in DATA_KEYS}
+        data = {k: v for k, v in spec.train.to_dict().items() if k in TrainConfig.DATA}
         ident = json.dumps(data, sort_keys=True, default=list)
         if ident not in seen:
             check_available(spec.train)

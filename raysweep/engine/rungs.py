@@ -26,7 +26,6 @@ from typing import Callable
 
 from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialScheduler
 
-from raysweep.results.cohorts import SETTING_FIELDS
 from raysweep.core.report import decode
 from raysweep.core.trial import EpochResult, TrainConfig, TrialRecord, TrialSpec
 
@@ -36,8 +35,8 @@ FINISHED_RUNS = ("completed", "stopped", "diverged")   # ended in Tune: on_trial
 
 def rung_group(train: TrainConfig) -> tuple:
     """Trials that compete at ASHA's rungs: the same data, split and epoch budget (the
-    setting the tables never rank across, `results.cohorts.SETTING_FIELDS`)."""
-    return tuple(getattr(train, f) for f in SETTING_FIELDS)
+    setting the tables never rank across, `TrainConfig.SETTING`)."""
+    return train.setting()
 
 
 def milestones(budget: int, grace_period: int, reduction_factor: float) -> list[float]:

@@ -41,13 +41,9 @@ from raysweep.core.trial import EpochResult, Segment, TrainConfig, TrialSpec, fi
 from raysweep.training.worker import (Optimisation, amp_dtype, autocast, build, lr_factor,
                              optimizer_fingerprint, seed_all)
 
-# TrainConfig values the members of one array may differ in (besides the seed).
-ARRAY_FREE = ("lr", "lr_scaling", "lr_base_batch", "peak_lr", "weight_decay")
-
-
 def array_key(spec: TrialSpec) -> str:
     """Trials with equal array keys may train as one fused array."""
-    train = {k: v for k, v in spec.train.identity().items() if k not in ARRAY_FREE}
+    train = {k: v for k, v in spec.train.identity().items() if k not in TrainConfig.ARRAY_FREE}
     return identity_key(spec.model, {"model": spec.model, "options": spec.model_options,
                                      "train": train})
 
