@@ -459,16 +459,20 @@ def _convert(hint, value: Any, where: str, part: str | int | None = None):
             raise RecordError(f"{where} must be an integer, got {_short(value)}")
         return value
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        try:
-            return hint(value)
-        except ValueError:
-            allowed = ", ".join(m.value for m in hint)
-            raise RecordError(f"{where} is {_short(value)}; allowed: {allowed}") from None
+        return _member(hint, value, where)
     if hint in (str, bool):
         if not isinstance(value, hint):
             raise RecordError(f"{where} must be {hint.__name__}, got {_short(value)}")
         return value
     return value
+
+
+def _member(kind: type[enum.Enum], value: Any, where: str) -> enum.Enum:
+    try:
+        return kind(value)
+    except ValueError:
+        allowed = ", ".join(m.value for m in kind)
+        raise RecordError(f"{where} is {_short(value)}; allowed: {allowed}") from None
 
 
 def _short(value: Any) -> str:
