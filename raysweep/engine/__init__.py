@@ -1,1 +1,1 @@
-"""The Ray side: the driver, its plan, the cluster, Tune trainables, rungs, the record writer."""
+"""The Ray side: the driver, the cluster, Tune trainables, fused arrays, rungs, the record writer."""
