@@ -24,7 +24,7 @@ from raysweep.core.trial import TrialResources, TrialSpec
 Node = dict[str, float]   # one node's total resources, as Ray reports them ("CPU", "GPU", ...)
 HEAD = "node:__internal_head__"   # the resource Ray gives the head node, and no other
 # When seeds (and lr / weight-decay variants) of one arm train as one fused array
-# (`raysweep.arrays`): auto on GPU trials only (on the CPU a fused step is slower: 0.71×),
+# (`raysweep.engine.arrays`): auto on GPU trials only (on the CPU a fused step is slower: 0.71×),
 # on also on CPU trials, off never (the default, until the GPU path is measured).
 FUSE_MODES = ("auto", "on", "off")
 

@@ -10,7 +10,7 @@
 
 A trial's identity (`TrialSpec.key`) is its network, seed and every `TrainConfig` value
 that changes what is optimised (the precision included: `amp: auto` is resolved before
-a spec exists, `raysweep.precision`); it leaves out where the data lives, how it is
+a spec exists, `raysweep.core.precision`); it leaves out where the data lives, how it is
 read, the worker count and other execution choices (`TrainConfig.NOT_IDENTITY`). The network is
 what the model computes, not its registry name: `models.facts.network_fingerprint` of
 the model built with its options, so two names for one network (ecanet20_adaptive and
@@ -78,7 +78,7 @@ class TrainConfig:
     split_seed: int             # seed of the validation split (never the trial seed)
     synthetic_classes: int | None   # classes of the synthetic set; None for other datasets
     data_fingerprint: str | None    # content of a user's image folder (imagefolder only)
-    amp: str                    # bf16 | fp16 | off: resolved (a study's `auto`: raysweep.precision)
+    amp: str                    # bf16 | fp16 | off: resolved (a study's `auto`: raysweep.core.precision)
     pipeline: str               # tensor (batched on the device) | torchvision (per sample)
     # --- not identity (TrainConfig.NOT_IDENTITY): where the data is, how it executes ---
     channels_last: bool         # memory layout of activations

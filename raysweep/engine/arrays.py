@@ -1,7 +1,7 @@
 """Fused arrays in the engine: which trials of a study train together (`plan_arrays`), the
 Ray actor that trains one array (`ArrayActor`), each member's Tune function
 (`run_member`) and the driver callback that starts arrays and tells them who left
-(`ArrayKeeper`). The training itself is `raysweep.fusion`.
+(`ArrayKeeper`). The training itself is `raysweep.training.fusion`.
 
 Every member stays a Tune trial of its own: ASHA judges it, the record writer keeps its
 record, progress and TensorBoard show it. Its Tune function holds next to no resources

@@ -39,7 +39,7 @@ def connect(local: bool, address: str | None, verbose: bool = False) -> str | No
     A local Ray listens on 127.0.0.1 only (GCS, raylet, object manager, workers, dashboard,
     its agents and every metrics exporter: `_loopback_node`), and its processes are
     SIGKILLed within about a second when this driver is gone, however it dies
-    (`raysweep.reaper`). Not Ray's and still on all interfaces: while a Train worker group
+    (`raysweep.engine.reaper`). Not Ray's and still on all interfaces: while a Train worker group
     runs (`--train-workers`, or a trial with several workers), its rank 0 holds torch's
     TCPStore for the DDP rendezvous, which torch binds to "::" unless it is handed a
     listening socket (`TCPStore(master_listen_fd=...)`); inline trials have none.

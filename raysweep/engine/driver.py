@@ -1,13 +1,13 @@
 """Runs a study: Ray Tune schedules the trials (ASHA on validation top-1), each trial is a
-Tune function (`raysweep.trainable`) that fits a Ray Train `TorchTrainer` or trains
-inline, and a Tune callback (`raysweep.record_writer`) keeps one record per trial.
+Tune function (`raysweep.engine.trainable`) that fits a Ray Train `TorchTrainer` or trains
+inline, and a Tune callback (`raysweep.engine.record_writer`) keeps one record per trial.
 
     study → TrialSpecs → Tuner(run_trial, ASHA) → worker loop → records/
 
 A grid study is one Tuner over every trial without a finished record. A search study is
 one Tuner per (arm, seed): its samples compete only with each other under ASHA, and a
 re-run counts the samples already finished (TPE is told their results). ASHA runs per
-setting and epoch budget, its rungs seeded from the run's records (`raysweep.rungs`), so
+setting and epoch budget, its rungs seeded from the run's records (`raysweep.engine.rungs`), so
 a trial a re-run adds or resumes is judged against the trials that ran before it.
 """
 from __future__ import annotations
@@ -58,12 +58,12 @@ def run_study(study: Study, storage: str, name: str | None = None, resume: bool 
     writes checkpoints there, so it must be storage they all reach.
     `inline` (what `--local` asks for) runs one-worker trials inside their Tune function
     instead of a Train worker group; it applies only with local storage.
-    `progress` (a live display or plain lines, `raysweep.progress`) sees every record
+    `progress` (a live display or plain lines, `raysweep.observe.progress`) sees every record
     written; each trial also gets TensorBoard files and Ray metrics.
     `trial_function(config, context)` is every trial's Tune function: `run_trial`, or in
     `benchmarks/bench_engine_scale.py` a stand-in that reports the same results without
     training, so the driver's own cost can be measured.
-    Ray must already be initialised (see `raysweep.cluster.connect`)."""
+    Ray must already be initialised (see `raysweep.engine.cluster.connect`)."""
     timings = timings if timings is not None else {}
     run_dir = rec.run_location(storage, name or study.name)
     if resume and not (run_dir / rec.RECORDS_DIR).is_dir():
@@ -370,14 +370,14 @@ def _named_trainable(context: TrialContext, trial_function: Callable = run_trial
 
 
 def _quiet_tune() -> None:
-    # raysweep writes its own TensorBoard files (`raysweep.tensorboard`); Tune's default
+    # raysweep writes its own TensorBoard files (`raysweep.observe.tensorboard`); Tune's default
     # loggers would log every reported number, JSON strings and process ids included ...
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     # ... so Tune's result grid finds no result files at the end and says so: the records
     # are the results.
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     # Tune's interrupt messages point at Tuner.restore; raysweep prints its own, and its
-    # own progress (`raysweep.progress`) instead of Tune's experiment tables.
+    # own progress (`raysweep.observe.progress`) instead of Tune's experiment tables.
     logging.getLogger("ray.tune.tune").setLevel(logging.ERROR)
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
 
@@ -388,7 +388,7 @@ def _trial_name(context: TrialContext, trial) -> str:
 
 def _scheduler(study: Study, context: TrialContext, recorded: list[TrialRecord]):
     """FIFO, or ASHA per setting and epoch budget with the recorded results already on
-    its rungs (`raysweep.rungs`)."""
+    its rungs (`raysweep.engine.rungs`)."""
     if not study.asha["enabled"]:
         return FIFOScheduler()
     return BudgetASHA(METRIC, study.asha["grace_period"], study.asha["reduction_factor"],

@@ -6,7 +6,7 @@ to publish its last log lines to the (dead) GCS with a fixed 60 s RPC timeout
 (`ray._private.process_watcher.report_raylet_error_logs`) and keep their ports open
 meanwhile.
 
-How: `raysweep.cluster.connect` starts this module in its own session (so a Ctrl-C or a
+How: `raysweep.engine.cluster.connect` starts this module in its own session (so a Ctrl-C or a
 killpg of the driver's group spares it) with a pipe on its stdin, then writes one line to
 the pipe: the pids of the processes `ray.init` started (GCS, raylet, dashboard, monitors).
 Every `POLL_S` seconds the reaper notes those processes and all their descendants (agents,

@@ -1,12 +1,12 @@
-"""Trial records: one JSON file per trial (`raysweep.trial.TrialRecord`), the only thing
+"""Trial records: one JSON file per trial (`raysweep.core.trial.TrialRecord`), the only thing
 the results layer reads.
 
 Layout of a run folder (``<storage>/<run name>/``)::
 
     study.yaml            the resolved study that produced the run
     provenance.json       git commit, versions, hardware, command line (credentials removed)
-    records/<key>.json    one TrialRecord per trial (its fields and units: raysweep/trial.py)
-    checkpoints/<key>/    the trial's latest intact checkpoints (raysweep.checkpoints)
+    records/<key>.json    one TrialRecord per trial (its fields and units: raysweep/core/trial.py)
+    checkpoints/<key>/    the trial's latest intact checkpoints (raysweep.store.checkpoints)
     tune/, train/         Ray Tune's and Ray Train's own files
 
 Records are written atomically (temp file, fsync, rename) so a crash never leaves a

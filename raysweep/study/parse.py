@@ -166,7 +166,7 @@ TRAIN_SCHEMA: dict[str, tuple] = {
     "val_fraction": (lambda v: None if v is None else _below(1)(v), None),  # null: dataset's
     "split_seed": (_int(0, MAX_SEED), 0),                             # seed of the validation split
     "synthetic_classes": (_int(2, 1000), 10),
-    "amp": (_choice(AMP), "auto"),     # auto: resolved where trials run (raysweep.precision)
+    "amp": (_choice(AMP), "auto"),     # auto: resolved where trials run (raysweep.core.precision)
     "channels_last": (_type(bool, "true or false"), False),
     "compile": (_choice(COMPILE_MODES), "off"),              # torch.compile mode
     "loader_workers": (_int(0, 64), 0),                     # DataLoader processes per worker
@@ -219,7 +219,7 @@ class Study:
     asha: dict[str, Any]
     resources: dict[str, Any]
     raw: dict[str, Any]
-    # What `amp: auto` means for this study's trials (raysweep.precision): set by the
+    # What `amp: auto` means for this study's trials (raysweep.core.precision): set by the
     # driver from where they run; None until then (resolved for this machine).
     auto_amp: str | None = None
 

@@ -9,7 +9,7 @@ The optimisation problem does not depend on the worker count: the global batch i
 over the workers (`data.train_batches`), DDP averages their gradients, BatchNorm sees the
 global batch (`sync_bn`), and the lr schedule counts global steps. Each epoch it
 evaluates the validation and test splits, writes a checkpoint (rank 0,
-`raysweep.checkpoints`) and reports the epoch; a restarted or resumed trial continues
+`raysweep.store.checkpoints`) and reports the epoch; a restarted or resumed trial continues
 from its newest intact checkpoint, on any worker count.
 """
 from __future__ import annotations

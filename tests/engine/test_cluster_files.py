@@ -159,7 +159,7 @@ def test_the_derived_config_keeps_the_shipped_commands():
 
 def test_an_on_premise_cluster_has_no_node_type_to_grow():
     """Ray's local provider makes one type for the head and its fixed workers, so raysweep
-    plans such a cluster from its nodes (`raysweep.cluster.find_autoscaler` gives None)."""
+    plans such a cluster from its nodes (`raysweep.engine.cluster.find_autoscaler` gives None)."""
     from ray.autoscaler._private.util import prepare_config
     from raysweep.engine.cluster import autoscaler_from_config
 

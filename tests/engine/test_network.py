@@ -17,7 +17,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-GONE_WITHIN_S = 10.0  # Ray alone leaves its two agents for 60 s (see raysweep/reaper.py)
+GONE_WITHIN_S = 10.0  # Ray alone leaves its two agents for 60 s (see raysweep/engine/reaper.py)
 
 DRIVER = """
 import os, sys, ray

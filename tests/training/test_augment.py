@@ -1,4 +1,4 @@
-"""The batched tensor augmentation (raysweep.augment) against torchvision's per-sample
+"""The batched tensor augmentation (raysweep.training.augment) against torchvision's per-sample
 pipeline (data.train_transform), on CPU: kernels, draws, output distribution; and the
 loader that splits global batches over workers with worker-invariant draws."""
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """BatchNorm over the global batch on CPU (gloo): two processes holding 32 images each
 compute the gradients one process computes on all 64, in float64 to rounding error.
-(torch's SyncBatchNorm refuses CPU tensors; raysweep.sync_bn.GlobalBatchNorm is its CPU
+(torch's SyncBatchNorm refuses CPU tensors; raysweep.training.sync_bn.GlobalBatchNorm is its CPU
 stand-in, and the engine test in test_one_problem.py runs it through Ray Train.)"""
 from __future__ import annotations
 
