@@ -359,9 +359,9 @@ def cmd_show(args) -> int:
     print(f"\n{len(trials)} trials{samples}; epoch budget {sum(t.train.epochs for t in trials)}"
           f" trial-epochs{' (× samples)' if study.search else ''}; {r['workers_per_trial']} "
           f"worker(s) per trial, GPUs: {gpus}; ASHA "
-          + (f"grace {study.asha['grace_period']}, reduction {study.asha['reduction_factor']}"
-             " on validation top-1" if study.asha["enabled"] else "off"))
-    if study.asha["enabled"]:
+          + (f"grace {study.asha.grace_period}, reduction {study.asha.reduction_factor}"
+             " on validation top-1" if study.asha.enabled else "off"))
+    if study.asha.enabled:
         print(_rung_line(study, trials))
     if not args.no_estimate:
         print("\n".join(_estimate_lines(study, trials, args.gpus)))
@@ -374,7 +374,7 @@ def _rung_line(study, trials) -> str:
     from raysweep.engine.rungs import milestones
 
     budgets = sorted({t.train.epochs for t in trials})
-    rungs = [(b, milestones(b, study.asha["grace_period"], study.asha["reduction_factor"]))
+    rungs = [(b, milestones(b, study.asha.grace_period, study.asha.reduction_factor))
              for b in budgets]
     return "ASHA rungs per epoch budget (trials compete only within their budget): " + "; ".join(
         f"{b} epoch{'s' * (b != 1)}: " + (f"epoch {', '.join(f'{m:g}' for m in ms)}" if ms else "none, trains in full")
@@ -387,12 +387,12 @@ def _estimate_lines(study, trials, gpus: int | None) -> list[str]:
 
     import torch
 
-    from raysweep.estimate.cost import AshaSettings, estimate, format_estimate
+    from raysweep.estimate.cost import estimate, format_estimate
     from raysweep.core.planning import plan_trials
 
     here = {"CPU": os.cpu_count() or 1, "GPU": torch.cuda.device_count()}
     resources, concurrent = plan_trials(study.resources, trials, here)
-    est = estimate(trials, AshaSettings.from_study(study.asha), resources, concurrent,
+    est = estimate(trials, study.asha, resources, concurrent,
                    gpus=gpus, on_measure=lambda m: print(f"raysweep: measuring {m} step time ...",
                                                          file=sys.stderr, flush=True))
     return format_estimate(est)

@@ -389,9 +389,9 @@ def _trial_name(context: TrialContext, trial) -> str:
 def _scheduler(study: Study, context: TrialContext, recorded: list[TrialRecord]):
     """FIFO, or ASHA per setting and epoch budget with the recorded results already on
     its rungs (`raysweep.engine.rungs`)."""
-    if not study.asha["enabled"]:
+    if not study.asha.enabled:
         return FIFOScheduler()
-    return BudgetASHA(METRIC, study.asha["grace_period"], study.asha["reduction_factor"],
+    return BudgetASHA(METRIC, study.asha.grace_period, study.asha.reduction_factor,
                       context.spec, recorded)
 
 

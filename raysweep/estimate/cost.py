@@ -1,7 +1,7 @@
 """What a study will cost before it runs: trial-hours, wall hours and GPU-hours, with and
 without ASHA's expected savings, from a short measured step time per model.
 
-    est = estimate(specs, AshaSettings(True, 1, 4), resources, concurrent=3)
+    est = estimate(specs, AshaConfig(True, 1, 4), resources, concurrent=3)
     print("\\n".join(format_estimate(est)))
     estimate(specs, asha, resources, concurrent=1, gpus=8)   # 8 GPUs of the measured kind
 
@@ -46,6 +46,7 @@ import torch
 from raysweep.datasets import readers as datasets
 from raysweep.errors import EstimateError
 from raysweep.core.trial import TrialResources, TrialSpec
+from raysweep.study.sections import AshaConfig
 
 CACHE_FILE = Path("~/.cache/raysweep/step_times.json")
 CACHE_VERSION = 1
@@ -62,17 +63,6 @@ WARMUP_STEPS = 2              # untimed steps per probe batch (allocation, kerne
 TIMED_STEPS = 5               # at most; the median is taken
 TIMED_BUDGET_S = 1.0          # stop timing a probe after this many seconds (>= 1 step)
 EXACT_ASHA_TRIALS = 5_000     # above this many trials ASHA's savings use the large-study limit
-
-
-@dataclass(frozen=True)
-class AshaSettings:
-    enabled: bool
-    grace_period: int         # epochs before the first rung
-    reduction_factor: int     # η: 1/η of the trials at a rung continue
-
-    @classmethod
-    def from_study(cls, asha: Mapping[str, Any]) -> "AshaSettings":
-        return cls(bool(asha["enabled"]), int(asha["grace_period"]), int(asha["reduction_factor"]))
 
 
 @dataclass(frozen=True)
@@ -116,7 +106,7 @@ class Estimate:
     trials: int
     full: Cost                # every trial runs its epoch budget
     asha: Cost | None         # ASHA's expected savings applied; None when ASHA is off
-    asha_settings: AshaSettings
+    asha_settings: AshaConfig
     step_times: tuple[StepTime, ...]
     scaled_to: tuple[int, ...]   # the trials' per-worker batches, images
 
@@ -208,7 +198,7 @@ def _survivors(arriving, continue_p):
 # --- the arithmetic ---
 
 def estimate_from(specs: list[TrialSpec], step_times: Mapping[tuple[str, str], StepTime],
-                  asha: AshaSettings, resources: TrialResources | Mapping[str, TrialResources],
+                  asha: AshaConfig, resources: TrialResources | Mapping[str, TrialResources],
                   concurrent: int, gpus: int | None = None, target: str = "this machine"
                   ) -> Estimate:
     """The cost of `specs` from measured step times (keyed by `measure_key(spec)`).
@@ -483,7 +473,7 @@ def _step_time(entry: dict) -> StepTime:
 
 # --- the whole estimate ---
 
-def estimate(specs: list[TrialSpec], asha: AshaSettings,
+def estimate(specs: list[TrialSpec], asha: AshaConfig,
              resources: TrialResources | Mapping[str, TrialResources], concurrent: int = 1,
              gpus: int | None = None, cache_file: Path = CACHE_FILE,
              on_measure: Callable[[str], None] | None = None, probe: int | None = None

@@ -22,6 +22,7 @@ from raysweep.datasets import readers as datasets
 from raysweep.errors import StudyError, UnknownModelError
 from raysweep.core.planning import FUSE_MODES, check_divides
 from raysweep.store.storage import what_is
+from raysweep.study.sections import AshaConfig
 from raysweep.core.recipes import LR_SCALINGS, PAPER_GLOBAL_BATCH, RECIPES, SCHEDULERS, resolve
 from raysweep.core.trial import ArmLabel, TrialSpec, identity_key
 
@@ -216,7 +217,7 @@ class Study:
     search_algorithm: str           # random | tpe
     num_samples: int                # search samples per arm and seed
     seeds: list[int]
-    asha: dict[str, Any]
+    asha: AshaConfig
     resources: dict[str, Any]
     raw: dict[str, Any]
     # What `amp: auto` means for this study's trials (raysweep.core.precision): set by the
@@ -563,10 +564,10 @@ def parse_study(raw: dict, path: str, only_groups: list[str] | None = None) -> S
             raise StudyError(f"unknown key {key!r}{hint}; allowed: {', '.join(TOP_KEYS)}")
     name = check_name("name", raw.get("name") or Path(path).stem)
     defaults = _check_section("defaults", raw.get("defaults"), TRAIN_SCHEMA)
-    asha = _check_section("asha", raw.get("asha"), ASHA_SCHEMA)
+    asha = AshaConfig.from_section(_check_section("asha", raw.get("asha"), ASHA_SCHEMA))
     resources = _check_section("resources", raw.get("resources"), RESOURCES_SCHEMA)
-    if asha["enabled"] and asha["grace_period"] > defaults["epochs"]:
-        raise StudyError(f"asha.grace_period={asha['grace_period']} is beyond the epoch budget "
+    if asha.enabled and asha.grace_period > defaults["epochs"]:
+        raise StudyError(f"asha.grace_period={asha.grace_period} is beyond the epoch budget "
                          f"defaults.epochs={defaults['epochs']}; allowed: 1..{defaults['epochs']}")
     arms = _parse_models(raw.get("models")) + _parse_groups(raw.get("groups"), only_groups)
     if not arms:
@@ -574,8 +575,8 @@ def parse_study(raw: dict, path: str, only_groups: list[str] | None = None) -> S
     grid = _parse_grid(raw.get("grid"))
     search, algorithm, num_samples = _parse_search(raw.get("search"))
     _check_batches(defaults, arms, grid, resources["workers_per_trial"])
-    if asha["enabled"] or search:
-        _check_validation(defaults, arms, grid, "asha.enabled=true" if asha["enabled"]
+    if asha.enabled or search:
+        _check_validation(defaults, arms, grid, "asha.enabled=true" if asha.enabled
                           else "search")
     return Study(name, path, defaults, arms, grid, search, algorithm, num_samples,
                  _parse_seeds(raw.get("seeds", 1)), asha, resources, raw)

@@ -7,7 +7,8 @@ import random
 import pytest
 import torch
 
-from raysweep.estimate.cost import (AshaSettings, EstimateError, StepTime, asha_expected_epochs,
+from raysweep.study.sections import AshaConfig
+from raysweep.estimate.cost import (EstimateError, StepTime, asha_expected_epochs,
                                asha_rungs, epoch_seconds, estimate, estimate_from,
                                format_estimate, measure_key, read_cache, write_cache)
 from raysweep.core.trial import TrialResources
@@ -16,7 +17,7 @@ from support.factories import spec
 CIFAR = dict(dataset="cifar100", train_size=None, test_size=None, synthetic_classes=None,
              val_fraction=0.1, batch_size=128, epochs=10)
 ONE_CPU = TrialResources(workers=1, cpus_per_worker=1.0, gpus_per_worker=0.0)
-NO_ASHA = AshaSettings(False, 1, 2)
+NO_ASHA = AshaConfig(False, 1, 2)
 
 
 def test_asha_large_study_limit_by_hand():
@@ -99,7 +100,7 @@ def test_estimate_arithmetic_on_a_fixed_step_time_table():
     assert cpu.full.gpu_hours is None
 
     quarter = TrialResources(1, 1.0, 0.25)
-    gpus = estimate_from(specs, table, AshaSettings(True, 1, 2), quarter, 1, gpus=8)
+    gpus = estimate_from(specs, table, AshaConfig(True, 1, 2), quarter, 1, gpus=8)
     assert gpus.full.gpu_hours == pytest.approx(0.25 * 40 * epoch / 3600)
     # 4 quarter-GPU trials fit on one of the 8 GPUs: one trial's budget bounds the wall time
     assert gpus.full.wall_hours == pytest.approx(10 * epoch / 3600)
@@ -112,7 +113,7 @@ def test_estimate_arithmetic_on_a_fixed_step_time_table():
 def test_formatter_names_the_estimate_and_its_measurement():
     specs = [spec(seed=s, **CIFAR) for s in range(3)]
     est = estimate_from(specs, {measure_key(specs[0]): step_time(cached=True)},
-                        AshaSettings(True, 1, 4), ONE_CPU, 3, target="this CPU (Test CPU)")
+                        AshaConfig(True, 1, 4), ONE_CPU, 3, target="this CPU (Test CPU)")
     lines = format_estimate(est)
     assert 2 <= len(lines) <= 4
     assert lines[0].startswith("estimate for this CPU (Test CPU): 30 trial-epochs ≈ ")

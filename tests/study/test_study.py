@@ -63,7 +63,7 @@ def test_on_and_off_are_read_as_written(tmp_path, section, key, word):
     path.write_text(f"models: [resnet_20]\n{section}: {{{key}: {word}}}\n"
                     "asha: {enabled: false}\n")
     study = load_study(str(path))
-    assert getattr(study, section)[key] == word and study.asha["enabled"] is False
+    assert getattr(study, section)[key] == word and study.asha.enabled is False
     assert getattr(load_study(str(path), [f"{section}.{key}={word}"]), section)[key] == word
 
 
