@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 # Real images when Fashion-MNIST is on this machine (Debian's dataset-fashion-mnist, or
 # ~/.cache/raysweep/data), else the synthetic set; the first line printed says which.
 demo: $(STAMP)
-	@folder=$$($(BIN)/python -c "from raysweep.datasets import fashion_mnist_folder as f; \
+	@folder=$$($(BIN)/python -c "from raysweep.datasets.readers import fashion_mnist_folder as f; \
 		print(f('~/.cache/raysweep/data') or '')"); \
 	if [ -n "$$folder" ]; then \
 		echo "demo: Fashion-MNIST from $$folder (real images)"; \

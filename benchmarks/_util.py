@@ -9,9 +9,9 @@ from datetime import datetime, timezone
 
 import torch
 
-from raysweep.recipes import resolve
-from raysweep.study import TRAIN_SCHEMA
-from raysweep.trial import TrainConfig
+from raysweep.core.recipes import resolve
+from raysweep.study.parse import TRAIN_SCHEMA
+from raysweep.core.trial import TrainConfig
 
 
 def sync(device) -> None:

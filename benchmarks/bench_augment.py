@@ -15,7 +15,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
 from benchmarks._util import interleaved, machine
-from raysweep import augment, data, datasets
+from raysweep.training import augment, data
+from raysweep.datasets import readers as datasets
 
 CIFAR100 = datasets.info("cifar100")
 MEAN, STD = CIFAR100.mean, CIFAR100.std

@@ -19,10 +19,10 @@ from pathlib import Path
 import yaml
 
 from benchmarks._util import machine
-from raysweep import cluster
-from raysweep.driver import run_study
-from raysweep.records import read_records
-from raysweep.study import load_study
+from raysweep.engine import cluster
+from raysweep.engine.driver import run_study
+from raysweep.store.records import read_records
+from raysweep.study.parse import load_study
 
 
 def measure(path: Path, storage: Path, inline: bool) -> dict[str, float]:

@@ -10,7 +10,7 @@ raysweep's side is `driver.run_study` with everything a study run has on: trial 
 /dev/null), TensorBoard files and the metrics exporter; `--local`'s inline runner (Tune
 reuses each trial's process, as `raysweep run --local` does). Only the Tune function is a
 stand-in (`run_study(trial_function=...)`): it spins `--work-ms` per epoch and reports
-what the worker loop reports (`worker.report_metrics`), so the driver's cost is measured
+what the worker loop reports (`report.encode`), so the driver's cost is measured
 without training. Plain Tune's side is the Tuner a user would write for the same grid:
 a function that spins the same time per epoch and reports a few numbers, the same
 resources per trial (1 CPU), `max_concurrent_trials`, FIFO scheduling, process reuse and
@@ -29,7 +29,6 @@ with N (memory at most linear)."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import resource
@@ -55,8 +54,8 @@ def raysweep_trial(config: dict, context) -> None:
     """A stand-in for `trainable.run_trial` that reports what the worker loop reports."""
     import ray.tune
 
-    from raysweep.trial import EpochResult, Segment
-    from raysweep.worker import report_metrics
+    from raysweep.core.trial import EpochResult, Segment
+    from raysweep.core.report import Report, encode, first_report
 
     spec, bench = context.spec(config), json.loads(os.environ["RAYSWEEP_BENCH_SCALE"])
     segment = Segment(first_epoch=1, runner="inline", workers=1, cpus_per_worker=1.0,
@@ -64,8 +63,6 @@ def raysweep_trial(config: dict, context) -> None:
                       started_at="2026-01-01T00:00:00+00:00", setup_seconds=0.0,
                       resumed_from_epoch=None, resumed_optimizer_fingerprint=None,
                       worker_pid=os.getpid())
-    first = {"params": 0, "flops": 0, "raysweep_history": "[]",
-             "raysweep_segments": json.dumps([dataclasses.asdict(segment)])}
     for epoch in range(1, spec.train.epochs + 1):
         begin = time.perf_counter()
         spin(bench["work_s"])
@@ -73,7 +70,8 @@ def raysweep_trial(config: dict, context) -> None:
                              val_top5=None, test_loss=1.0, test_top1=10.0, test_top5=50.0,
                              lr=0.1, epoch_seconds=time.perf_counter() - begin,
                              images_per_s=1000.0, segment=0, optimizer_fingerprint=None)
-        ray.tune.report(report_metrics(result, first if epoch == 1 else {}))
+        report = first_report(result, [segment], [], 0, 0) if epoch == 1 else Report(result)
+        ray.tune.report(encode(report))
 
 
 def plain_trial(config: dict) -> None:
@@ -90,10 +88,10 @@ def plain_trial(config: dict) -> None:
 def run_raysweep(n: int, args, tmp: Path) -> None:
     import yaml
 
-    from raysweep.driver import run_study
-    from raysweep.progress import PlainProgress
-    from raysweep.records import read_records
-    from raysweep.study import load_study
+    from raysweep.engine.driver import run_study
+    from raysweep.observe.progress import PlainProgress
+    from raysweep.store.records import read_records
+    from raysweep.study.parse import load_study
 
     path = tmp / "scale.yaml"
     path.write_text(yaml.safe_dump({
@@ -132,7 +130,7 @@ def one_case(side: str, n: int, args) -> dict:
     """Run one side at one size in this process (which starts its own local Ray)."""
     import psutil
 
-    from raysweep import cluster
+    from raysweep.engine import cluster
 
     os.environ["RAYSWEEP_BENCH_SCALE"] = json.dumps({"work_s": args.work_ms / 1000,
                                                      "epochs": args.epochs})
@@ -140,7 +138,7 @@ def one_case(side: str, n: int, args) -> dict:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             run = run_raysweep if side == "raysweep" else run_plain
-            import raysweep.driver  # noqa: F401  (both sides' imports before the baseline)
+            import raysweep.engine.driver  # noqa: F401  (both sides' imports before the baseline)
             before = psutil.Process().memory_info().rss
             begin = time.perf_counter()
             run(n, args, Path(tmp))

@@ -27,11 +27,14 @@ from torch.utils.data import DataLoader
 
 from benchmarks._util import machine, resolved_train
 from models import create_model
-from raysweep import cluster, data, datasets
-from raysweep.driver import run_study
-from raysweep.records import read_records
-from raysweep.study import load_study
-from raysweep.trial import TrialRecord
+from raysweep.engine import cluster
+from raysweep.training import data
+from raysweep.datasets import readers as datasets
+from raysweep.datasets import writers
+from raysweep.engine.driver import run_study
+from raysweep.store.records import read_records
+from raysweep.study.parse import load_study
+from raysweep.core.trial import TrialRecord
 
 TARGET_SECONDS = 2.0
 
@@ -99,7 +102,7 @@ def main() -> None:
                                       "starting one (as `raysweep run --local --address`)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        root = args.data_dir or datasets.write_cifar100(Path(tmp) / "data", 50000, 10000)
+        root = args.data_dir or writers.write_cifar100(Path(tmp) / "data", 50000, 10000)
         cluster.connect(local=True, address=args.address)
         try:
             records = engine_epochs(root, args, Path(tmp))

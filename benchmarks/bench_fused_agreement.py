@@ -7,7 +7,7 @@ fused array (`fusion.FusedTrainer`), same data, recipe and epochs, as distributi
 
 On a GPU `amp: auto` is bf16 autocast, where the fused (vmapped, grouped) kernels round
 differently from the separate ones, so members cannot match their separate trials bit for
-bit (in float64 on the CPU they do, to 1e-9: tests/test_fusion.py); what must hold is
+bit (in float64 on the CPU they do, to 1e-9: tests/training/test_fusion.py); what must hold is
 agreement in distribution: the difference of the means within 2 standard errors (Welch)
 of the per-seed final test top-1. The data is the learnable synthetic set (100 classes),
 whose top-1 stays well below 100%: random CIFAR-format pixels would leave both sides at
@@ -22,9 +22,9 @@ import time
 import torch
 
 from benchmarks._util import machine, resolved_train
-from raysweep import data, fusion, worker
+from raysweep.training import data, fusion, worker
 from raysweep.results.stats import welch
-from raysweep.trial import ArmLabel, TrialSpec
+from raysweep.core.trial import ArmLabel, TrialSpec
 
 
 def specs(args) -> list[TrialSpec]:

@@ -22,8 +22,8 @@ import time
 import torch
 
 from benchmarks._util import interleaved, machine, resolved_train
-from raysweep import data, fusion, worker
-from raysweep.trial import ArmLabel, TrialSpec
+from raysweep.training import data, fusion, worker
+from raysweep.core.trial import ArmLabel, TrialSpec
 
 
 def specs(args) -> list[TrialSpec]:

@@ -16,10 +16,10 @@ import torch
 import yaml
 
 from benchmarks._util import machine
-from raysweep import cluster
-from raysweep.driver import run_study
-from raysweep.records import read_records
-from raysweep.study import load_study
+from raysweep.engine import cluster
+from raysweep.engine.driver import run_study
+from raysweep.store.records import read_records
+from raysweep.study.parse import load_study
 
 
 def run_packed(k: int, args, tmp: Path, cpus: float) -> tuple[float, float]:

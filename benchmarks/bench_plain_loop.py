@@ -53,7 +53,7 @@ from torchvision import transforms as T
 
 from benchmarks._util import machine
 from models import create_model
-from raysweep import datasets
+from raysweep.datasets import readers as datasets
 
 SIDES = ("plain", "inline", "train-workers")
 AUGMENTS = ("basic", "trivialaugment", "trivialaugment_erasing")
@@ -208,7 +208,7 @@ def torchvision_root(folder: Path, staging: Path) -> Path:
 # --- the raysweep side: the CLI, as a user runs it ---
 
 def raysweep_side(args, side: str, out: Path) -> list[dict]:
-    from raysweep.records import read_records
+    from raysweep.store.records import read_records
 
     study = write_study(args, out / "plain_loop.yaml")
     cmd = [sys.executable, "-m", "raysweep.cli", "run", str(study), "--local",

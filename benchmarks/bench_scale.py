@@ -23,10 +23,10 @@ from pathlib import Path
 
 import yaml
 
-from raysweep.records import write_record
-from raysweep.trial import ArmLabel, EpochResult, Segment, TrialRecord, TrialSpec
-from raysweep.study import TRAIN_SCHEMA
-from raysweep.recipes import resolve
+from raysweep.store.records import write_record
+from raysweep.core.trial import ArmLabel, EpochResult, Segment, TrialRecord, TrialSpec
+from raysweep.study.parse import TRAIN_SCHEMA
+from raysweep.core.recipes import resolve
 
 MODELS = ("resnet_20", "resnet_32", "ghost_resnet_20", "eca_resnet_20")
 

@@ -19,8 +19,9 @@ from torch.utils.data import DataLoader
 
 from benchmarks._util import interleaved, machine, resolved_train
 from models import create_model
-from raysweep import augment, data, datasets, worker
-from raysweep.trial import ArmLabel, TrainConfig, TrialSpec
+from raysweep.training import augment, data, worker
+from raysweep.datasets import readers as datasets
+from raysweep.core.trial import ArmLabel, TrainConfig, TrialSpec
 
 AUGMENT = "trivialaugment_erasing"
 

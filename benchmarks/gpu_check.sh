@@ -127,7 +127,7 @@ RAY_AT=${GPU_CHECK_RAY_ADDRESS:+--address $GPU_CHECK_RAY_ADDRESS}
 
 step env "$(budget 45)" bash -c "date -u; nvidia-smi 2>&1 | head -20; \"$PY\" -c '
 import sys, torch, ray, tensorboardX, optuna, timm, torchvision
-import raysweep.cli, raysweep.fusion, raysweep.driver
+import raysweep.cli, raysweep.training.fusion, raysweep.engine.driver
 print(\"python\", sys.version.split()[0], \"torch\", torch.__version__, \"cuda\", torch.cuda.is_available(),
       torch.cuda.get_device_name() if torch.cuda.is_available() else \"\", \"torchvision\", torchvision.__version__,
       \"ray\", ray.__version__, \"timm\", timm.__version__)'"
@@ -138,7 +138,7 @@ if [ -z "$ONLY" ] && ! tail -n 1 "$RESULTS/env.txt" | grep -q '^python '; then
 fi
 DATA=$WORK/data
 step data "$(budget 30)" "$PY" -c "
-from pathlib import Path; from raysweep.datasets import write_cifar100
+from pathlib import Path; from raysweep.datasets.writers import write_cifar100
 print(write_cifar100(Path('$DATA'), $TRAIN, $TEST))"
 CIFAR="--set dataset=cifar100 --set data_dir=$DATA --set data_checksums=false"
 

@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if args.debug or not _is_user_error(exc):
             raise
-        from raysweep.provenance import redact_text
+        from raysweep.store.redact import redact_text
 
         print(f"raysweep: error: {redact_text(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
@@ -59,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--address", help="join a running Ray cluster (default: auto when one runs)")
     run.add_argument("--epochs", type=int, help="epoch budget per trial")
     run.add_argument("--seeds", type=int, help="repeat every trial with seeds 0..N-1")
-    run.add_argument("--dataset", help="a dataset name (raysweep.datasets.DATASETS)")
+    run.add_argument("--dataset", help="a dataset name (raysweep.datasets.readers.DATASETS)")
     run.add_argument("--data-dir", help="where the dataset is (or goes, with --download)")
     run.add_argument("--download", action="store_true", default=None,
                      help="download the dataset if it is missing")
@@ -145,8 +145,8 @@ def _cli_overrides(args) -> dict:
 
 
 def cmd_run(args) -> int:
-    from raysweep.datasets import check_data
-    from raysweep.records import check_writable, refuse_other_versions
+    from raysweep.datasets.readers import check_data
+    from raysweep.store.records import check_writable, refuse_other_versions
 
     # Validate everything that can be validated before Ray starts (and before Ray and
     # Tune are imported: a bad value is reported in the time it takes to read the study).
@@ -157,9 +157,9 @@ def cmd_run(args) -> int:
     check_writable(run_dir)
     refuse_other_versions(run_dir)
 
-    from raysweep import cluster, driver
-    from raysweep.progress import make_progress
-    from raysweep.runlock import RunLock
+    from raysweep.engine import cluster, driver
+    from raysweep.observe.progress import make_progress
+    from raysweep.store.runlock import RunLock
 
     # One run per run folder: a second `raysweep run` on it is refused before Ray starts.
     with RunLock(run_dir):
@@ -202,9 +202,9 @@ def cmd_run(args) -> int:
 def _errored_summary(study, run_dir, args) -> int:
     """0, or EXIT_TRIALS_ERRORED with one line per errored trial and a summary line: a
     scheduler or CI job that runs a study sees a failed trial as a failure."""
-    from raysweep.driver import log_path, total_trials
-    from raysweep.provenance import redact_text
-    from raysweep.records import read_records
+    from raysweep.engine.driver import log_path, total_trials
+    from raysweep.store.redact import redact_text
+    from raysweep.store.records import read_records
 
     keys = {t.key for t in study.trials()}
     errored = [r for r in read_records(run_dir)
@@ -224,8 +224,8 @@ def _study_to_run(args):
     """(study, run folder): a new run reads the study file with this command line's
     values; `--resume` reads the study the run was started with (its study.yaml) and
     takes only values that keep every finished trial's identity."""
-    from raysweep.records import run_location
-    from raysweep.study import MAX_TRIALS, check_name, load_study
+    from raysweep.store.storage import run_location
+    from raysweep.study.parse import MAX_TRIALS, check_name, load_study
 
     if args.name is not None:
         check_name("--name", args.name)
@@ -233,7 +233,7 @@ def _study_to_run(args):
         study = load_study(args.space, args.set, _cli_overrides(args), args.group)
         run_dir = run_location(args.storage, args.name or study.name)
     else:
-        from raysweep.driver import resume_study
+        from raysweep.engine.driver import resume_study
 
         run_dir = run_location(args.storage, args.name or _study_name(args.space))
         study = resume_study(run_dir, args.set, _cli_overrides(args), args.group)
@@ -243,7 +243,7 @@ def _study_to_run(args):
 
 def _study_name(space: str) -> str:
     from raysweep.errors import StudyError
-    from raysweep.study import load_study
+    from raysweep.study.parse import load_study
 
     try:
         return load_study(space).name
@@ -252,7 +252,7 @@ def _study_name(space: str) -> str:
 
 
 def _resume_command(args, run_dir) -> str:
-    from raysweep.provenance import redact_text
+    from raysweep.store.redact import redact_text
 
     return "raysweep " + shlex.join(["run", args.space, "--storage", redact_text(args.storage),
                                      "--name", run_dir.name, "--resume"]
@@ -264,7 +264,7 @@ def _raise_keyboard_interrupt(signum, frame):
 
 
 def _print_summary(study, run_dir) -> None:
-    from raysweep.records import read_records
+    from raysweep.store.records import read_records
 
     keys = {t.key for t in study.trials()}
     print(summary_table([r for r in read_records(run_dir)
@@ -292,14 +292,14 @@ def _fmt(x) -> str:
 
 def cmd_list(args) -> int:
     from models import get_entry, list_models, model_facts
-    from raysweep.study import list_spaces
+    from raysweep.study.parse import list_spaces
 
     if args.what == "spaces":
         for name in list_spaces():
             print(name)
         return 0
     if args.what == "runs":
-        from raysweep import runs
+        from raysweep.observe import runs
 
         print(runs.format_runs(runs.list_runs(args.storage)))
         return 0
@@ -319,7 +319,7 @@ SHOW_FIRST = 50   # trials `show` lists of a study past the trial limit
 def cmd_show(args) -> int:
     import itertools
 
-    from raysweep.study import MAX_TRIALS, load_study
+    from raysweep.study.parse import MAX_TRIALS, load_study
 
     cli = {"resources.workers_per_trial": args.workers_per_trial}
     study = load_study(args.space, args.set, cli, args.group)
@@ -333,7 +333,7 @@ def cmd_show(args) -> int:
               f"so `raysweep run` refuses it; narrow the study, or pass --max-trials")
         return 0
     if study.asks_auto_amp():
-        from raysweep.precision import resolve_here
+        from raysweep.core.precision import resolve_here
 
         print(f"{resolve_here().why}; resolved for this machine (Ray is not started here): "
               f"`raysweep run` resolves it for where the trials run")
@@ -359,9 +359,9 @@ def cmd_show(args) -> int:
     print(f"\n{len(trials)} trials{samples}; epoch budget {sum(t.train.epochs for t in trials)}"
           f" trial-epochs{' (× samples)' if study.search else ''}; {r['workers_per_trial']} "
           f"worker(s) per trial, GPUs: {gpus}; ASHA "
-          + (f"grace {study.asha['grace_period']}, reduction {study.asha['reduction_factor']}"
-             " on validation top-1" if study.asha["enabled"] else "off"))
-    if study.asha["enabled"]:
+          + (f"grace {study.asha.grace_period}, reduction {study.asha.reduction_factor}"
+             " on validation top-1" if study.asha.enabled else "off"))
+    if study.asha.enabled:
         print(_rung_line(study, trials))
     if not args.no_estimate:
         print("\n".join(_estimate_lines(study, trials, args.gpus)))
@@ -370,11 +370,11 @@ def cmd_show(args) -> int:
 
 def _rung_line(study, trials) -> str:
     """Where ASHA may stop a trial, per epoch budget (each budget competes only with
-    itself, `raysweep.rungs`)."""
-    from raysweep.rungs import milestones
+    itself, `raysweep.engine.rungs`)."""
+    from raysweep.engine.rungs import milestones
 
     budgets = sorted({t.train.epochs for t in trials})
-    rungs = [(b, milestones(b, study.asha["grace_period"], study.asha["reduction_factor"]))
+    rungs = [(b, milestones(b, study.asha.grace_period, study.asha.reduction_factor))
              for b in budgets]
     return "ASHA rungs per epoch budget (trials compete only within their budget): " + "; ".join(
         f"{b} epoch{'s' * (b != 1)}: " + (f"epoch {', '.join(f'{m:g}' for m in ms)}" if ms else "none, trains in full")
@@ -387,20 +387,20 @@ def _estimate_lines(study, trials, gpus: int | None) -> list[str]:
 
     import torch
 
-    from raysweep.estimate import AshaSettings, estimate, format_estimate
-    from raysweep.planning import plan_trials
+    from raysweep.estimate.cost import estimate, format_estimate
+    from raysweep.core.planning import plan_trials
 
     here = {"CPU": os.cpu_count() or 1, "GPU": torch.cuda.device_count()}
     resources, concurrent = plan_trials(study.resources, trials, here)
-    est = estimate(trials, AshaSettings.from_study(study.asha), resources, concurrent,
+    est = estimate(trials, study.asha, resources, concurrent,
                    gpus=gpus, on_measure=lambda m: print(f"raysweep: measuring {m} step time ...",
                                                          file=sys.stderr, flush=True))
     return format_estimate(est)
 
 
 def cmd_status(args) -> int:
-    from raysweep import runs
-    from raysweep.progress import format_view
+    from raysweep.observe import runs
+    from raysweep.observe.progress import format_view
 
     if args.watch:
         runs.watch(args.run_dir, args.interval)
@@ -410,7 +410,7 @@ def cmd_status(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from raysweep import runs
+    from raysweep.observe import runs
 
     print(runs.format_comparison(runs.compare(args.run_a, args.run_b)))
     return 0
@@ -418,8 +418,8 @@ def cmd_compare(args) -> int:
 
 def cmd_tensorboard(args) -> int:
     from raysweep.errors import NoRecordsError
-    from raysweep.runs import run_folder
-    from raysweep.tensorboard import export_run
+    from raysweep.observe.runs import run_folder
+    from raysweep.observe.tensorboard import export_run
 
     run_dir = run_folder(args.run_dir)
     if not (run_dir / "records").is_dir():
@@ -439,7 +439,7 @@ def cmd_report(args) -> int:
     bad = [f for f in formats if f not in ("md", "csv", "tex")]
     if bad:
         raise StudyError(f"--format {bad[0]!r} is not a format; allowed: md, csv, tex")
-    from raysweep.runs import run_folder
+    from raysweep.observe.runs import run_folder
 
     run_dir = run_folder(args.run_dir)
     if args.check:

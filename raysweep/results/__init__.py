@@ -27,7 +27,7 @@ from pathlib import Path
 import yaml
 
 from raysweep.errors import NoRecordsError, RaysweepError
-from raysweep.records import RECORDS_DIR, read_records
+from raysweep.store.records import RECORDS_DIR, read_records
 from raysweep.results import ablation, comparison, export, hpo, plots, rebuild
 
 

@@ -19,7 +19,7 @@ from raysweep.results import cohorts as co
 from raysweep.results import stats as st
 from raysweep.results.table import (Table, fmt, fmt_p, fmt_signed, means, per_model, sources,
                                     stat_columns, trial_keys)
-from raysweep.trial import ArmLabel, TrialRecord
+from raysweep.core.trial import ArmLabel, TrialRecord
 
 
 @dataclass

@@ -18,12 +18,11 @@ from typing import Callable
 
 import numpy as np
 
-from raysweep.trial import TrialRecord, finite
+from raysweep.core.trial import TrainConfig, TrialRecord, finite
 
-# TrainConfig fields that define what a test accuracy measures and after how much
-# training: the data, its split and the epoch budget.
-SETTING_FIELDS = ("dataset", "synthetic_classes", "data_fingerprint", "train_size",
-                  "test_size", "test_fraction", "val_fraction", "split_seed", "epochs")
+# What a test accuracy measures and after how much training: the data, its split and the
+# epoch budget (declared on the type).
+SETTING_FIELDS = TrainConfig.SETTING
 
 FULL, STOPPED, NONE = "full budget", "stopped", "no result"
 
@@ -31,7 +30,7 @@ Metric = Callable[[TrialRecord], "float | None"]
 
 
 def setting(record: TrialRecord) -> tuple:
-    return tuple(getattr(record.train, f) for f in SETTING_FIELDS)
+    return record.train.setting()
 
 
 def setting_text(value: tuple) -> str:

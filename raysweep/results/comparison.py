@@ -17,7 +17,7 @@ from raysweep.results import cohorts as co
 from raysweep.results import stats as st
 from raysweep.results.table import (Table, fmt, means, per_model, seed_mean, sources,
                                     stat_columns, trial_keys)
-from raysweep.trial import TrialRecord
+from raysweep.core.trial import TrialRecord
 
 ORDER = {co.FULL: 0, co.STOPPED: 1, co.NONE: 2}
 COLUMNS = (   # of comparison.csv; "label" names the row in provenance, "name" the arm

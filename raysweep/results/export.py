@@ -10,10 +10,11 @@ from typing import Any
 import pandas as pd
 
 from raysweep import __version__
-from raysweep.records import RECORDS_DIR, atomic_write_text
+from raysweep.store.records import RECORDS_DIR
+from raysweep.store.storage import atomic_write_text
 from raysweep.results.latex import slug, to_latex
 from raysweep.results.table import Table
-from raysweep.trial import TrialRecord
+from raysweep.core.trial import TrialRecord
 
 FORMATS = ("md", "csv", "tex")
 UNKNOWN = "unknown"
@@ -82,7 +83,7 @@ def write_provenance(run_dir: Path, out_dir: Path, records: list[TrialRecord],
     """provenance.json and .md of a report into `out_dir`; `files` are the tables and
     plots written (named in it, so that the next report there removes the stale ones).
     Every path in it is relative: the records are the copies in `out_dir/records/`."""
-    from raysweep.provenance import redact_provenance
+    from raysweep.store.provenance import redact_provenance
 
     # Redacted again: a provenance.json written before redaction existed may hold secrets.
     found = run_provenance(run_dir)

@@ -15,7 +15,7 @@ import pandas as pd
 from raysweep.results import cohorts as co
 from raysweep.results import stats as st
 from raysweep.results.table import Table, means, sources, stat_columns, trial_keys
-from raysweep.trial import TrialRecord, identity_key
+from raysweep.core.trial import TrialRecord, identity_key
 
 VAL = co.final("val_top1")
 TEST = co.final("test_top1")

@@ -19,12 +19,12 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import LogFormatter, MaxNLocator
 
 from models.registry import FAMILIES
-from raysweep.progress import arm_tags
-from raysweep.records import atomic_write
+from raysweep.core.labels import arm_tags
+from raysweep.store.storage import atomic_write
 from raysweep.results import cohorts as co
 from raysweep.results.latex import slug
 from raysweep.results.table import Table
-from raysweep.trial import TrialRecord
+from raysweep.core.trial import TrialRecord
 
 DPI = 300               # of the PNG files (dots per inch)
 MAX_LEGEND = 12         # lines per curves plot that still get a legend entry

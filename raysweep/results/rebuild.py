@@ -18,8 +18,9 @@ import tempfile
 from pathlib import Path
 
 from raysweep.errors import RaysweepError
-from raysweep.records import RECORDS_DIR, atomic_write_bytes
-from raysweep.trial import TrialRecord
+from raysweep.store.records import RECORDS_DIR
+from raysweep.store.storage import atomic_write_bytes
+from raysweep.core.trial import TrialRecord
 
 STUDY_FILES = ("study.yaml", "study.*.yaml")
 

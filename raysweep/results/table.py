@@ -13,7 +13,7 @@ import pandas as pd
 
 from raysweep.results import stats as st
 from raysweep.results.cohorts import Cohort, Metric
-from raysweep.trial import TrialRecord
+from raysweep.core.trial import TrialRecord
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""One reader per dataset, and the check that a study's data is there."""

@@ -1,0 +1,291 @@
+"""Fused arrays in the engine: which trials of a study train together (`plan_arrays`), the
+Ray actor that trains one array (`ArrayActor`), each member's Tune function
+(`run_member`) and the driver callback that starts arrays and tells them who left
+(`ArrayKeeper`). The training itself is `raysweep.training.fusion`.
+
+Every member stays a Tune trial of its own: ASHA judges it, the record writer keeps its
+record, progress and TensorBoard show it. Its Tune function holds next to no resources
+(a token, as a Train trial's function does) and fetches its epochs from the array's actor,
+which holds one trial's CPUs and GPU share:
+
+    Tune trial (member) ── next(key) ──▶ ArrayActor ── FusedTrainer.epoch ──▶ checkpoints
+    driver: ASHA stops a member ── ArrayKeeper.on_trial_complete ── leave(key) ──▶ actor
+
+The actor trains epoch e+1 only once every member has been decided on at epoch e (its
+function asked for the next epoch: Tune let it go on; or it left: stopped, diverged,
+errored), so a stopped member costs no further compute. Members receive an epoch in
+study order, each after Tune has decided on the one before it, so ASHA's decisions within
+an array do not depend on thread timing.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+import traceback
+from dataclasses import dataclass, replace
+
+import ray
+
+from raysweep.store import checkpoints
+from raysweep.training import data
+from raysweep.datasets import readers as datasets
+from raysweep.training.fusion import FusedTrainer, Member, array_key, new_shadow, why_not_fused
+from raysweep.store.storage import location
+from raysweep.core.report import Report, encode, first_report
+from raysweep.core.trial import EpochResult, Launch, Segment, TrialResources, TrialSpec
+from raysweep.training.worker import last_epoch, new_segment
+
+@dataclass(frozen=True)
+class ArrayPlan:
+    """One fused array of a run: its actor's name, its members, what it holds."""
+    name: str
+    members: tuple[str, ...]    # trial keys, in study order (the order results go out)
+    resources: TrialResources   # one trial's: the array runs where one trial would
+
+
+def plan_arrays(specs: list[TrialSpec], resources: dict[str, TrialResources], fuse: str,
+                max_members: int, run_dir: str) -> dict[str, ArrayPlan]:
+    """The arrays of these trials, by member key: trials with equal `fusion.array_key`
+    that can be fused, up to `max_members` an array; a trial alone stays a trial."""
+    groups: dict[str, list[TrialSpec]] = {}
+    for spec in specs:
+        res = resources[spec.key]
+        if fuse == "off" or (fuse == "auto" and not res.use_gpu) or spec.sampled_from:
+            continue
+        if why_not_fused(spec, res.workers, datasets.num_classes(spec.train)) is None:
+            groups.setdefault(array_key(spec), []).append(spec)
+    run = hashlib.sha1(run_dir.encode()).hexdigest()[:8]
+    plans = {}
+    for members in groups.values():
+        for first in range(0, len(members), max_members):
+            chunk = tuple(s.key for s in members[first:first + max_members])
+            if len(chunk) > 1:
+                plan = ArrayPlan(f"raysweep-array-{run}-{chunk[0]}", chunk,
+                                 resources[chunk[0]])
+                plans.update({key: plan for key in chunk})
+    return plans
+
+
+def grid_order(specs: list[TrialSpec], arrays: dict[str, ArrayPlan]) -> list[TrialSpec]:
+    """The trials with each array's members next to each other, so Tune starts an
+    array's members together."""
+    by_key = {s.key: s for s in specs}
+    out, seen = [], set()
+    for spec in specs:
+        keys = arrays[spec.key].members if spec.key in arrays else (spec.key,)
+        out += [by_key[k] for k in keys if k not in seen]
+        seen.update(keys)
+    return out
+
+
+def run_member(plan: ArrayPlan, key: str) -> None:
+    """A member's Tune function: report the epochs its array trains for it."""
+    actor = _actor(plan.name)
+    while (metrics := ray.get(actor.next.remote(key))) is not None:
+        ray.tune.report(metrics)
+
+
+def _actor(name: str, wait_s: float = 300.0):
+    # The driver creates the actor when Tune starts the array's first member, before
+    # that member's function runs; the wait covers a slow GCS.
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return ray.get_actor(name)
+        except ValueError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"fused array {name} was never started") from None
+            time.sleep(0.1)
+
+
+class ArrayKeeper(ray.tune.Callback):
+    """On the driver: starts an array's actor with its first member, tells it when a
+    member leaves (ASHA stop, divergence, error), and ends it with its last member."""
+
+    def __init__(self, plans: dict[str, ArrayPlan], specs: dict[str, TrialSpec], run_dir: str):
+        self.plans, self.specs, self.run_dir = plans, specs, run_dir
+        self.actors: dict[str, ray.actor.ActorHandle] = {}
+        self.remaining: dict[str, set[str]] = {}
+
+    def __getstate__(self):
+        return {**self.__dict__, "actors": {}}   # Tune pickles its callbacks
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        plan = self.plans.get(trial.config.get("trial"))
+        if plan is None or plan.name in self.actors:
+            return
+        res = plan.resources
+        self.actors[plan.name] = ArrayActor.options(
+            name=plan.name, num_cpus=res.cpus_per_worker, num_gpus=res.gpus_per_worker,
+            max_concurrency=len(plan.members) + 4).remote(
+                [self.specs[k] for k in plan.members],
+                Launch(self.run_dir, "fused", res, time.time()))
+        self.remaining[plan.name] = set(plan.members)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._leave(trial)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._leave(trial)
+
+    def _leave(self, trial) -> None:
+        key = trial.config.get("trial")
+        plan = self.plans.get(key)
+        if plan is None or plan.name not in self.actors:
+            return
+        self.actors[plan.name].leave.remote(key)
+        self.remaining[plan.name].discard(key)
+        if not self.remaining[plan.name]:
+            ray.kill(self.actors.pop(plan.name))
+
+    def close(self) -> None:
+        """End every array still running (the study ended or was interrupted: each
+        member resumes from its own last checkpoint)."""
+        for actor in self.actors.values():
+            ray.kill(actor)
+        self.actors.clear()
+
+
+@ray.remote(max_restarts=0)
+class ArrayActor:
+    """Trains one array in a thread; its members' Tune functions call `next`, the driver
+    calls `leave`. Members whose checkpoints stand at different epochs (a resumed run)
+    train as successive arrays, one per starting epoch."""
+
+    def __init__(self, specs: list[TrialSpec], launch: Launch):
+        self.order = [s.key for s in specs]
+        self.cond = threading.Condition()
+        self.results: dict[str, dict[int, dict]] = {k: {} for k in self.order}
+        self.delivered: dict[str, int] = {}    # last epoch handed to the member
+        self.resolved: dict[str, int] = {}     # last epoch the member asked past
+        self.final: dict[str, int] = {}        # last epoch the member will have
+        self.start_epoch: dict[str, int] = {}       # the epoch its array starts from
+        self.left: set[str] = set()
+        self.error: str | None = None
+        self.thread = threading.Thread(target=self._run, args=(specs, launch), daemon=True)
+        self.thread.start()
+
+    # --- called by members and the driver ---
+
+    def next(self, key: str) -> dict | None:
+        """The member's next epoch (metrics for `ray.tune.report`), or None when it has
+        no more; asking means the member was let go on past the epoch it last had."""
+        with self.cond:
+            if key in self.delivered:
+                self.resolved[key] = self.delivered[key]
+                self.cond.notify_all()
+            while True:
+                if self.error:
+                    raise RuntimeError(self.error)
+                if key in self.final:
+                    epoch = self.delivered.get(key, self.start_epoch[key] - 1) + 1
+                    if epoch > self.final[key]:
+                        return None
+                    if epoch in self.results[key] and self._turn(key, epoch):
+                        self.delivered[key] = epoch
+                        return self.results[key][epoch]
+                self.cond.wait()
+
+    def leave(self, key: str) -> None:
+        with self.cond:
+            self.left.add(key)
+            self.cond.notify_all()
+
+    def _turn(self, key: str, epoch: int) -> bool:
+        """Every member before `key` that has this epoch has been decided on."""
+        for other in self.order[:self.order.index(key)]:
+            if (other not in self.left and epoch in self.results[other]
+                    and self.resolved.get(other, 0) < epoch):
+                return False
+        return True
+
+    # --- the training thread ---
+
+    def _run(self, specs: list[TrialSpec], launch: Launch) -> None:
+        try:
+            import torch
+
+            device = torch.device("cuda", 0) if ray.get_gpu_ids() else torch.device("cpu")
+            torch.set_num_threads(max(1, int(launch.resources.cpus_per_worker)))
+            t = specs[0].train
+            splits = data.prepare(t, device)
+            steps = data.steps_per_epoch(len(splits.train), t.batch_size)
+            members = [self._load(s, launch, splits.classes, steps) for s in specs]
+            by_start: dict[int, list[Member]] = {}
+            for m in members:
+                by_start.setdefault(last_epoch(m.history) + 1, []).append(m)
+            for start in sorted(by_start):
+                self._train(by_start[start], start, launch, splits, steps, device)
+        except Exception:  # noqa: BLE001 - every member's trial errors with the text
+            with self.cond:
+                self.error = traceback.format_exc(limit=-3)
+                self.cond.notify_all()
+
+    def _load(self, spec: TrialSpec, launch: Launch, classes: int, steps: int) -> Member:
+        shadow = new_shadow(spec, classes, steps)
+        state, skipped = checkpoints.latest(location(launch.run_dir), spec.key)
+        member = Member(spec, shadow, [], [], skipped)
+        if state:
+            shadow.restore(state)
+            member.history, member.segments = checkpoints.trial_progress(state)
+        return member
+
+    def _train(self, members: list[Member], start: int, launch: Launch, splits, steps,
+               device) -> None:
+        from models import model_facts
+
+        epochs = members[0].spec.train.epochs
+        facts = model_facts(members[0].spec.model, splits.classes,
+                            **members[0].spec.model_options)
+        if start > epochs:   # finished before a driver died unrecorded: report the last again
+            self._publish(members, [m.history[-1] for m in members], facts, start - 1)
+            return
+        for m in members:
+            m.segments.append(self._segment(m, launch, device, len(members)))
+        trainer = FusedTrainer(members, splits, steps, device, members[0].spec.train.compile)
+        with self.cond:
+            self.final.update({m.key: epochs for m in members})
+            self.start_epoch.update({m.key: start for m in members})
+            self.cond.notify_all()
+        for epoch in range(start, epochs + 1):
+            with self.cond:
+                while not all(m.key in self.left or self.resolved.get(m.key, 0) >= epoch - 1
+                              for m in trainer.members) and epoch > start:
+                    self.cond.wait()
+                gone = {m.key for m in trainer.members
+                        if m.key in self.left or (m.history and m.history[-1].train_loss is None)}
+            trainer.drop(gone)
+            if not trainer.members:
+                return
+            results = trainer.epoch(epoch)
+            for m, result in zip(trainer.members, results):
+                m.history.append(result)
+                checkpoints.save(location(launch.run_dir), m.key, epoch,
+                                 checkpoints.trial_state(m.shadow.state(), m.history, m.segments))
+                if result.train_loss is None:
+                    self.final[m.key] = epoch
+            self._publish(trainer.members, results, facts, start)
+
+    def _publish(self, members: list[Member], results: list[EpochResult], facts,
+                 start: int) -> None:
+        with self.cond:
+            for m, result in zip(members, results):
+                report = Report(result)
+                if result.epoch == start or result.epoch == m.segments[-1].first_epoch:
+                    report = first_report(result, m.segments, m.history, facts.params,
+                                          facts.flops)
+                self.results[m.key][result.epoch] = encode(report)
+                self.final.setdefault(m.key, result.epoch)
+                self.start_epoch.setdefault(m.key, result.epoch)
+            self.cond.notify_all()
+
+    def _segment(self, m: Member, launch: Launch, device, k: int) -> Segment:
+        res = launch.resources
+        share = replace(launch, resources=TrialResources(
+            1, res.cpus_per_worker / k, res.gpus_per_worker / k))
+        seg = new_segment(share, 1, device, m.history, m.shadow,
+                          bool(m.history), m.skipped, m.spec.train.amp)
+        return replace(seg, fused_members=k, worker_pid=os.getpid())
+

@@ -1,0 +1,588 @@
+"""What a study will cost before it runs: trial-hours, wall hours and GPU-hours, with and
+without ASHA's expected savings, from a short measured step time per model.
+
+    est = estimate(specs, AshaConfig(True, 1, 4), resources, concurrent=3)
+    print("\\n".join(format_estimate(est)))
+    estimate(specs, asha, resources, concurrent=1, gpus=8)   # 8 GPUs of the measured kind
+
+How it is measured: for each distinct (model, options, optimizer, amp, layout) the model
+is built on the target device and a few forward + backward + optimizer steps on random
+32×32 images are timed (median, after warm-up) at two per-worker batches b/2 and b, and
+a forward pass without gradients at the same two sizes. A line through the two points
+(a fixed time per step plus a time per image) gives the step time at the trial's
+per-worker batch: on a GPU a small step is bound by kernel launches (benchmarks/README:
+~10 ms per resnet_20 step whatever its batch), so scaling one small-batch time in
+proportion would overestimate a large batch several-fold; on a CPU the fixed part is
+near zero and the line is plain proportional scaling. Measurements are cached per
+machine and device in ~/.cache/raysweep/step_times.json, so a second estimate is instant;
+a measurement taken while other work loaded the machine says so (its load per core), and
+deleting the file measures again.
+
+What it leaves out: start-up, data loading and augmentation, DDP gradient traffic,
+torch.compile, and the slowdown of trials packed on one GPU (taken at the speed of one
+trial alone). Trials sharing a CPU machine are assumed to get their own cores, as the
+resource planner gives them.
+
+Units: seconds and hours of wall time; batch sizes in images; GPU-hours are hours ×
+GPUs held (a quarter GPU for an hour is 0.25), as `TrialRecord.gpu_hours` counts them.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import socket
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+
+from raysweep.datasets import readers as datasets
+from raysweep.errors import EstimateError
+from raysweep.core.trial import TrialResources, TrialSpec
+from raysweep.study.sections import AshaConfig
+
+CACHE_FILE = Path("~/.cache/raysweep/step_times.json")
+CACHE_VERSION = 1
+EVAL_BATCH = 256              # images per evaluation step (worker.evaluate)
+# Training and test split sizes (images); `train_size`/`test_size` cut them, and the
+# synthetic set's are datasets.load's defaults when no size is set.
+# Probe batch b (images per worker; b/2 is the other point): on a GPU large enough to
+# leave the launch-bound regime; on a CPU a step of about PROBE_CPU_FLOPS (forward +
+# backward ≈ 3 × forward FLOPs), so that a 25-GFLOP model is measured in seconds.
+PROBE_GPU = 256
+PROBE_CPU_FLOPS = 10e9
+PROBE_CPU_RANGE = (4, 64)
+WARMUP_STEPS = 2              # untimed steps per probe batch (allocation, kernel selection)
+TIMED_STEPS = 5               # at most; the median is taken
+TIMED_BUDGET_S = 1.0          # stop timing a probe after this many seconds (>= 1 step)
+EXACT_ASHA_TRIALS = 5_000     # above this many trials ASHA's savings use the large-study limit
+
+
+@dataclass(frozen=True)
+class StepTime:
+    """One measurement: a model's step times at two per-worker batches on one device."""
+    model: str
+    options: dict[str, Any]
+    device: str               # the device's name ("NVIDIA H100 80GB HBM3", a CPU model name)
+    device_type: str          # cpu | cuda
+    host: str
+    threads: int              # CPU threads of the measuring process (a worker's cpus)
+    batches: tuple[int, int]  # per-worker probe batches (b/2, b), images
+    train_s: tuple[float, float]   # seconds per forward + backward + optimizer step, median
+    eval_s: tuple[float, float]    # seconds per forward pass without gradients, median
+    timed_steps: int          # timed steps per probe (the fewest of the four)
+    measured_at: str          # ISO-8601 UTC
+    load: float               # the machine's 1-minute load average per CPU core then:
+                              # above 1, other work was slowing the measurement
+    cached: bool = False      # read from the cache rather than measured now
+
+    def train_step(self, batch: float) -> float:
+        """Seconds per training step at `batch` images per worker."""
+        return _through(self.batches, self.train_s, batch)
+
+    def eval_step(self, batch: float) -> float:
+        return _through(self.batches, self.eval_s, batch)
+
+
+@dataclass(frozen=True)
+class Cost:
+    trial_epochs: float       # epochs summed over trials (expected, under ASHA)
+    trial_hours: float        # training and evaluation hours summed over trials
+    wall_hours: float         # at the estimate's concurrency
+    gpu_hours: float | None   # trial-hours × GPUs each trial holds; None on CPUs
+
+
+@dataclass(frozen=True)
+class Estimate:
+    target: str               # what it is for: "this CPU (...)", "8 × NVIDIA H100 ..."
+    concurrency: str          # "3 at once" (trials) | "on 8 GPUs"
+    trials: int
+    full: Cost                # every trial runs its epoch budget
+    asha: Cost | None         # ASHA's expected savings applied; None when ASHA is off
+    asha_settings: AshaConfig
+    step_times: tuple[StepTime, ...]
+    scaled_to: tuple[int, ...]   # the trials' per-worker batches, images
+
+
+# --- ASHA's expected savings ---
+
+def asha_rungs(epochs: int, grace_period: int, reduction_factor: int) -> list[int]:
+    """The epochs at which ASHA may stop a trial: g, gη, gη², ... below the budget (Ray's
+    milestones up to max_t = epochs + 1; a rung at the last epoch stops nothing)."""
+    rungs, rung = [], grace_period
+    while rung < epochs:
+        rungs.append(rung)
+        rung *= reduction_factor
+    return rungs
+
+
+def asha_expected_epochs(epochs: int, grace_period: int, reduction_factor: int,
+                         trials: int | None = None) -> float:
+    """Expected epochs per trial under ASHA when trials are promoted at random: a trial's
+    result at a rung is a random draw, and trials reach a rung in random order (the
+    neutral assumption: how well the metric ranks the trials changes which trials
+    continue, not how many).
+
+    trials=None: the large-study limit, 1/η of the trials reaching a rung continue.
+    trials=n: Ray's rule for n trials: a trial continues unless its result is below the
+    (1 - 1/η) quantile of the results recorded at that rung so far, so the first trial
+    at every rung continues and a small study saves less than the limit says."""
+    rungs = asha_rungs(epochs, grace_period, reduction_factor)
+    ends = [*rungs, epochs]
+    if trials is None or trials > EXACT_ASHA_TRIALS:
+        reaching = [reduction_factor ** -k for k in range(len(ends))]
+    else:
+        reaching = [count / trials for count in _expected_reaching(trials, len(rungs),
+                                                                   reduction_factor)]
+    return sum(share * (end - start) for share, start, end in zip(reaching, [0, *rungs], ends))
+
+
+def _expected_reaching(trials: int, rungs: int, reduction_factor: int) -> list[float]:
+    """Expected number of trials that run past each of `rungs` rungs (the first entry:
+    all of them), by the exact distribution of survivors from rung to rung."""
+    import numpy as np
+
+    continue_p = _continue_probability(trials, reduction_factor)
+    count = np.zeros(trials + 1)
+    count[trials] = 1.0          # the distribution of trials arriving at the next rung
+    out = [float(trials)]
+    for _ in range(rungs):
+        count = _survivors(count, continue_p)
+        out.append(float(count @ np.arange(trials + 1)))
+    return out
+
+
+def _continue_probability(trials: int, reduction_factor: int):
+    """P(the j-th trial to reach a rung continues), j = 1..trials, for random results:
+    its rank among the j results is uniform, and np.nanpercentile's cutoff lies at
+    position q(j-2) (q = 1 - 1/η) between the earlier results' order statistics a and
+    a+1; within that gap a random result clears the cutoff with probability 1 - frac."""
+    import numpy as np
+
+    j = np.arange(1, trials + 1, dtype=float)
+    position = (1 - 1 / reduction_factor) * np.maximum(j - 2, 0)
+    a = np.floor(position)
+    p = (j - 2 - a + 1 - (position - a)) / j
+    p[0] = 1.0                   # no recorded result yet: no cutoff
+    return p
+
+
+def _survivors(arriving, continue_p):
+    """The distribution of trials continuing past a rung, given the distribution of
+    trials arriving at it: for m arrivals, a sum of Bernoulli(p_1..p_m). Arrival counts
+    below 1e-14 probability are skipped (their mass is negligible, and skipping them
+    keeps a rung to O(n × survivors) instead of O(n²))."""
+    import numpy as np
+
+    likely = np.nonzero(arriving > 1e-14)[0]
+    out = np.zeros(len(arriving))
+    passed = np.zeros(len(arriving))
+    passed[0] = 1.0              # among the first m arrivals, how many continued
+    out[0] = arriving[0]
+    for m in range(1, likely.max() + 1):
+        p = continue_p[m - 1]
+        passed[1:m + 1] = passed[1:m + 1] * (1 - p) + passed[:m] * p
+        passed[0] *= 1 - p
+        if arriving[m] > 1e-14:
+            out[:m + 1] += arriving[m] * passed[:m + 1]
+    return out
+
+
+# --- the arithmetic ---
+
+def estimate_from(specs: list[TrialSpec], step_times: Mapping[tuple[str, str], StepTime],
+                  asha: AshaConfig, resources: TrialResources | Mapping[str, TrialResources],
+                  concurrent: int, gpus: int | None = None, target: str = "this machine"
+                  ) -> Estimate:
+    """The cost of `specs` from measured step times (keyed by `measure_key(spec)`).
+    `concurrent`: trials at once on this machine; `gpus`: for that many GPUs of the
+    measured kind instead, the trials packed by the GPU share each holds (a trial
+    planned without GPUs takes one per worker).
+
+    Wall hours: the trial-hours spread over the concurrent trials (or the GPU-hours over
+    the GPUs), and never less than one trial's whole budget: the longest trial without
+    ASHA; with ASHA, an average trial, since at least one trial runs to the end."""
+    if not specs:
+        raise EstimateError("no trials to estimate; allowed: a study with at least one trial")
+    rows = []                    # (epochs, seconds per epoch, GPUs held) per trial
+    for spec in specs:
+        res = _resources(resources, spec)
+        held = res.workers * (res.gpus_per_worker or (1.0 if gpus else 0.0))
+        rows.append((spec.train.epochs,
+                     epoch_seconds(spec, step_times[measure_key(spec)], res.workers), held))
+
+    def cost(epochs_of, floor_s: float) -> Cost:
+        epochs = [epochs_of(e) for e, _, _ in rows]
+        trial_s = sum(n * secs for n, (_, secs, _) in zip(epochs, rows))
+        gpu_s = sum(n * secs * held for n, (_, secs, held) in zip(epochs, rows))
+        spread = gpu_s / gpus if gpus else trial_s / concurrent
+        return Cost(sum(epochs), trial_s / 3600, max(spread, floor_s) / 3600,
+                    gpu_s / 3600 if gpu_s else None)
+
+    budgets = [e * secs for e, secs, _ in rows]
+    full = cost(lambda e: e, max(budgets))
+    saved = cost(lambda e: asha_expected_epochs(e, asha.grace_period, asha.reduction_factor,
+                                                trials=len(specs)),
+                 statistics.mean(budgets)) if asha.enabled else None
+    measured = {measure_key(s): step_times[measure_key(s)] for s in specs}
+    batches = {round(s.train.batch_size / _resources(resources, s).workers) for s in specs}
+    return Estimate(target, f"on {gpus} GPUs" if gpus else f"{concurrent} at once",
+                    len(specs), full, saved, asha, tuple(measured.values()),
+                    tuple(sorted(batches)))
+
+
+def epoch_seconds(spec: TrialSpec, step: StepTime, workers: int) -> float:
+    """One epoch: the training steps every worker takes in parallel (the global batch
+    split over the workers, the last partial batch dropped, as the worker does) and the
+    evaluation of the validation and test splits, shared among the workers."""
+    train, val, test = split_images(spec)
+    steps = max(1, train // spec.train.batch_size)
+    seconds = steps * step.train_step(spec.train.batch_size / workers)
+    for images in (val, test):
+        share = math.ceil(images / workers)
+        full_batches, rest = divmod(share, EVAL_BATCH)
+        seconds += full_batches * step.eval_step(EVAL_BATCH) + (step.eval_step(rest) if rest else 0)
+    return seconds
+
+
+def split_images(spec: TrialSpec) -> tuple[int, int, int]:
+    """(training, validation, test) images per epoch."""
+    t = spec.train
+    sizes = datasets.info(t.dataset).images
+    if sizes is None:
+        known = [name for name, info in datasets.DATASETS.items() if info.images]
+        raise EstimateError(f"dataset {t.dataset!r} has no fixed size to estimate from; "
+                            f"allowed: {', '.join(known)}")
+    train_total, test_total = sizes
+    train, test = t.train_size or train_total, t.test_size or test_total
+    if t.dataset != "synthetic":   # the synthetic set is generated at any size
+        train, test = min(train, train_total), min(test, test_total)
+    val = round(train * t.val_fraction)   # stratified per class, so within a few images
+    return train - val, val, test
+
+
+# --- measuring ---
+
+def measure_key(spec: TrialSpec) -> tuple[str, str]:
+    """What a step time depends on besides the device: the model and how it is trained."""
+    t = spec.train
+    return spec.model, json.dumps({"options": spec.model_options, "optimizer": t.optimizer,
+                                   "amp": t.amp, "channels_last": t.channels_last,
+                                   "classes": _classes(spec)}, sort_keys=True)
+
+
+def measure_step_time(spec: TrialSpec, device: torch.device, threads: int = 1,
+                      probe: int | None = None) -> StepTime:
+    """Time a few training and evaluation steps of `spec`'s model on `device` at probe
+    batches (probe/2, probe) per worker; `probe` defaults by device and model size and
+    is halved while it runs out of GPU memory."""
+    probe = probe or probe_batch(spec, device)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        while True:
+            batches = (max(1, probe // 2), probe)
+            try:
+                train, evals = _probe(spec, device, batches)
+                break
+            except torch.OutOfMemoryError:
+                if probe <= 4:
+                    raise
+            # outside the except block, so the failed attempt's tensors are free
+            torch.cuda.empty_cache()
+            probe //= 2
+    finally:
+        torch.set_num_threads(previous)
+    return StepTime(spec.model, dict(spec.model_options), device_name(device), device.type,
+                    socket.gethostname(), threads, batches,
+                    tuple(statistics.median(t) for t in train),
+                    tuple(statistics.median(t) for t in evals),
+                    min(len(t) for t in train + evals),
+                    datetime.now(timezone.utc).isoformat(timespec="seconds"), _load())
+
+
+def _probe(spec: TrialSpec, device: torch.device, batches: tuple[int, int]):
+    """Per-step seconds of training steps and of evaluation passes at each batch."""
+    from models import create_model
+
+    model = create_model(spec.model, num_classes=_classes(spec), **spec.model_options)
+    model = model.to(device, memory_format=_layout(spec))
+    optimizer = _optimizer(model, spec.train.optimizer)
+    train = [_time(partial(_train_step, model, optimizer, b, spec, device), device)
+             for b in batches]
+    evals = [_time(partial(_eval_step, model, b, spec, device), device) for b in batches]
+    return train, evals
+
+
+def probe_batch(spec: TrialSpec, device: torch.device) -> int:
+    if device.type == "cuda":
+        return PROBE_GPU
+    from models import model_facts
+
+    flops = model_facts(spec.model, **spec.model_options).flops
+    low, high = PROBE_CPU_RANGE
+    fit = PROBE_CPU_FLOPS / (3 * flops)
+    return int(min(high, max(low, 2 ** math.floor(math.log2(max(fit, 1))))))
+
+
+def _time(step: Callable[[], None], device: torch.device) -> list[float]:
+    """Per-step seconds of up to TIMED_STEPS steps after WARMUP_STEPS (at least one)."""
+    for _ in range(WARMUP_STEPS):
+        step()
+    _sync(device)
+    times, begin = [], time.perf_counter()
+    while len(times) < TIMED_STEPS and (not times or time.perf_counter() - begin < TIMED_BUDGET_S):
+        start = time.perf_counter()
+        step()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _train_step(model, optimizer, batch: int, spec: TrialSpec, device: torch.device) -> None:
+    images, labels = _batch(batch, spec, device)
+    model.train()
+    with _autocast(spec, device):
+        loss = torch.nn.functional.cross_entropy(model(images), labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+@torch.no_grad()
+def _eval_step(model, batch: int, spec: TrialSpec, device: torch.device) -> None:
+    images, _ = _batch(batch, spec, device)
+    model.eval()
+    with _autocast(spec, device):
+        model(images).float()
+
+
+def _batch(batch: int, spec: TrialSpec, device: torch.device):
+    images = torch.randn(batch, 3, 32, 32, device=device).contiguous(memory_format=_layout(spec))
+    return images, torch.randint(0, _classes(spec), (batch,), device=device)
+
+
+def _optimizer(model, kind: str) -> torch.optim.Optimizer:
+    # The step's cost, not its values, matters: lr and decay are placeholders.
+    if kind == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
+    return torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+
+def _autocast(spec: TrialSpec, device: torch.device):
+    """As the worker trains: bf16 autocast on a GPU unless amp says otherwise."""
+    amp = spec.train.amp
+    if device.type != "cuda" or amp == "off":
+        return torch.autocast(device.type, enabled=False)
+    fp16 = amp == "fp16" or (amp == "auto" and not torch.cuda.is_bf16_supported())
+    dtype = torch.float16 if fp16 else torch.bfloat16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def _layout(spec: TrialSpec):
+    return torch.channels_last if spec.train.channels_last else torch.contiguous_format
+
+
+def _classes(spec: TrialSpec) -> int:
+    from raysweep.datasets.readers import info
+
+    return info(spec.train.dataset).classes or spec.train.synthetic_classes
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _through(xs: tuple[int, int], ys: tuple[float, float], x: float) -> float:
+    """y at x on the line through the two points: a fixed part plus a part per image.
+    A negative fixed part or slope (measurement noise) falls back to proportional
+    scaling from the larger point."""
+    (x1, x2), (y1, y2) = xs, ys
+    slope = (y2 - y1) / (x2 - x1) if x2 != x1 else 0.0
+    fixed = y1 - slope * x1
+    if slope <= 0 or fixed < 0:
+        slope, fixed = y2 / x2, 0.0
+    return fixed + slope * x
+
+
+def _load() -> float:
+    try:
+        return os.getloadavg()[0] / (os.cpu_count() or 1)
+    except OSError:   # not available on this platform
+        return 0.0
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f
+                        if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine() or "CPU"
+
+
+# --- the cache ---
+
+def cache_key(spec: TrialSpec, device: str, host: str, threads: int) -> str:
+    from models.facts import zoo_fingerprint
+
+    model, how = measure_key(spec)
+    return "|".join((host, device, f"{threads}t", model, how, zoo_fingerprint(),
+                     f"torch {torch.__version__}"))
+
+
+def read_cache(path: Path = CACHE_FILE) -> dict[str, StepTime]:
+    """The cached measurements; an unreadable or other-version file counts as empty
+    (it is only a cache: the steps are measured again)."""
+    try:
+        payload = json.loads(Path(path).expanduser().read_text())
+        if payload.get("version") != CACHE_VERSION:
+            return {}
+        return {key: _step_time(entry) for key, entry in payload["step_times"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def write_cache(entries: Mapping[str, StepTime], path: Path = CACHE_FILE) -> None:
+    """Merge `entries` into the cache file (re-read first: another process may have
+    added measurements), written atomically."""
+    from raysweep.store.storage import atomic_write_text
+
+    merged = {**read_cache(path), **entries}
+    body = {key: {k: v for k, v in asdict(st).items() if k != "cached"}
+            for key, st in sorted(merged.items())}
+    atomic_write_text(Path(path).expanduser(),
+                      json.dumps({"version": CACHE_VERSION, "step_times": body}, indent=1))
+
+
+def _step_time(entry: dict) -> StepTime:
+    return StepTime(**{**entry, "batches": tuple(entry["batches"]),
+                       "train_s": tuple(entry["train_s"]), "eval_s": tuple(entry["eval_s"]),
+                       "cached": True})
+
+
+# --- the whole estimate ---
+
+def estimate(specs: list[TrialSpec], asha: AshaConfig,
+             resources: TrialResources | Mapping[str, TrialResources], concurrent: int = 1,
+             gpus: int | None = None, cache_file: Path = CACHE_FILE,
+             on_measure: Callable[[str], None] | None = None, probe: int | None = None
+             ) -> Estimate:
+    """Measure (or read from the cache) a step time per distinct model and training
+    setup, then `estimate_from`. Without `gpus`: for this machine (its GPU when the
+    trials use GPUs and there is one, else this CPU) at `concurrent` trials at once.
+    With `gpus=N`: for N GPUs of this machine's kind, or of a kind measured earlier and
+    cached when this machine has none. `on_measure(label)` is called before each new
+    measurement (they take seconds each); `probe` overrides the probe batch."""
+    if gpus is not None and gpus < 1:
+        raise EstimateError(f"gpus={gpus}: allowed: a GPU count >= 1")
+    uses_gpu = gpus is not None or any(
+        _resources(resources, s).use_gpu for s in specs)
+    cache = read_cache(cache_file)
+    if uses_gpu and not torch.cuda.is_available():
+        if gpus is None:
+            raise EstimateError("the trials use GPUs (gpus_per_worker > 0) but this machine has "
+                                "none; allowed: gpus_per_worker: 0, or gpus=N for a GPU kind "
+                                "measured earlier")
+        return _from_cached_gpu(specs, asha, resources, gpus, cache, cache_file)
+    device = torch.device("cuda", 0) if uses_gpu else torch.device("cpu")
+    threads = 1 if uses_gpu else max(1, int(_resources(resources, specs[0]).cpus_per_worker))
+    times, new = _measure_all(specs, device, threads, cache, on_measure, probe)
+    if new:
+        write_cache(new, cache_file)
+    name = device_name(device)
+    target = (f"{gpus} × {name}" if gpus else f"this machine's {name}") if uses_gpu else \
+        f"this CPU ({name}, {threads} thread{'s' if threads > 1 else ''} per worker)"
+    return estimate_from(specs, times, asha, resources, concurrent, gpus, target)
+
+
+def _measure_all(specs, device, threads, cache, on_measure, probe):
+    host, name = socket.gethostname(), device_name(device)
+    times, new = {}, {}
+    for spec in specs:
+        if measure_key(spec) in times:
+            continue
+        key = cache_key(spec, name, host, threads)
+        if key not in cache:
+            if on_measure:
+                on_measure(f"{spec.model} {spec.model_options or ''}".strip())
+            new[key] = cache[key] = measure_step_time(spec, device, threads, probe)
+        times[measure_key(spec)] = cache[key]
+    return times, new
+
+
+def _from_cached_gpu(specs, asha, resources, gpus, cache, cache_file) -> Estimate:
+    """An estimate for `gpus` GPUs from GPU measurements cached earlier (this machine has
+    none): the first GPU kind, by name, that has every model measured."""
+    needed = {measure_key(s): s for s in specs}
+    kinds: dict[tuple[str, str], dict] = {}
+    for key, st in cache.items():
+        if st.device_type == "cuda":
+            kinds.setdefault((st.host, st.device), {})[key] = st
+    for (host, name), entries in sorted(kinds.items(), key=lambda kv: kv[0][1]):
+        times = {mk: entries.get(cache_key(s, name, host, 1)) for mk, s in needed.items()}
+        if all(times.values()):
+            return estimate_from(specs, times, asha, resources, 1, gpus,
+                                 f"{gpus} × {name} (measured on {host}, cached)")
+    missing = ", ".join(sorted({s.model for s in specs}))
+    raise EstimateError(f"gpus={gpus}: this machine has no GPU and {cache_file} holds no GPU "
+                        f"step time for every model ({missing}); allowed: no gpus (an estimate "
+                        f"for this CPU), or estimate once on a GPU machine and copy its cache")
+
+
+def _resources(resources, spec: TrialSpec) -> TrialResources:
+    return resources if isinstance(resources, TrialResources) else resources[spec.key]
+
+
+# --- the lines `raysweep show` prints ---
+
+def format_estimate(est: Estimate, models_shown: int = 3) -> list[str]:
+    """2–4 plain lines: the estimate, ASHA's, how it was measured and what it leaves out."""
+    lines = [f"estimate for {est.target}: {_cost(est.full)} ({est.concurrency} ~"
+             f"{_hours(est.full.wall_hours)} h)."]
+    if est.asha:
+        s = est.asha_settings
+        lines.append(f"with ASHA (grace {s.grace_period}, reduction {s.reduction_factor}; "
+                     f"Ray's cutoff at each rung, trials ranked at random): "
+                     f"{_cost(est.asha)} (~{_hours(est.asha.wall_hours)} h).")
+    lines.append(_measured_line(est, models_shown))
+    lines.append("counts training steps and evaluation only: no start-up, data loading or "
+                 "DDP traffic; packed trials at the speed of one alone.")
+    return lines
+
+
+def _cost(cost: Cost) -> str:
+    gpu = f", {_hours(cost.gpu_hours)} GPU-hours" if cost.gpu_hours else ""
+    return (f"{cost.trial_epochs:,.0f} trial-epochs ≈ {_hours(cost.trial_hours)} "
+            f"trial-hours{gpu}")
+
+
+def _measured_line(est: Estimate, models_shown: int) -> str:
+    times = est.step_times
+    shown = "; ".join(f"{st.model}{''.join(f' {k}={v}' for k, v in sorted(st.options.items()))}"
+                      f" {st.train_s[1]:.3g} s/step at {st.batches[1]} images/worker, "
+                      f"{st.train_s[0]:.3g} at {st.batches[0]}" for st in times[:models_shown])
+    more = f"; {len(times) - models_shown} more models" if len(times) > models_shown else ""
+    cached = [st.measured_at[:10] for st in times if st.cached]
+    when = (f"cached {min(cached)}" if len(cached) == len(times) else "measured now"
+            if not cached else f"measured now and cached {min(cached)}")
+    busy = max(st.load for st in times)
+    busy = f"; the machine was busy, load up to {busy:.1f} per core" if busy > 1 else ""
+    return (f"measured: {shown}{more} ({when}; median of >= {min(st.timed_steps for st in times)}"
+            f" timed steps after {WARMUP_STEPS} warm-up{busy}); step time = a fixed part + a "
+            f"part per image, through the two probes, taken at "
+            f"{', '.join(map(str, est.scaled_to))} images/worker.")
+
+
+def _hours(h: float) -> str:
+    return f"{h:,.1f}" if h >= 0.95 else f"{h:.2g}"

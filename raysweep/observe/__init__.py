@@ -1,0 +1,1 @@
+"""Watching a run: progress, status/list/compare, TensorBoard, Ray metrics."""

@@ -1,0 +1,1 @@
+"""One run folder, local or at a URI: records, provenance, checkpoints, the run lock."""

@@ -1,0 +1,1 @@
+"""Study files: YAML in, validated and expanded into TrialSpecs."""

@@ -1,0 +1,135 @@
+"""Live progress: the rich display on a (forced) terminal, plain lines elsewhere, the ETA;
+and a tiny study run by the real CLI in a pseudo-terminal."""
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import pty
+import re
+import select
+import sys
+import time
+
+import pytest
+from rich.console import Console
+
+from raysweep.observe.progress import LiveProgress, StudyView, make_progress
+from support.factories import record, spec
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def _trial(seed: int, variant: str | None = None, model: str = "resnet_20",
+           train: dict | None = None, **fields):
+    return record(spec(model, seed=seed, group="demo", variant=variant, **(train or {})),
+                  **fields)
+
+
+def _stages(final):
+    """The versions of one record that the record writer writes: at start, after each
+    epoch, at the end."""
+    running = dataclasses.replace(final, status="running", finished_at=None,
+                                  stopped_at_epoch=None)
+    yield dataclasses.replace(running, history=[])
+    for n in range(1, len(final.history) + 1):
+        yield dataclasses.replace(running, history=final.history[:n])
+    yield final
+
+
+def test_live_display_names_the_running_trials_and_counts():
+    out = io.StringIO()
+    progress = LiveProgress("demo", 4, Console(file=out, force_terminal=True, width=200))
+    done = _trial(0, top1=[40.0, 45.0, 50.0])
+    stopped = _trial(0, "deeper", "resnet_32", status="stopped", top1=[10.0])
+    running = _trial(1, status="running", top1=[41.5])
+    for r in [*_stages(done), *_stages(stopped), *list(_stages(running))[:2]]:
+        progress.observe(r)
+    progress.close()
+    text = ANSI.sub("", out.getvalue())
+    final = text[text.rindex("study demo:"):]   # the last frame of the live display
+    assert "2/4 finished (1 completed, 1 stopped, 0 failed) · 1 running · 1 pending" in final
+    assert "demo.baseline-s1" in final and "41.50" in final and "1/3" in final
+    assert "ETA ≤ " in final and "ASHA stops shorten it" in final
+    assert "demo.baseline-s0" not in final     # finished trials leave the table...
+    assert "[1/4] demo.baseline-s0 completed after 3/3 epochs" in text   # ...logged above it
+    assert "[2/4] demo.deeper-s0 stopped after 1/3 epochs" in text
+
+
+def test_plain_lines_count_trials_and_never_show_tune_ids():
+    out = io.StringIO()           # not a terminal: plain lines
+    progress = make_progress("demo", 3, stream=out)
+    progress.preload([_trial(5, top1=[1.0, 2.0], train={"epochs": 2})])  # finished earlier
+    final = _trial(0, top1=[40.0, 45.0], train={"epochs": 2}, trial_ids=["020f6_00001"])
+    for r in _stages(final):
+        progress.observe(r)
+        progress.observe(r)       # the same record again prints nothing
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("raysweep: 3 trials in study demo; ETA: full epoch budgets")
+    assert [line.split(" · ")[0] for line in lines[1:]] == [
+        f"[1/3] demo.baseline-s0 started ({final.key})",
+        "[1/3] demo.baseline-s0 epoch 1/2: val top1 40.00, test top1 40.00 (10.0 s)",
+        "[1/3] demo.baseline-s0 epoch 2/2: val top1 45.00, test top1 45.00 (10.0 s)",
+        "[2/3] demo.baseline-s0 completed after 2/2 epochs, val top1 45.00, test top1 45.00",
+    ]
+    assert "1 running · ETA ≤ 30s (from 3 epochs)" in lines[2]   # (1 + 1 pending × 2) × 10 s
+    assert "020f6" not in out.getvalue()
+
+
+def test_eta_is_full_budgets_at_measured_epoch_times_over_running_trials():
+    fast = _trial(0, status="running", top1=[40.0])                       # 10 s epochs
+    slow = record(spec("resnet_32", seed=0), status="running", top1=[30.0])
+    slow.history[0].epoch_seconds = 30.0
+    view = StudyView.build([fast, slow], total=4)
+    # resnet_20: 2 epochs × 10 s; resnet_32: 2 × 30 s; 2 pending trials × 3 epochs × the
+    # mean epoch (20 s); over the 2 running trials.
+    assert view.eta_seconds == pytest.approx((2 * 10 + 2 * 30 + 2 * 3 * 20) / 2)
+    assert view.epochs_left == 10 and view.counts["pending"] == 2
+    assert StudyView.build([_trial(0, status="running", top1=[])], 2).eta_seconds is None
+
+
+def test_gpu_hours_add_up_over_trials_and_say_when_no_gpu_was_used():
+    gpu = _trial(0, top1=[40.0, 45.0, 50.0])
+    gpu.segments[0].gpus_per_worker, gpu.segments[0].workers = 0.5, 2   # 1 GPU × 30 s
+    assert StudyView.build([gpu, _trial(1)], 2).gpu_hours == pytest.approx(30 / 3600)
+    assert StudyView.build([_trial(1)], 2).gpu_hours is None
+
+
+def _run_in_pty(argv: list[str], timeout: float) -> str:
+    """Run argv with a pseudo-terminal as its stdout; everything it printed."""
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execvpe(argv[0], argv, {**os.environ, "COLUMNS": "160", "TERM": "xterm"})
+    chunks, deadline = [], time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 1.0)
+            if ready:
+                try:
+                    data = os.read(fd, 65536)
+                except OSError:   # the child closed the terminal: it has exited
+                    break
+                if not data:
+                    break
+                chunks.append(data)
+        else:
+            os.kill(pid, 9)
+            pytest.fail("the study did not finish in time:\n" + b"".join(chunks).decode()[-3000:])
+    finally:
+        os.waitpid(pid, 0)
+        os.close(fd)
+    return b"".join(chunks).decode(errors="replace")
+
+
+@pytest.mark.slow
+def test_a_tiny_study_in_a_terminal_shows_trials_and_counts(tmp_path, join_ray):
+    from support.studies import TINY, write_study
+
+    study = write_study(tmp_path, "tty", defaults={**TINY, "epochs": 1},
+                        models=["resnet_20"], seeds=2, asha={"enabled": False})
+    text = ANSI.sub("", _run_in_pty(
+        [sys.executable, "-m", "raysweep.cli", "run", str(study), *join_ray,
+         "--storage", str(tmp_path / "runs")], timeout=300))
+    assert "resnet_20-s0" in text and "resnet_20-s1" in text
+    assert "2/2 finished" in text
+    assert re.search(r"\[[12]/2\] resnet_20-s[01] completed after 1/1 epochs", text)
