@@ -10,7 +10,7 @@ data (Fashion-MNIST), n seeds per side:
     train-workers  `raysweep run STUDY --local --train-workers` (a Ray Train worker group)
 
 Both sides train on the same images (the first --train-size training images less the
-stratified validation split, `raysweep.datasets.stratified_split` with --split-seed)
+stratified validation split, `raysweep.datasets.readers.stratified_split` with --split-seed)
 and test on the same test images, with the same model constructor, global batch, peak
 lr, weight decay, momentum, label smoothing, augmentation level and epoch count. Seeds
 differ in their random streams (initial weights, order, augmentation draws), so the two

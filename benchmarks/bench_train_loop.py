@@ -1,4 +1,4 @@
-"""The engine's train loop (raysweep.worker.Loop.train_epoch, set up by worker.build) vs a
+"""The engine's train loop (raysweep.training.worker.Loop.train_epoch, set up by worker.build) vs a
 hand-written plain PyTorch loop: same model (resnet_20, same initial weights), same
 batches, same batch size.
 

@@ -21,7 +21,7 @@ GONE_WITHIN_S = 10.0  # Ray alone leaves its two agents for 60 s (see raysweep/e
 
 DRIVER = """
 import os, sys, ray
-from raysweep import cluster
+from raysweep.engine import cluster
 url = cluster.connect(local=True, address=None)
 
 @ray.remote
