@@ -32,6 +32,7 @@ from raysweep.errors import StudyError
 from raysweep.core.planning import Autoscaler, plan_trials
 from raysweep.core.precision import cluster_gpus, resolve_auto, resolve_here
 from raysweep.store.provenance import differences, write_provenance
+from raysweep.store.storage import RemotePath, run_location
 from raysweep.observe.progress import Progress
 from raysweep.engine.record_writer import Observer, RecordWriter
 from raysweep.engine.rungs import BudgetASHA
@@ -51,7 +52,7 @@ class Interrupted(Exception):
 def run_study(study: Study, storage: str, name: str | None = None, resume: bool = False,
               timings: dict | None = None, inline: bool = False,
               progress: Progress | None = None,
-              trial_function: Callable = run_trial) -> Path | rec.RemotePath:
+              trial_function: Callable = run_trial) -> Path | RemotePath:
     """Run every trial of `study` that has no finished record under `storage/name`.
 
     `storage` is a local folder or a URI (s3://…): on a multi-node cluster every node
@@ -65,7 +66,7 @@ def run_study(study: Study, storage: str, name: str | None = None, resume: bool 
     training, so the driver's own cost can be measured.
     Ray must already be initialised (see `raysweep.engine.cluster.connect`)."""
     timings = timings if timings is not None else {}
-    run_dir = rec.run_location(storage, name or study.name)
+    run_dir = run_location(storage, name or study.name)
     if resume and not (run_dir / rec.RECORDS_DIR).is_dir():
         raise StudyError(f"--resume: no run named {run_dir.name!r} under {run_dir.parent}")
     rec.check_writable(run_dir)

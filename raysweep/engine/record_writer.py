@@ -19,12 +19,13 @@ from raysweep.store import records as rec
 from raysweep.core.report import decode
 from raysweep.core.status import Status
 from raysweep.core.trial import TrialRecord, TrialSpec
+from raysweep.store.storage import RemotePath
 
 Observer = Callable[[TrialRecord], None]
 
 
 class RecordWriter(ray.tune.Callback):
-    def __init__(self, run_dir: Path | rec.RemotePath, spec_of: Callable[[dict], TrialSpec],
+    def __init__(self, run_dir: Path | RemotePath, spec_of: Callable[[dict], TrialSpec],
                  observers: list[Observer] = ()):
         self.run_dir = run_dir
         self.spec_of = spec_of           # Tune config → TrialSpec

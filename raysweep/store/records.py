@@ -25,7 +25,7 @@ from pathlib import Path
 
 from raysweep.core.trial import OLD_VERSIONS, RECORD_VERSION, TrialRecord, record_version
 from raysweep.errors import RecordError, StudyError
-from raysweep.store.storage import RemotePath, _location, atomic_write_text, run_location  # noqa: F401  (records.run_location: where its run folder is)
+from raysweep.store.storage import RemotePath, _location, atomic_write_text
 
 
 RECORDS_DIR = "records"

@@ -27,7 +27,7 @@ import yaml
 from support import factories
 from support.studies import TINY, write_study
 from support.fake_cluster import free_port, wait_for
-from raysweep.store import records
+from raysweep.store import records, storage
 from raysweep.store.records import check_writable
 from raysweep.errors import StudyError
 from raysweep.core.planning import plan_resources
@@ -105,13 +105,13 @@ def test_a_worker_bigger_than_every_node_is_refused():
 # --- storage URIs ---
 
 def test_file_uris_and_plain_paths_are_the_same_run_folder(tmp_path):
-    assert records.run_location(f"file://{tmp_path}", "s") == tmp_path.resolve() / "s"
-    assert records.run_location(str(tmp_path), "s") == tmp_path.resolve() / "s"
+    assert storage.run_location(f"file://{tmp_path}", "s") == tmp_path.resolve() / "s"
+    assert storage.run_location(str(tmp_path), "s") == tmp_path.resolve() / "s"
 
 
 def test_records_and_provenance_go_through_a_pyarrow_filesystem(tmp_path):
-    run_dir = records.run_location("mock:///bucket/runs", "study")
-    assert isinstance(run_dir, records.RemotePath) and str(run_dir) == "mock://bucket/runs/study"
+    run_dir = storage.run_location("mock:///bucket/runs", "study")
+    assert isinstance(run_dir, storage.RemotePath) and str(run_dir) == "mock://bucket/runs/study"
     check_writable(run_dir)
     one, two = factories.record(factories.spec(seed=1)), factories.record(factories.spec(seed=2))
     records.write_record(run_dir, dataclasses.replace(two, status="running"))

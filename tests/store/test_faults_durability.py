@@ -12,7 +12,7 @@ import pytest
 from support import factories
 from support.studies import TINY, write_study
 from support.cli import raysweep
-from raysweep.store import records
+from raysweep.store import records, storage
 from raysweep.errors import StorageFullError
 from raysweep.store.records import read_records
 
@@ -60,6 +60,6 @@ def test_a_full_disk_fails_a_record_write_in_one_line_and_keeps_the_old_record(s
 
 def test_a_study_file_is_written_whole_or_not_at_all(tmp_path):
     path = write_study(tmp_path, "w", defaults=TINY, models=["resnet_20"])
-    records.atomic_write_text(tmp_path / "copy.yaml", path.read_text())
+    storage.atomic_write_text(tmp_path / "copy.yaml", path.read_text())
     assert (tmp_path / "copy.yaml").read_text() == path.read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["copy.yaml", "w.yaml"]
