@@ -37,8 +37,12 @@ results: $(STAMP)
 	$(BIN)/raysweep run showcase --local
 	$(BIN)/raysweep report runs/showcase --out results/showcase
 
+# Two pytest processes (pytest-xdist), each with its own local Ray for the tests that share
+# one; a test module runs whole in one of them (tests/conftest.py). TEST_WORKERS=0: one
+# process, as before.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/pytest -q -ra --durations=10
+	$(BIN)/pytest -q -ra --durations=10 $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
 
 # cluster.yaml launched for real by Ray's cluster launcher on a loopback cluster of this
 # machine, walking docs/cluster.md (cluster/check.py). As root: it adds a user for the node

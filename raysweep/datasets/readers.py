@@ -64,11 +64,15 @@ import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from raysweep.errors import DataError, StudyError
 from raysweep.core.trial import TrainConfig, TrialSpec
+
+# torch is imported in the functions that read or make images: a study is parsed (and
+# `show`, `list` and a refused `run` answer) without paying torch's import (~2.5 s).
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -181,6 +185,7 @@ def stratified_split(labels: torch.Tensor, fraction: float, split_seed: int
     """(kept indices, held-out indices): `fraction` of every class (rounded), drawn with
     `split_seed` alone (never the trial's seed or the global RNG), both sorted.
     fraction 0 → every image is kept."""
+    import torch
     if fraction <= 0:
         return torch.arange(len(labels)), torch.empty(0, dtype=torch.long)
     gen = torch.Generator().manual_seed(split_seed)
@@ -198,6 +203,7 @@ def stratified_split(labels: torch.Tensor, fraction: float, split_seed: int
 # --- CIFAR through torchvision's own reader ---
 
 def _torchvision_split(train: TrainConfig, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    import torch
     from filelock import FileLock
     from torchvision import datasets
 
@@ -284,6 +290,7 @@ def _fashion_mnist_split(train: TrainConfig, split: str) -> tuple[torch.Tensor, 
 
 def fashion_mnist_to_zoo(images: torch.Tensor) -> torch.Tensor:
     """uint8 N×28×28 grey → N×3×32×32: a PAD-pixel black border, grey copied to R, G, B."""
+    import torch
     padded = torch.nn.functional.pad(images, (PAD, PAD, PAD, PAD), value=0)
     return padded[:, None].expand(-1, 3, -1, -1).contiguous()
 
@@ -376,6 +383,7 @@ class ImageFolderLayout:
     test_fraction: float           # share of every class held out for test (by_folders False)
 
     def load(self, split: str, limit: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+        import torch
         samples = self.samples(split)
         order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(SHUFFLE_SEED))
         chosen = [samples[i] for i in order[:limit].tolist()]
@@ -384,6 +392,7 @@ class ImageFolderLayout:
 
     def samples(self, split: str) -> list[tuple[str, int]]:
         """(path, label) of every image of `split`, labels by this layout's classes."""
+        import torch
         if self.by_folders:
             found = _scan(self.root / split)
             if tuple(found.classes) != self.classes:
@@ -476,6 +485,7 @@ def synthetic(classes: int, size: int, split: str) -> tuple[torch.Tensor, torch.
 
     Templates are mirror-symmetric so that a horizontal flip keeps the class, and the
     same for both splits (fixed seed); blends, shifts and noise differ per split."""
+    import torch
     gen = torch.Generator().manual_seed(20261123)
     coarse = torch.rand(classes, 3, 4, 4, generator=gen)
     coarse = (coarse + coarse.flip(-1)) / 2

@@ -16,8 +16,10 @@ import math
 
 import torch
 import torch.nn.functional as nnf
-from torchvision.transforms import v2
-from torchvision.transforms.v2 import functional as F
+
+# torchvision is imported where a policy or kernel needs it, not here: its import pulls in
+# torch._dynamo (~2.5 s of CPU per process), which the driver of `raysweep run` would
+# otherwise pay for nothing (a trial's first optimizer step imports it anyway).
 
 # Every op either policy can pick; an op's id is its index here.
 OPS = ("Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness",
@@ -48,6 +50,8 @@ class BatchAugment:
                        "autoaugment": "aa"}.get(augment)
         self.erasing = augment in ("trivialaugment_erasing", "mixup_cutmix")
         self.mean, self.std = tuple(mean), tuple(std)
+        if self.policy:
+            from torchvision.transforms import v2
         if self.policy == "ta":
             self.ops = torch.tensor([OPS.index(n) for n in v2.TrivialAugmentWide._AUGMENTATION_SPACE])
             self.mags, self.signed = _table(v2.TrivialAugmentWide._AUGMENTATION_SPACE, TA_BINS, size)
@@ -248,6 +252,11 @@ def _affine(img: torch.Tensor, angle, tx, ty, shear_x, shear_y, centred: bool) -
     return out.round_().to(torch.uint8)
 
 
+def _tv_functional():
+    from torchvision.transforms.v2 import functional
+    return functional
+
+
 def _zero(m):
     return torch.zeros_like(m)
 
@@ -264,7 +273,7 @@ KERNELS = {
     "Sharpness": _sharpness,
     "Posterize": _posterize,
     "Solarize": _solarize,
-    "AutoContrast": lambda x, m: F.autocontrast(x),  # no magnitude: torchvision's batched kernel
-    "Equalize": lambda x, m: F.equalize(x),
+    "AutoContrast": lambda x, m: _tv_functional().autocontrast(x),  # torchvision's batched kernel
+    "Equalize": lambda x, m: _tv_functional().equalize(x),
     "Invert": lambda x, m: 255 - x,
 }

@@ -12,15 +12,18 @@ crop, flip and TrivialAugment op however many workers (or which device) train th
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.data import DataLoader, Dataset
-from torchvision.transforms import v2
 
 from raysweep.datasets import readers as datasets
 from raysweep.training.augment import BatchAugment, Draws, normalize
 from raysweep.errors import StudyError
 from raysweep.core.trial import TrainConfig
+
+if TYPE_CHECKING:
+    from torchvision.transforms import v2
 
 # Images augmented per call, in whole global batches: on a GPU the augmentation is ~100
 # small kernels per call whatever the batch, so a batch of 128 alone is launch-bound.
@@ -177,6 +180,8 @@ def padded(images: torch.Tensor, size: int) -> torch.Tensor:
 def train_transform(augment: str, info: datasets.DatasetInfo) -> v2.Compose:
     """Paper 002's train augmentation (`trivialaugment_erasing`) and its ablation levels,
     per sample (the `torchvision` pipeline)."""
+    from torchvision.transforms import v2  # here, not at the top: see training/augment.py
+
     ops = [v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip()]
     if augment in ("trivialaugment", "trivialaugment_erasing", "mixup_cutmix"):
         ops.append(v2.TrivialAugmentWide())
@@ -189,6 +194,8 @@ def train_transform(augment: str, info: datasets.DatasetInfo) -> v2.Compose:
 
 
 def eval_transform(info: datasets.DatasetInfo) -> v2.Compose:
+    from torchvision.transforms import v2
+
     return v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(info.mean, info.std)])
 
 
@@ -197,4 +204,6 @@ def batch_mix(augment: str, classes: int):
     torch RNG: with several workers, each mixes within its own rows."""
     if augment != "mixup_cutmix":
         return None
+    from torchvision.transforms import v2
+
     return v2.RandomChoice([v2.MixUp(num_classes=classes), v2.CutMix(num_classes=classes)])

@@ -2,7 +2,7 @@
 
 Planning against the autoscaler's node types is pure (no Ray). The rest runs `raysweep
 run` on a real autoscaling Ray built with Ray's fake multi-node provider
-(tests/support/fake_cluster.py): a head with no CPUs and a worker type `cpu1x` of 1 CPU, 0 to 3
+(tests/support/fake_cluster.py): a head with no CPUs and a worker type `cpu1x` of 1 CPU, 0 to 2
 nodes. The autoscaler starts and stops those nodes as local processes on 127.0.0.1;
 the studies' folders are local, which every node of it shares.
 """
@@ -21,7 +21,8 @@ import yaml
 from support.studies import TINY, write_study
 from support.cli import one_error_line
 from support.factories import spec
-from support.fake_cluster import FakeAutoscalingCluster, NodeCount, wait_for
+from support.fake_cluster import FakeAutoscalingCluster, NodeCount
+from support.loopback import wait_for
 from raysweep.store import records
 from raysweep.engine.cluster import _autoscaling_config, allow_pending_trials, autoscaler_from_config
 from raysweep.errors import ResourceError
@@ -148,9 +149,9 @@ def test_the_config_is_found_through_the_autoscalers_process(tmp_path):
 @pytest.fixture(scope="module")
 def autoscaling(tmp_path_factory):
     cluster = FakeAutoscalingCluster(
-        tmp_path_factory.mktemp("autoscaling"), head_cpus=0, max_workers=3,
+        tmp_path_factory.mktemp("autoscaling"), head_cpus=0, max_workers=2,
         worker_types={"cpu1x": {"resources": {"CPU": 1, "object_store_memory": 150 * 2**20},
-                                "node_config": {}, "min_workers": 0, "max_workers": 3}})
+                                "node_config": {}, "min_workers": 0, "max_workers": 2}})
     try:
         yield cluster.start()
     finally:
@@ -230,20 +231,20 @@ class ElasticRun:
 
 @pytest.fixture(scope="module")
 def elastic_run(autoscaling, tmp_path_factory) -> ElasticRun:
-    """Three 1-CPU trials of 3 epochs on the head without CPUs and no worker node. When
+    """Two 1-CPU trials of 3 epochs on the head without CPUs and no worker node. When
     the first trial has its first checkpoint, the raylet of the node training it is
     killed (SIGKILL)."""
     assert autoscaling.node_count().workers == 0
     folder = tmp_path_factory.mktemp("elastic")
     study = write_study(folder, "grow", defaults={**TINY, "epochs": 3},
-                        models=["resnet_20"], seeds=3, asha={"enabled": False})
+                        models=["resnet_20"], seeds=2, asha={"enabled": False})
     run_dir = folder / "runs" / "grow"
     watch = autoscaling.watch(interval=1.0)
     proc = _raysweep_run(autoscaling, study, folder / "runs")
     nodes: dict[str, str] = {}   # trial key -> the node training it, known before it checkpoints
 
     def first_checkpointed() -> tuple[str, str] | None:
-        if len(nodes) < 3:
+        if len(nodes) < 2:
             nodes.update(_training_nodes(autoscaling))
         return next(((k, nodes[k]) for k in _checkpointed(run_dir) if k in nodes), None)
 
@@ -269,7 +270,7 @@ def test_a_study_grows_the_cluster_from_no_worker_node(elastic_run):
     """The autoscaler adds cpu1x nodes for the trials' demand, every trial completes,
     and more than one node trains them."""
     assert elastic_run.returncode == 0, elastic_run.output[-3000:]
-    assert [r["status"] for r in elastic_run.records.values()] == ["completed"] * 3
+    assert [r["status"] for r in elastic_run.records.values()] == ["completed"] * 2
     counts = elastic_run.counts
     assert counts[0].workers == 0 and max(c.workers for c in counts) > 1, counts
     # where each trial first trained (the node loss aside): nodes as they arrived

@@ -16,7 +16,6 @@ import secrets
 import signal
 import subprocess
 import sys
-import tempfile
 import urllib.request
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import yaml
 
 from support import factories
 from support.studies import TINY, write_study
-from support.fake_cluster import free_port, wait_for
+from support.loopback import LoopbackRay, free_port, wait_for
 from raysweep.store import records, storage
 from raysweep.store.records import check_writable
 from raysweep.errors import StudyError
@@ -139,33 +138,21 @@ def _get(url: str, timeout: float = 10):
         return json.loads(resp.read())
 
 
-class LoopbackCluster:
+class LoopbackCluster(LoopbackRay):
     """`ray start --head` and one `ray start --address` on 127.0.0.1, each with 1 CPU, on
     ports and a temp dir of their own (never `ray stop`: other Rays may run here)."""
 
     def __init__(self, folder: Path):
+        super().__init__("rs")
         self.folder = folder
-        self.temp_dir = tempfile.mkdtemp(prefix="rs", dir="/tmp")  # AF_UNIX paths are short
-        self.gcs_port, self.dashboard_port = free_port(), free_port()
         self.env = {**os.environ, **AUTH, "RAY_TRAIN_V2_ENABLED": "1"}
         self.env.pop("RAY_ADDRESS", None)
         self.procs: list[subprocess.Popen] = []
 
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.gcs_port}"
-
-    @property
-    def dashboard(self) -> str:
-        return f"http://127.0.0.1:{self.dashboard_port}"
-
     def _node(self, index: int, *args: str) -> None:
         cmd = [RAY, "start", "--block", "--num-cpus=1", "--num-gpus=0", "--disable-usage-stats",
                "--node-ip-address=127.0.0.1", f"--object-store-memory={200 * 2**20}",
-               *(f"--{flag}={free_port()}" for flag in (
-                   "node-manager-port", "object-manager-port", "metrics-export-port",
-                   "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
-                   "runtime-env-agent-port")), *args]
+               *self.node_ports(), *args]
         log = open(self.folder / f"node{index}.log", "w")
         self.procs.append(subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                            start_new_session=True))

@@ -188,3 +188,19 @@ def test_local_with_the_address_of_another_machine_is_refused_before_ray(tmp_pat
     assert line == ("raysweep: error: --address='192.0.2.7:6379' with --local must be a Ray "
                     "on this machine; allowed: 127.0.0.1:PORT or an address of this "
                     "machine's own")
+
+
+def test_a_refused_run_imports_neither_torch_nor_ray(tmp_path):
+    """A `run` refused for its study or options answers without torch's or Ray's import
+    (seconds of CPU each): the study is parsed without reading an image."""
+    code = ("import sys; from raysweep import cli\n"
+            "for args in sys.argv[1:]:\n"
+            "    assert cli.main(args.split('|')) == 2, args\n"
+            "print(sorted(m for m in ('torch', 'torchvision', 'ray') if m in sys.modules))")
+    path = study(tmp_path)
+    proc = subprocess.run([sys.executable, "-c", code,
+                           f"run|{path}|--local|--storage|{tmp_path}|--set|lr=.nan",
+                           f"run|{path}|--local|--storage|{tmp_path}|--name|../x"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]"

@@ -18,7 +18,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -27,7 +26,7 @@ import pytest
 import ray
 from prometheus_client.parser import text_string_to_metric_families
 
-from support.studies import TINY, run, write_study
+from support.studies import TINY, write_study
 from raysweep.observe import metrics
 from raysweep.store.records import read_records
 
@@ -39,20 +38,27 @@ LABEL = "depth.baseline-s0"
 
 
 @pytest.fixture(scope="module")
-def running_study(ray_local, tmp_path_factory):
-    """A one-trial study that trains for a while (inline, in this process's Ray); yields
-    its run folder once the trial has finished an epoch, and waits for it at the end."""
+def running_study(join_ray, tmp_path_factory):
+    """A one-trial study that trains for a while (`raysweep run` joined to the session's
+    Ray, so its trial's metrics and actor are there); yields its run folder once the
+    trial has finished an epoch, and stops it with Ctrl-C when the module is done (its
+    later epochs would only be waited for)."""
     folder = tmp_path_factory.mktemp("watch")
-    path = write_study(folder, "watch", defaults={**TINY, "epochs": 4, "train_size": 2048},
+    path = write_study(folder, "watch", defaults={**TINY, "epochs": 6, "train_size": 2048},
                        groups={"depth": {"baseline": "resnet_20", "variants": {}}},
                        asha={"enabled": False})
-    study = threading.Thread(target=run, args=(path, folder / "runs"), kwargs={"inline": True})
-    study.start()
+    study = subprocess.Popen([sys.executable, "-m", "raysweep.cli", "run", str(path), *join_ray,
+                              "--storage", str(folder / "runs")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     run_dir = folder / "runs" / "watch"
-    _wait_until(lambda: any(r.last_epoch >= 1 for r in read_records(run_dir))
-                if (run_dir / "records").is_dir() else False, study, "an epoch finished")
-    yield run_dir
-    study.join(timeout=900)
+    try:
+        _wait_until(lambda: any(r.last_epoch >= 1 for r in read_records(run_dir))
+                    if (run_dir / "records").is_dir() else False, study, "an epoch finished")
+        yield run_dir
+    finally:
+        study.send_signal(signal.SIGINT)
+        _, err = study.communicate(timeout=300)
+    assert study.returncode in (0, 130), err[-3000:]
 
 
 def test_the_metrics_endpoint_carries_the_running_trials_gauges(running_study):
@@ -94,9 +100,9 @@ def _scrape() -> dict[str, list]:
     return found
 
 
-def _wait_until(ready, study: threading.Thread, what: str, timeout: float = 300) -> None:
+def _wait_until(ready, study: subprocess.Popen, what: str, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and study.is_alive():
+    while time.monotonic() < deadline and study.poll() is None:
         if ready():
             return
         time.sleep(0.2)  # polling a condition with a deadline

@@ -18,10 +18,8 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
@@ -31,31 +29,11 @@ from pathlib import Path
 import psutil
 import yaml
 
+from support.loopback import LoopbackRay, free_port, wait_for
+
 RAY = str(Path(sys.executable).with_name("ray"))
 ROOT = Path(__file__).resolve().parents[2]   # the checkout under test
 HEAD_TYPE = "ray.head.default"   # the fake provider's name for the head's node type
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(probe, what: str, timeout: float = 120, proc: subprocess.Popen | None = None):
-    """Poll `probe` until it returns something true; its value, or AssertionError."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"{what}: the process exited with {proc.returncode}")
-        try:
-            value = probe()
-        except OSError:
-            value = None
-        if value:
-            return value
-        time.sleep(0.25)  # between polls of a condition
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
 
 
 @dataclass(frozen=True)
@@ -70,15 +48,14 @@ class NodeCount:
         return sum(self.active.values())
 
 
-class FakeAutoscalingCluster:
+class FakeAutoscalingCluster(LoopbackRay):
     """A head with `head_cpus` CPUs and `worker_types` (launcher `available_node_types`
     entries) that the autoscaler starts on demand, up to `max_workers` nodes in all."""
 
     def __init__(self, folder: Path, worker_types: dict[str, dict], head_cpus: int = 0,
                  max_workers: int = 3, idle_timeout_minutes: float = 1.0):
+        super().__init__("rsfake")
         self.folder = folder
-        self.temp_dir = tempfile.mkdtemp(prefix="rsfake", dir="/tmp")  # AF_UNIX paths are short
-        self.gcs_port, self.dashboard_port = free_port(), free_port()
         self.token = secrets.token_hex(32)
         self.head_cpus = head_cpus
         self.config = {
@@ -120,21 +97,10 @@ class FakeAutoscalingCluster:
         self.env.pop("RAY_ADDRESS", None)
         self.head: subprocess.Popen | None = None
 
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.gcs_port}"
-
-    @property
-    def dashboard(self) -> str:
-        return f"http://127.0.0.1:{self.dashboard_port}"
-
     def start(self) -> "FakeAutoscalingCluster":
         config = self.folder / "autoscaling.yaml"
         config.write_text(yaml.safe_dump(self.config, sort_keys=False))
-        ports = (f"--{flag}={free_port()}" for flag in (
-            "node-manager-port", "object-manager-port", "metrics-export-port",
-            "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
-            "runtime-env-agent-port", "ray-client-server-port"))
+        ports = self.node_ports("ray-client-server-port")
         cmd = [RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1",
                f"--port={self.gcs_port}", f"--num-cpus={self.head_cpus}", "--num-gpus=0",
                f"--autoscaling-config={config}", f"--temp-dir={self.temp_dir}",
