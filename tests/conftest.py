@@ -2,6 +2,7 @@
 records several test modules read. Plain helpers are in tests/support/."""
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 
@@ -24,19 +25,6 @@ def pytest_configure(config):
         threads = max(1, (os.cpu_count() or 1) // int(workers))
         os.environ.setdefault("OMP_NUM_THREADS", str(threads))
         torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-
-
-# Under pytest-xdist (`make test`: two processes), a test module is one unit of work: its
-# module-scoped fixtures (a fake autoscaling cluster, a two-node loopback Ray) start once.
-# The modules that read `smoke_run_dir` are one unit together, so that run is made once.
-# xdist hands units out largest first (by number of tests, `--loadscope-reorder`); which
-# Ray-heavy modules then run beside each other moves the total by minutes (README,
-# "Measured").
-def pytest_collection_modifyitems(config, items):
-    smoke = {item.path for item in items if "smoke_run_dir" in item.fixturenames}
-    for item in items:
-        group = "smoke_run" if item.path in smoke else str(item.path)
-        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")
@@ -65,16 +53,28 @@ def small_disk(tmp_path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def smoke_run_dir(ray_local, tmp_path_factory) -> Path:
+def smoke_run_dir(tmp_path_factory, request) -> Path:
     """A real --local run of an ablation: one group with a baseline and two variants, 2
     seeds, ASHA off (as the ablation studies run); the `tiny_lr` variant cannot learn.
-    (ASHA's stops, on the Train path, are in test_decisions.py.)"""
-    folder = tmp_path_factory.mktemp("smoke_run")
-    path = write_study(
-        folder, "fixture",
-        defaults={**TINY, "epochs": 2},
-        groups={"demo": {"baseline": "resnet_20",
-                         "variants": {"deeper": "resnet_32",
-                                      "tiny_lr": {"model": "resnet_20", "set": {"lr": 1e-7}}}}},
-        seeds=2, asha={"enabled": False})
-    return run(path, folder / "runs", inline=True)
+    (ASHA's stops, on the Train path, are in test_decisions.py.) Made once per test
+    session: under pytest-xdist the first process to need it makes it, in the folder all
+    processes share, while the others wait on a lock; the tests only read it."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent   # pytest-of-<user>/pytest-<n>/, above each process's popen-gwN
+    folder, made = root / "smoke_run", root / "smoke_run.made"
+    with open(root / "smoke_run.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not made.exists():
+            request.getfixturevalue("ray_local")
+            folder.mkdir(exist_ok=True)
+            path = write_study(
+                folder, "fixture",
+                defaults={**TINY, "epochs": 2},
+                groups={"demo": {"baseline": "resnet_20",
+                                 "variants": {"deeper": "resnet_32",
+                                              "tiny_lr": {"model": "resnet_20",
+                                                          "set": {"lr": 1e-7}}}}},
+                seeds=2, asha={"enabled": False})
+            made.write_text(str(run(path, folder / "runs", inline=True)))
+    return Path(made.read_text())
