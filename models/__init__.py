@@ -4,16 +4,16 @@
     net = create_model("resnet_20", num_classes=100)
     model_facts("resnet_20")          # ModelFacts(params=278324, flops=81637888), no build
 """
-from models.registry import (FAMILIES, RECIPES, ModelEntry, UnknownModelError, count_flops,
+from models.registry import (FAMILIES, RECIPE_NAMES, ModelEntry, UnknownModelError, count_flops,
                              count_params, create_model, get_entry, list_models, register_model)
 
-__all__ = ["FAMILIES", "RECIPES", "ModelEntry", "ModelFacts", "UnknownModelError", "count_flops",
+__all__ = ["FAMILIES", "RECIPE_NAMES", "ModelEntry", "ModelFacts", "UnknownModelError", "count_flops",
            "count_params", "create_model", "get_entry", "list_models", "model_facts",
            "register_model"]
 
 
 def __getattr__(name: str):
-    # models.facts imports torch; the results layer reads only FAMILIES and RECIPES.
+    # models.facts imports torch; the results layer reads only FAMILIES and RECIPE_NAMES.
     if name in ("ModelFacts", "model_facts"):
         from models import facts
 

@@ -38,13 +38,13 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+from models.registry import (FACTS_FILE, count_flops, count_params, create_model, get_entry,
+                             index_record, list_models, stored_facts, zoo_fingerprint)
 
-from models.registry import count_flops, count_params, create_model, get_entry, list_models
-
-FACTS_FILE = Path(__file__).with_name("facts.json")
+if TYPE_CHECKING:   # torch is imported where a model is built: a stored fact needs none
+    import torch
 FACTS_CLASSES = 100   # the classes of the standard cases (CIFAR-100)
 
 
@@ -71,6 +71,8 @@ def _facts(name: str, num_classes: int, options_key: str) -> ModelFacts:
 def count_on_meta(name: str, num_classes: int = FACTS_CLASSES, **options) -> ModelFacts:
     """Counts of the model built on the meta device (no memory, no initialisation); a
     model that cannot be built or run there is counted on a real CPU build."""
+    import torch
+
     try:
         with torch.device("meta"):
             return count_built(create_model(name, num_classes=num_classes, **options))
@@ -101,35 +103,37 @@ def standard_cases() -> list[tuple[str, dict[str, Any]]]:
     return cases
 
 
-def zoo_fingerprint() -> str:
-    """A hash of the zoo's source: every module under models/."""
-    digest = hashlib.sha256()
-    root = Path(__file__).parent
-    for path in sorted(root.rglob("*.py")):
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
 def write_facts_file(path: Path = FACTS_FILE) -> int:
-    """Count every standard case on a real build and write the file; returns the count."""
+    """Count every standard case on a real build and write the file, with every registry
+    entry (`models.registry`'s index); returns the count of cases."""
     import timm
+    import torch
 
+    from models.registry import _REGISTRY, _load_zoo
+
+    _load_zoo()
     entries = [_entry(name, options) for name, options in standard_cases()]
-    about = ("Parameter and FLOP counts and network fingerprints of the real built models "
-             "at 32x32, read by models.facts.model_facts and network_fingerprint; "
+    registry = ",\n  ".join(f"{json.dumps(name)}: {json.dumps(index_record(entry), sort_keys=True)}"
+                            for name, entry in sorted(_REGISTRY.items()))
+    about = ("The registry's entries (read by models.registry without importing the zoo) and "
+             "the parameter and FLOP counts and network fingerprints of the real built "
+             "models at 32x32, read by models.facts.model_facts and network_fingerprint; "
              "regenerate with `python -m models.write_facts`")
     # One entry per line: a zoo change shows as a readable diff.
     lines = ",\n  ".join(json.dumps(e, sort_keys=True) for e in entries)
     written_with = {"torch": torch.__version__, "timm": timm.__version__}
     path.write_text(f'{{"about": {json.dumps(about)},\n "fingerprint": '
                     f'{json.dumps(zoo_fingerprint())},\n "written_with": '
-                    f'{json.dumps(written_with)},\n "facts": [\n  {lines}\n]}}\n')
+                    f'{json.dumps(written_with)},\n "registry": {{\n  {registry}\n}},\n'
+                    f' "facts": [\n  {lines}\n]}}\n')
     return len(entries)
 
 
 def _entry(name: str, options: dict[str, Any]) -> dict[str, Any]:
     """One standard case, counted and fingerprinted on one real build from seed 0 (the
     counts' eval forward changes no weight or buffer)."""
+    import torch
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = create_model(name, num_classes=FACTS_CLASSES, **options)
@@ -137,16 +141,9 @@ def _entry(name: str, options: dict[str, Any]) -> dict[str, Any]:
             **vars(count_built(model)), "network": fingerprint_built(model)}
 
 
-@functools.lru_cache(maxsize=1)
 def _entries() -> list[dict]:
-    """facts.json's entries, or none when it is missing or written for another zoo."""
-    try:
-        payload = json.loads(FACTS_FILE.read_text())
-    except (OSError, ValueError):
-        return []
-    if payload.get("fingerprint") != zoo_fingerprint():
-        return []
-    return payload["facts"]
+    """facts.json's cases, or none when it is missing or written for another zoo."""
+    return stored_facts().get("facts", [])
 
 
 @functools.lru_cache(maxsize=1)
@@ -193,6 +190,8 @@ def _network(name: str, options_key: str) -> str:
 def fingerprint_real(name: str, **options) -> str:
     """The fingerprint of the model built for real on the CPU from seed 0 (the caller's
     random state is left as it was)."""
+    import torch
+
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = create_model(name, num_classes=FACTS_CLASSES, **options)
@@ -206,6 +205,8 @@ def fingerprint_built(model: torch.nn.Module) -> str:
     input. Outputs are computed in float64 and rounded to 1e-6 of their largest
     magnitude, so summation order (another CPU, another BLAS) does not change them, while
     any change of weights, order of operations or activation does."""
+    import torch
+
     digest = hashlib.sha256()
     for qname, module in model.named_modules():
         kind = f"{type(module).__module__}.{type(module).__qualname__}"
@@ -256,8 +257,6 @@ def _options_key(options: dict[str, Any]) -> str:
 
 
 def _is_default(name: str, key: str, value: Any) -> bool:
-    import inspect
-
-    param = inspect.signature(get_entry(name).builder).parameters.get(key)
-    return param is not None and param.default == value
+    defaults = get_entry(name).defaults
+    return key in defaults and defaults[key] == value
 

@@ -10,17 +10,27 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import functools
+import hashlib
+import inspect
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:  # torch is imported by the zoo, not here: `report` reads FAMILIES only
     import torch.nn as nn
 
 FAMILIES = ("baseline", "attention", "lightweight", "modern_conv", "hybrid", "mlp")
-RECIPES = ("sgd", "sgd_ghostnet", "adamw", "adamw_convnext", "adamw_mixer")
+# The recipes a model may name; their values are raysweep.core.recipes.RECIPES (the zoo
+# depends on nothing in raysweep; tests/core/test_train_config.py keeps the two in step).
+RECIPE_NAMES = ("sgd", "sgd_ghostnet", "adamw", "adamw_convnext", "adamw_mixer")
 
 
-from raysweep.errors import UnknownModelError  # noqa: E402  (one error base for the CLI)
+class UnknownModelError(ValueError):
+    """A model name or model option that the registry does not have. Defined here, not in
+    raysweep: the zoo depends on nothing in the engine; `raysweep.errors.USER_ERRORS`
+    names it, so the CLI prints it as one line like every other user error."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +47,8 @@ class ModelEntry:
     # (models/README.md says why no faithful design reaches the paper's count)
     params_tolerance: float | None = 0.02
     source: str = ""
+    module: str = ""         # the zoo module that registers it
+    defaults: dict[str, Any] = field(default_factory=dict)   # each option's default value
 
     def check_options(self, overrides: dict[str, Any]) -> None:
         for key, value in overrides.items():
@@ -78,15 +90,19 @@ def register_model(*, family: str, recipe: str, innovation: bool = False,
     """Decorator: register `fn` under its own name (or `name`)."""
     if family not in FAMILIES:
         raise ValueError(f"family {family!r} not in {FAMILIES}")
-    if recipe not in RECIPES:
-        raise ValueError(f"recipe {recipe!r} not in {RECIPES}")
+    if recipe not in RECIPE_NAMES:
+        raise ValueError(f"recipe {recipe!r} not in {RECIPE_NAMES}")
 
     def wrap(fn):
         key = name or fn.__name__
         if key in _REGISTRY:
             raise ValueError(f"model {key!r} registered twice")
-        _REGISTRY[key] = ModelEntry(key, fn, family, recipe, innovation,
-                                    dict(options or {}), paper_params, params_tolerance, source)
+        params = inspect.signature(fn).parameters
+        _REGISTRY[key] = ModelEntry(
+            key, fn, family, recipe, innovation, dict(options or {}), paper_params,
+            params_tolerance, source, fn.__module__,
+            {k: params[k].default for k in options or {}
+             if k in params and params[k].default is not inspect.Parameter.empty})
         return fn
 
     return wrap
@@ -97,24 +113,96 @@ def _load_zoo() -> None:
     from models import zoo  # noqa: F401
 
 
-def get_entry(name: str) -> ModelEntry:
+# --- the stored index: entries without importing the zoo ---
+#
+# Importing the zoo imports torch, timm and torchvision (~7 s of CPU on the development
+# machine), which a study's parse, `show` or `list` do not need: they read what
+# models/facts.json stores of each entry (`registry`, written by `python -m
+# models.write_facts`), used only while its fingerprint equals this zoo's. A model is
+# imported when it is built.
+
+FACTS_FILE = Path(__file__).with_name("facts.json")
+
+
+def zoo_fingerprint() -> str:
+    """A hash of the zoo's source: every module under models/."""
+    digest = hashlib.sha256()
+    root = Path(__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=1)
+def stored_facts() -> dict[str, Any]:
+    """models/facts.json, or {} when it is missing, unreadable or written for another zoo."""
+    try:
+        payload = json.loads(FACTS_FILE.read_text())
+    except (OSError, ValueError):
+        return {}
+    return payload if payload.get("fingerprint") == zoo_fingerprint() else {}
+
+
+_TYPES = {"int": int, "float": float, "bool": bool}
+
+
+def index_record(entry: ModelEntry) -> dict[str, Any]:
+    """What facts.json stores of a registry entry (all but its builder)."""
+    return {"module": entry.module, "family": entry.family, "recipe": entry.recipe,
+            "innovation": entry.innovation, "paper_params": entry.paper_params,
+            "params_tolerance": entry.params_tolerance, "source": entry.source,
+            "options": {k: list(v) if isinstance(v, tuple) else v.__name__
+                        for k, v in entry.options.items()},
+            "defaults": entry.defaults}
+
+
+def _from_index(name: str, stored: dict[str, Any]) -> ModelEntry:
+    options = {k: tuple(v) if isinstance(v, list) else _TYPES[v]
+               for k, v in stored["options"].items()}
+    return ModelEntry(name, functools.partial(_build, name), stored["family"],
+                      stored["recipe"], stored["innovation"], options, stored["paper_params"],
+                      stored["params_tolerance"], stored["source"], stored["module"],
+                      stored["defaults"])
+
+
+def _build(name: str, **kwargs) -> nn.Module:
     _load_zoo()
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, _REGISTRY, n=3)
+    return _REGISTRY[name].builder(**kwargs)
+
+
+@functools.lru_cache(maxsize=1)
+def _index() -> dict[str, ModelEntry]:
+    return {name: _from_index(name, stored)
+            for name, stored in stored_facts().get("registry", {}).items()}
+
+
+def _entries() -> dict[str, ModelEntry]:
+    """The registry: the imported zoo's if it is imported or the index is stale, else
+    the index."""
+    if not _REGISTRY and _index():
+        return _index()
+    _load_zoo()
+    return _REGISTRY
+
+
+def get_entry(name: str) -> ModelEntry:
+    entries = _entries()
+    if name not in entries:
+        close = difflib.get_close_matches(name, entries, n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else "; see `raysweep list models`"
         raise UnknownModelError(f"unknown model {name!r}{hint}")
-    return _REGISTRY[name]
+    return entries[name]
 
 
 def list_models(pattern: str = "*") -> list[str]:
-    _load_zoo()
-    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+    return sorted(n for n in _entries() if fnmatch.fnmatch(n, pattern))
 
 
 def create_model(name: str, num_classes: int = 100, **overrides) -> nn.Module:
     entry = get_entry(name)
     entry.check_options(overrides)
-    return entry.builder(num_classes=num_classes, **overrides)
+    _load_zoo()
+    return _REGISTRY[name].builder(num_classes=num_classes, **overrides)
 
 
 def count_params(model: nn.Module) -> int:

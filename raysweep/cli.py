@@ -38,9 +38,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _is_user_error(exc: Exception) -> bool:
-    from raysweep.errors import RaysweepError
+    from raysweep.errors import USER_ERRORS
 
-    return isinstance(exc, RaysweepError)
+    return isinstance(exc, USER_ERRORS)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -351,13 +351,13 @@ def cmd_show(args) -> int:
         print(f"{t.key:<{wk}} {label:<{wl}} {t.model:<{wm}} {t.train.epochs:>6} "
               f"{t.train.batch_size:>6} {t.train.peak_lr:>8.3g} {t.train.recipe:<14} {extra}")
     r = study.resources
-    gpus = "auto (by model size on a GPU cluster, 0 on CPU)" if r["gpus_per_worker"] == "auto" \
-        else f"{r['gpus_per_worker']} per worker"
+    gpus = "auto (by model size on a GPU cluster, 0 on CPU)" if r.gpus_per_worker == "auto" \
+        else f"{r.gpus_per_worker} per worker"
     searched = sorted({f"{k} ({scope})" for scope, p in study.search.items() for k in p})
     samples = (f" × {study.num_samples} {study.search_algorithm} samples of "
                f"{', '.join(searched)}") if study.search else ""
     print(f"\n{len(trials)} trials{samples}; epoch budget {sum(t.train.epochs for t in trials)}"
-          f" trial-epochs{' (× samples)' if study.search else ''}; {r['workers_per_trial']} "
+          f" trial-epochs{' (× samples)' if study.search else ''}; {r.workers_per_trial} "
           f"worker(s) per trial, GPUs: {gpus}; ASHA "
           + (f"grace {study.asha.grace_period}, reduction {study.asha.reduction_factor}"
              " on validation top-1" if study.asha.enabled else "off"))

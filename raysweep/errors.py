@@ -2,9 +2,12 @@
 
 The CLI prints a `RaysweepError` as one line (`raysweep: error: ...`) and exits with
 status 2; anything else is a bug and keeps its traceback. A message names the bad value
-and what is allowed, on one line.
+and what is allowed, on one line. The one other user error is the model registry's
+`UnknownModelError` (`models` depends on nothing in raysweep): `USER_ERRORS` names both.
 """
 from __future__ import annotations
+
+from models.registry import UnknownModelError
 
 
 class RaysweepError(ValueError):
@@ -13,10 +16,6 @@ class RaysweepError(ValueError):
 
 class StudyError(RaysweepError):
     """A study file, override or command-line value that cannot be run."""
-
-
-class UnknownModelError(RaysweepError):
-    """A model name or model option that the registry does not have."""
 
 
 class ResourceError(StudyError):
@@ -49,3 +48,6 @@ class EstimateError(RaysweepError):
 
 class RunLockedError(RaysweepError):
     """Another `raysweep run` holds the run folder."""
+
+
+USER_ERRORS = (RaysweepError, UnknownModelError)

@@ -101,6 +101,12 @@ def test_lower_layers_import_nothing_from_higher_ones(lower):
     assert not wrong
 
 
+def test_the_model_zoo_imports_nothing_from_raysweep():
+    wrong = sorted(f"{name} imports {m}" for name in MODULES if role(name) == "models"
+                   for m in imports(name) if m.startswith("raysweep"))
+    assert not wrong
+
+
 def test_the_check_sees_a_circle_and_an_upward_import():
     assert cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert cycle({"a": {"b"}, "b": set()}) is None

@@ -30,6 +30,19 @@ FUSE_MODES = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
+class ResourcesConfig:
+    """A study's `resources:` section (defaults and checks: `study.parse.RESOURCES_SCHEMA`):
+    what one trial holds and how many run at once."""
+    workers_per_trial: int            # Train workers (DDP ranks) of one trial
+    cpus_per_worker: float
+    gpus_per_worker: float | str      # a share of one GPU, or "auto" (by model size)
+    max_concurrent: int | str         # trials at once at most, or "auto" (what fits)
+    max_failures: int                 # worker-group restarts of one trial
+    fuse: str                         # fused arrays: FUSE_MODES
+    fuse_members: int                 # trials of one fused array at most
+
+
+@dataclass(frozen=True)
 class NodeType:
     """A kind of worker node the autoscaler starts on demand (`available_node_types`)."""
     name: str
@@ -89,7 +102,7 @@ def workers_held(nodes: list[Node], cpw: float, gpw: float,
     return max(now, head + autoscaler.workers_at_most(cpw, gpw))
 
 
-def plan_resources(resources: dict, cluster: Node, nodes: list[Node] | None = None,
+def plan_resources(resources: ResourcesConfig, cluster: Node, nodes: list[Node] | None = None,
                    gpu_share: float | None = None,
                    autoscaler: Autoscaler | None = None) -> Plan:
     """Size one trial's workers from a study's `resources` section and check that the
@@ -106,11 +119,11 @@ def plan_resources(resources: dict, cluster: Node, nodes: list[Node] | None = No
 
     `gpu_share` replaces `gpus_per_worker: auto` (one whole GPU, or none on a CPU
     cluster) with the share `plan_trials` picked from a model's size."""
-    if resources["gpus_per_worker"] != "auto":
-        gpw = float(resources["gpus_per_worker"])
+    if resources.gpus_per_worker != "auto":
+        gpw = float(resources.gpus_per_worker)
     else:
         gpw = (gpu_share or 1.0) if has_gpus(cluster, autoscaler) else 0.0
-    cpw, workers = float(resources["cpus_per_worker"]), resources["workers_per_trial"]
+    cpw, workers = float(resources.cpus_per_worker), resources.workers_per_trial
     if autoscaler is None:
         _check_totals(cluster, workers, cpw, gpw)
     nodes = nodes or [cluster]
@@ -123,7 +136,7 @@ def plan_resources(resources: dict, cluster: Node, nodes: list[Node] | None = No
                             f"{grown} hold only {held} workers of {shape(cpw, gpw)} each"
                             f"{_largest_type(autoscaler, gpw)}; allowed: <= {held}")
     fit = held // workers
-    limit = resources["max_concurrent"]
+    limit = resources.max_concurrent
     return Plan(TrialResources(workers, cpw, gpw), fit if limit == "auto" else min(fit, limit))
 
 
@@ -178,15 +191,15 @@ def _model_flops(model: str, options_json: str) -> int:
     return model_facts(model, **json.loads(options_json)).flops
 
 
-def plan_trials(resources: dict, specs: list[TrialSpec], cluster: Node,
+def plan_trials(resources: ResourcesConfig, specs: list[TrialSpec], cluster: Node,
                 nodes: list[Node] | None = None, autoscaler: Autoscaler | None = None
                 ) -> tuple[dict[str, TrialResources], int]:
     """Each trial's resources (by key) and how many trials may run at once. With
     `gpus_per_worker: auto` on a GPU cluster (GPUs up, or node types that have them), a
     one-worker trial of a small model gets a fraction of a GPU (`auto_gpu_share`); DDP
     trials keep whole GPUs (two ranks of one trial on one GPU would only contend)."""
-    auto = (resources["gpus_per_worker"] == "auto" and has_gpus(cluster, autoscaler)
-            and resources["workers_per_trial"] == 1)
+    auto = (resources.gpus_per_worker == "auto" and has_gpus(cluster, autoscaler)
+            and resources.workers_per_trial == 1)
     plans: dict[float | None, Plan] = {}
     out = {}
     for spec in specs:

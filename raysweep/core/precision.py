@@ -16,7 +16,11 @@ node is this machine); `raysweep show` runs no Ray and resolves for this machine
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass
+
+# Where a GPU driver shows itself (NVIDIA's, AMD's ROCm): without one, torch sees no GPU.
+GPU_DRIVER_PATHS = ("/proc/driver/nvidia/gpus", "/dev/nvidiactl", "/dev/kfd")
 
 # Ray's accelerator_type labels (ray.util.accelerators) of GPUs with bf16 tensor cores
 # (compute capability ≥ 8.0) and of those without; a label in neither is resolved as
@@ -70,6 +74,8 @@ def resolve_auto(gpus: list[Gpu] | None, where: str) -> Resolution:
 
 def local_gpus() -> list[Gpu]:
     """The GPUs of this machine, as torch sees them."""
+    if not any(os.path.exists(p) for p in GPU_DRIVER_PATHS):
+        return []   # no GPU driver: nothing torch could see, said without importing it (~2.5 s)
     import torch
 
     if not torch.cuda.is_available():

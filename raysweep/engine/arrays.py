@@ -1,7 +1,8 @@
-"""Fused arrays in the engine: which trials of a study train together (`plan_arrays`), the
-Ray actor that trains one array (`ArrayActor`), each member's Tune function
-(`run_member`) and the driver callback that starts arrays and tells them who left
-(`ArrayKeeper`). The training itself is `raysweep.training.fusion`.
+"""Fused arrays in the engine: the Ray actor that trains one array (`ArrayActor`) and the
+driver callback that starts arrays and tells them who left (`ArrayKeeper`). Which trials
+train together and each member's Tune function are `raysweep.engine.members` (no torch:
+a member's process only relays its array's epochs); the training itself is
+`raysweep.training.fusion`.
 
 Every member stays a Tune trial of its own: ASHA judges it, the record writer keeps its
 record, progress and TensorBoard show it. Its Tune function holds next to no resources
@@ -19,86 +20,22 @@ an array do not depend on thread timing.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 import time
 import traceback
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import ray
 
 from raysweep.store import checkpoints
 from raysweep.training import data
-from raysweep.datasets import readers as datasets
-from raysweep.training.fusion import FusedTrainer, Member, array_key, new_shadow, why_not_fused
+from raysweep.engine.members import ArrayPlan
+from raysweep.training.fusion import FusedTrainer, Member, new_shadow
 from raysweep.store.storage import location
 from raysweep.core.report import Report, encode, first_report
 from raysweep.core.trial import EpochResult, Launch, Segment, TrialResources, TrialSpec
 from raysweep.training.worker import last_epoch, new_segment
-
-@dataclass(frozen=True)
-class ArrayPlan:
-    """One fused array of a run: its actor's name, its members, what it holds."""
-    name: str
-    members: tuple[str, ...]    # trial keys, in study order (the order results go out)
-    resources: TrialResources   # one trial's: the array runs where one trial would
-
-
-def plan_arrays(specs: list[TrialSpec], resources: dict[str, TrialResources], fuse: str,
-                max_members: int, run_dir: str) -> dict[str, ArrayPlan]:
-    """The arrays of these trials, by member key: trials with equal `fusion.array_key`
-    that can be fused, up to `max_members` an array; a trial alone stays a trial."""
-    groups: dict[str, list[TrialSpec]] = {}
-    for spec in specs:
-        res = resources[spec.key]
-        if fuse == "off" or (fuse == "auto" and not res.use_gpu) or spec.sampled_from:
-            continue
-        if why_not_fused(spec, res.workers, datasets.num_classes(spec.train)) is None:
-            groups.setdefault(array_key(spec), []).append(spec)
-    run = hashlib.sha1(run_dir.encode()).hexdigest()[:8]
-    plans = {}
-    for members in groups.values():
-        for first in range(0, len(members), max_members):
-            chunk = tuple(s.key for s in members[first:first + max_members])
-            if len(chunk) > 1:
-                plan = ArrayPlan(f"raysweep-array-{run}-{chunk[0]}", chunk,
-                                 resources[chunk[0]])
-                plans.update({key: plan for key in chunk})
-    return plans
-
-
-def grid_order(specs: list[TrialSpec], arrays: dict[str, ArrayPlan]) -> list[TrialSpec]:
-    """The trials with each array's members next to each other, so Tune starts an
-    array's members together."""
-    by_key = {s.key: s for s in specs}
-    out, seen = [], set()
-    for spec in specs:
-        keys = arrays[spec.key].members if spec.key in arrays else (spec.key,)
-        out += [by_key[k] for k in keys if k not in seen]
-        seen.update(keys)
-    return out
-
-
-def run_member(plan: ArrayPlan, key: str) -> None:
-    """A member's Tune function: report the epochs its array trains for it."""
-    actor = _actor(plan.name)
-    while (metrics := ray.get(actor.next.remote(key))) is not None:
-        ray.tune.report(metrics)
-
-
-def _actor(name: str, wait_s: float = 300.0):
-    # The driver creates the actor when Tune starts the array's first member, before
-    # that member's function runs; the wait covers a slow GCS.
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            return ray.get_actor(name)
-        except ValueError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"fused array {name} was never started") from None
-            time.sleep(0.1)
-
 
 class ArrayKeeper(ray.tune.Callback):
     """On the driver: starts an array's actor with its first member, tells it when a

@@ -25,7 +25,8 @@ from ray.tune.schedulers import FIFOScheduler
 
 from raysweep.datasets import readers as datasets
 from raysweep.observe import metrics
-from raysweep.engine.arrays import ArrayKeeper, grid_order, plan_arrays
+from raysweep.engine.arrays import ArrayKeeper
+from raysweep.engine.members import grid_order, plan_arrays
 from raysweep.store import records as rec
 from raysweep.engine.cluster import allow_pending_trials, find_autoscaler
 from raysweep.errors import StudyError
@@ -84,13 +85,13 @@ def run_study(study: Study, storage: str, name: str | None = None, resume: bool 
                                         alive_nodes(), autoscaler)
     if autoscaler:
         allow_pending_trials(len(todo) * study.num_samples)
-    inline = inline and study.resources["workers_per_trial"] == 1 and isinstance(run_dir, Path)
+    inline = inline and study.resources.workers_per_trial == 1 and isinstance(run_dir, Path)
     write_provenance(run_dir, study)
     arrays = {} if study.search else plan_arrays(
-        todo, resources, study.resources["fuse"], study.resources["fuse_members"], str(run_dir))
+        todo, resources, study.resources.fuse, study.resources.fuse_members, str(run_dir))
     todo = grid_order(todo, arrays)
     context = TrialContext({s.key: s for s in specs}, resources, str(run_dir), inline,
-                           study.resources["max_failures"], arrays)
+                           study.resources.max_failures, arrays)
     timings.update(runner="inline" if inline else "train-workers", trials_total=len(specs),
                    trials_run=0, max_concurrent=concurrent, fused_arrays=len(
                        {a.name for a in arrays.values()}),
@@ -131,7 +132,7 @@ def resolve_precision(study: Study, autoscaler: Autoscaler | None = None) -> Non
     A study whose `auto_amp` is already set (a --resume keeps the run's) is left as is."""
     if study.auto_amp is not None:
         return
-    if study.resources["gpus_per_worker"] == 0:
+    if study.resources.gpus_per_worker == 0:
         found = resolve_auto([], "resources.gpus_per_worker: 0")
     else:
         me = ray.get_runtime_context().get_node_id()

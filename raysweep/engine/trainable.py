@@ -54,13 +54,14 @@ class TrialContext:
 
 
 def run_trial(config: dict[str, Any], context: TrialContext) -> None:
-    from raysweep.training.worker import train_inline, train_loop_per_worker
-
+    # Imported here, not above: a fused array's member relays epochs and never needs torch.
     if config["trial"] in context.arrays:
-        from raysweep.engine.arrays import run_member
+        from raysweep.engine.members import run_member
 
         run_member(context.arrays[config["trial"]], config["trial"])
         return
+    from raysweep.training.worker import train_inline, train_loop_per_worker
+
     spec = context.spec(config)
     if spec.sampled_from is not None and replay_finished(spec, context.run_dir):
         return

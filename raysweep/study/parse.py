@@ -20,7 +20,7 @@ import yaml
 
 from raysweep.datasets import readers as datasets
 from raysweep.errors import StudyError, UnknownModelError
-from raysweep.core.planning import FUSE_MODES, check_divides
+from raysweep.core.planning import FUSE_MODES, ResourcesConfig, check_divides
 from raysweep.store.storage import what_is
 from raysweep.study.sections import AshaConfig
 from raysweep.core.recipes import LR_SCALINGS, PAPER_GLOBAL_BATCH, RECIPES, SCHEDULERS, resolve
@@ -218,7 +218,7 @@ class Study:
     num_samples: int                # search samples per arm and seed
     seeds: list[int]
     asha: AshaConfig
-    resources: dict[str, Any]
+    resources: ResourcesConfig
     raw: dict[str, Any]
     # What `amp: auto` means for this study's trials (raysweep.core.precision): set by the
     # driver from where they run; None until then (resolved for this machine).
@@ -565,7 +565,8 @@ def parse_study(raw: dict, path: str, only_groups: list[str] | None = None) -> S
     name = check_name("name", raw.get("name") or Path(path).stem)
     defaults = _check_section("defaults", raw.get("defaults"), TRAIN_SCHEMA)
     asha = AshaConfig.from_section(_check_section("asha", raw.get("asha"), ASHA_SCHEMA))
-    resources = _check_section("resources", raw.get("resources"), RESOURCES_SCHEMA)
+    resources = ResourcesConfig(**_check_section("resources", raw.get("resources"),
+                                                 RESOURCES_SCHEMA))
     if asha.enabled and asha.grace_period > defaults["epochs"]:
         raise StudyError(f"asha.grace_period={asha.grace_period} is beyond the epoch budget "
                          f"defaults.epochs={defaults['epochs']}; allowed: 1..{defaults['epochs']}")
@@ -574,7 +575,7 @@ def parse_study(raw: dict, path: str, only_groups: list[str] | None = None) -> S
         raise StudyError(f"{path}: the study names no models and no groups")
     grid = _parse_grid(raw.get("grid"))
     search, algorithm, num_samples = _parse_search(raw.get("search"))
-    _check_batches(defaults, arms, grid, resources["workers_per_trial"])
+    _check_batches(defaults, arms, grid, resources.workers_per_trial)
     if asha.enabled or search:
         _check_validation(defaults, arms, grid, "asha.enabled=true" if asha.enabled
                           else "search")

@@ -1,5 +1,8 @@
 """A study's sections as types, for the code that reads them (the driver, `show`, the
-estimate): each field once, with its unit."""
+estimate): each field once, with its unit. The `resources:` section's type,
+`ResourcesConfig`, lives with the planning that reads it (`raysweep.core.planning`: core
+imports nothing from study); `defaults:` and the grid reach the engine only as each
+trial's resolved `TrainConfig`."""
 from __future__ import annotations
 
 from dataclasses import dataclass

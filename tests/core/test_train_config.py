@@ -5,6 +5,8 @@ import dataclasses
 
 import pytest
 
+from models import RECIPE_NAMES
+from raysweep.core.recipes import RECIPES
 from raysweep.core.trial import TrainConfig
 from support.factories import TRAIN
 
@@ -30,3 +32,7 @@ def test_groups_are_not_fields_and_drive_identity_and_setting():
 def test_what_a_fused_array_may_vary_is_identity_and_no_setting():
     assert not set(TrainConfig.ARRAY_FREE) & set(TrainConfig.NOT_IDENTITY)
     assert not set(TrainConfig.ARRAY_FREE) & set(TrainConfig.SETTING)
+
+
+def test_the_recipes_models_name_are_the_recipes_that_have_values():
+    assert tuple(RECIPES) == RECIPE_NAMES

@@ -26,16 +26,18 @@ from support.loopback import wait_for
 from raysweep.store import records
 from raysweep.engine.cluster import _autoscaling_config, allow_pending_trials, autoscaler_from_config
 from raysweep.errors import ResourceError
-from raysweep.core.planning import HEAD, Autoscaler, NodeType, plan_resources, plan_trials
+from raysweep.core.planning import (HEAD, Autoscaler, NodeType, ResourcesConfig, plan_resources,
+                                    plan_trials)
+from raysweep.study.parse import parse_study
 
 ROOT = Path(__file__).resolve().parents[2]
 HEAD_NODE = {"CPU": 0, HEAD: 1, "memory": 8e9}
 GPU_1X = {"CPU": 4, "GPU": 1}
 
 
-def _resources(**values) -> dict:
-    return {"workers_per_trial": 1, "cpus_per_worker": 1, "gpus_per_worker": "auto",
-            "max_concurrent": "auto", **values}
+def _resources(**values) -> ResourcesConfig:
+    return parse_study({"name": "a", "models": ["resnet_20"], "resources": values},
+                       "a.yaml").resources
 
 
 @pytest.fixture(scope="module")

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 
 from support.cli import one_error_line, raysweep
 from support.studies import write_study
 from raysweep import cli
+from raysweep.core.precision import GPU_DRIVER_PATHS
 from raysweep.study.parse import StudyError, apply_override, load_study
 
 
@@ -63,8 +66,13 @@ def test_on_and_off_are_read_as_written(tmp_path, section, key, word):
     path.write_text(f"models: [resnet_20]\n{section}: {{{key}: {word}}}\n"
                     "asha: {enabled: false}\n")
     study = load_study(str(path))
-    assert getattr(study, section)[key] == word and study.asha.enabled is False
-    assert getattr(load_study(str(path), [f"{section}.{key}={word}"]), section)[key] == word
+    assert _value(study, section, key) == word and study.asha.enabled is False
+    assert _value(load_study(str(path), [f"{section}.{key}={word}"]), section, key) == word
+
+
+def _value(study, section: str, key: str):
+    values = getattr(study, section)   # resources: a ResourcesConfig; defaults: a mapping
+    return values[key] if isinstance(values, dict) else getattr(values, key)
 
 
 def test_expansion_crosses_arms_grid_and_seeds(tmp_path):
@@ -223,3 +231,21 @@ def test_cli_show_ablations_lists_groups_and_budget(capsys):
     both = capsys.readouterr().out
     # 30 - 3 (the shared baseline) - 3 (eca_kernel's adaptive = k3, one network)
     assert "24 trials" in both and both.count("(+1 more labels)") == 6
+
+
+def test_a_study_parses_and_names_its_trials_without_torch_timm_or_ray():
+    """Parsing (what `run`, `show` and every refusal do first) reads the zoo's stored
+    registry and network fingerprints (models/facts.json), not the zoo: on a machine
+    without a GPU driver it imports no torch (~2.5 s of CPU) and never timm, torchvision
+    or Ray (~5 s more). (A model with options outside facts.json's standard cases, as in
+    the ablations study, is built once to fingerprint it: that imports the zoo.)"""
+    code = ("import sys; from raysweep.study.parse import load_study; "
+            "keys = [t.key for t in load_study('comparison').trials()]; "
+            "print(len(keys), *sorted(m for m in ('torch', 'timm', 'torchvision', 'ray') "
+            "if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    found = proc.stdout.split()
+    assert int(found[0]) > 20   # every family of the zoo
+    gpu_driver = any(os.path.exists(p) for p in GPU_DRIVER_PATHS)   # then torch asks CUDA
+    assert found[1:] == (["torch"] if gpu_driver else [])

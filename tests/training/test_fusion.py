@@ -19,7 +19,7 @@ from support.studies import TINY, run, scheduled_lrs, write_study
 from support.factories import spec as make_spec
 from raysweep.store import checkpoints
 from raysweep.training import data, fusion
-from raysweep.engine.arrays import plan_arrays
+from raysweep.engine.members import plan_arrays
 from raysweep.store.records import read_records
 from raysweep.study.parse import load_study
 from raysweep.core.trial import TrialResources

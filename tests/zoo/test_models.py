@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 
 from torch.utils.flop_counter import FlopCounterMode
 
-from models import (FAMILIES, RECIPES, ModelFacts, count_params, create_model, get_entry,
+from models import (FAMILIES, RECIPE_NAMES, ModelFacts, count_params, create_model, get_entry,
                     list_models, model_facts)
 from models.facts import (FACTS_FILE, count_on_meta, fingerprint_built, fingerprint_real,
                           network_fingerprint, standard_cases, zoo_fingerprint)
@@ -87,6 +88,20 @@ def test_facts_file_is_current():
     assert [(e["model"], e["options"]) for e in stored["facts"]] == standard_cases()
 
 
+def test_the_stored_registry_is_the_imported_zoos():
+    """Until the zoo is imported, `get_entry` and `list_models` answer from facts.json's
+    registry: it names exactly the zoo's models, each entry equal to the one the zoo
+    registers (all but its builder, which imports the zoo when called)."""
+    from models.registry import _REGISTRY, _from_index, _load_zoo
+
+    stored = json.loads(FACTS_FILE.read_text())["registry"]
+    _load_zoo()
+    assert sorted(stored) == sorted(_REGISTRY)
+    for name, entry in _REGISTRY.items():
+        assert dataclasses.replace(_from_index(name, stored[name]), builder=None) == \
+            dataclasses.replace(entry, builder=None)
+
+
 @pytest.mark.parametrize("name", [n for n in ALL if get_entry(n).paper_params
                                   and get_entry(n).params_tolerance is not None])
 def test_parameter_count_matches_the_seed(name):
@@ -110,7 +125,7 @@ def test_registry_entries_are_well_formed():
     assert {"resnet_20", "resnet_32", "resnet_56"} <= set(ALL)
     for name in ALL:
         entry = get_entry(name)
-        assert entry.family in FAMILIES and entry.recipe in RECIPES
+        assert entry.family in FAMILIES and entry.recipe in RECIPE_NAMES
 
 
 def test_resnet_20_is_exactly_the_seeds_network():
