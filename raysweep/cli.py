@@ -371,7 +371,7 @@ def cmd_show(args) -> int:
 def _rung_line(study, trials) -> str:
     """Where ASHA may stop a trial, per epoch budget (each budget competes only with
     itself, `raysweep.engine.rungs`)."""
-    from raysweep.engine.rungs import milestones
+    from raysweep.study.sections import milestones
 
     budgets = sorted({t.train.epochs for t in trials})
     rungs = [(b, milestones(b, study.asha.grace_period, study.asha.reduction_factor))

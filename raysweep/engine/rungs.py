@@ -28,6 +28,7 @@ from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialSch
 
 from raysweep.core.report import decode
 from raysweep.core.trial import EpochResult, TrainConfig, TrialRecord, TrialSpec
+from raysweep.study.sections import milestones
 
 TIME_ATTR = "epoch"
 FINISHED_RUNS = ("completed", "stopped", "diverged")   # ended in Tune: on_trial_complete ran
@@ -37,17 +38,6 @@ def rung_group(train: TrainConfig) -> tuple:
     """Trials that compete at ASHA's rungs: the same data, split and epoch budget (the
     setting the tables never rank across, `TrainConfig.SETTING`)."""
     return train.setting()
-
-
-def milestones(budget: int, grace_period: int, reduction_factor: float) -> list[float]:
-    """The epochs at which ASHA may stop a trial of this budget (Ray's milestones for
-    max_t = budget + 1, below the budget: a rung at the last epoch stops nothing)."""
-    if grace_period > budget:
-        return []
-    rungs = AsyncHyperBandScheduler(time_attr=TIME_ATTR, max_t=budget + 1,
-                                    grace_period=grace_period,
-                                    reduction_factor=reduction_factor)._brackets[0]._rungs
-    return sorted(m for m, _ in rungs if m < budget)
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,7 @@ import torch
 from raysweep.datasets import readers as datasets
 from raysweep.errors import EstimateError
 from raysweep.core.trial import TrialResources, TrialSpec
-from raysweep.study.sections import AshaConfig
+from raysweep.study.sections import AshaConfig, milestones
 
 CACHE_FILE = Path("~/.cache/raysweep/step_times.json")
 CACHE_VERSION = 1
@@ -116,11 +116,7 @@ class Estimate:
 def asha_rungs(epochs: int, grace_period: int, reduction_factor: int) -> list[int]:
     """The epochs at which ASHA may stop a trial: g, gη, gη², ... below the budget (Ray's
     milestones up to max_t = epochs + 1; a rung at the last epoch stops nothing)."""
-    rungs, rung = [], grace_period
-    while rung < epochs:
-        rungs.append(rung)
-        rung *= reduction_factor
-    return rungs
+    return milestones(epochs, grace_period, reduction_factor)
 
 
 def asha_expected_epochs(epochs: int, grace_period: int, reduction_factor: int,

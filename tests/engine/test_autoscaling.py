@@ -28,7 +28,7 @@ from raysweep.engine.cluster import _autoscaling_config, allow_pending_trials, a
 from raysweep.errors import ResourceError
 from raysweep.core.planning import (HEAD, Autoscaler, NodeType, ResourcesConfig, plan_resources,
                                     plan_trials)
-from raysweep.study.parse import parse_study
+from raysweep.study.parse import RESOURCES_SCHEMA
 
 ROOT = Path(__file__).resolve().parents[2]
 HEAD_NODE = {"CPU": 0, HEAD: 1, "memory": 8e9}
@@ -36,8 +36,10 @@ GPU_1X = {"CPU": 4, "GPU": 1}
 
 
 def _resources(**values) -> ResourcesConfig:
-    return parse_study({"name": "a", "models": ["resnet_20"], "resources": values},
-                       "a.yaml").resources
+    """A resources section: the study format's defaults and `values` (not checked against
+    a study's batch size, as parsing would)."""
+    defaults = {key: default for key, (_, default) in RESOURCES_SCHEMA.items()}
+    return ResourcesConfig(**{**defaults, **values})
 
 
 @pytest.fixture(scope="module")

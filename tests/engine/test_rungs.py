@@ -12,12 +12,13 @@ import subprocess
 import sys
 
 import pytest
+from ray.tune.schedulers import AsyncHyperBandScheduler
 
 from support.studies import TINY, run, write_study
 from support.factories import record, spec
 from raysweep.engine.driver import run_study
 from raysweep.store.records import read_records
-from raysweep.engine.rungs import BudgetASHA, milestones, rung_group
+from raysweep.engine.rungs import TIME_ATTR, BudgetASHA, milestones, rung_group
 from raysweep.study.parse import load_study
 
 HOPELESS = {"model": "resnet_20", "set": {"lr": 1e-7}}
@@ -32,6 +33,18 @@ def test_milestones_are_per_budget_and_below_it():
     assert milestones(8, 1, 2) == [1, 2, 4]
     assert milestones(1, 1, 4) == []           # a rung at the last epoch stops nothing
     assert milestones(2, 3, 2) == []           # budget below the grace period: no rung
+
+
+@pytest.mark.parametrize("reduction_factor", [2, 3, 4, 1.5, 2.5])
+def test_milestones_are_the_rungs_of_rays_own_asha(reduction_factor):
+    """`milestones` (what `show` prints, without importing Ray) equals the rungs of the
+    AsyncHyperBandScheduler each budget's ASHA is, below the budget."""
+    for budget in range(1, 80):
+        for grace in (g for g in (1, 2, 3, 5) if g <= budget):
+            asha = AsyncHyperBandScheduler(time_attr=TIME_ATTR, max_t=budget + 1,
+                                           grace_period=grace, reduction_factor=reduction_factor)
+            rays = sorted(m for m, _ in asha._brackets[0]._rungs if m < budget)
+            assert milestones(budget, grace, reduction_factor) == rays, (budget, grace)
 
 
 def test_records_seed_the_rungs_of_their_own_budget_with_validation_top1():
