@@ -11,7 +11,6 @@ import ray
 import torch
 
 from raysweep.engine import cluster
-from support import module_seconds
 from support.disk import tmpfs
 from support.studies import TINY, run, write_study
 
@@ -26,18 +25,6 @@ def pytest_configure(config):
         threads = max(1, (os.cpu_count() or 1) // int(workers))
         os.environ.setdefault("OMP_NUM_THREADS", str(threads))
         torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-
-
-def pytest_collection_modifyitems(config, items):
-    """Slowest modules first. `make test` hands whole modules to its two processes in
-    this order (`--dist loadfile --no-loadscope-reorder`), so the long Ray modules start
-    early and the last ones handed out are short: no slow module runs alone at the end
-    while the other process idles. Seconds from tests/module_seconds.txt; a module not
-    listed there (new) counts as slow. Within a module the order is unchanged."""
-    seconds = module_seconds.read()
-    root = config.rootpath
-    items.sort(key=lambda item: -seconds.get(item.path.relative_to(root).as_posix(),
-                                             float("inf")))
 
 
 @pytest.fixture(scope="session")
