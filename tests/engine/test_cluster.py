@@ -25,7 +25,7 @@ import yaml
 
 from support import factories
 from support.studies import TINY, write_study
-from support.loopback import LoopbackRay, free_port, wait_for
+from support.loopback import LoopbackRay, wait_for
 from raysweep.store import records, storage
 from raysweep.store.records import check_writable
 from raysweep.errors import StudyError
@@ -149,10 +149,10 @@ class LoopbackCluster(LoopbackRay):
         self.env.pop("RAY_ADDRESS", None)
         self.procs: list[subprocess.Popen] = []
 
-    def _node(self, index: int, *args: str) -> None:
+    def _node(self, index: int, *args: str, ports: tuple[str, ...] = ()) -> None:
         cmd = [RAY, "start", "--block", "--num-cpus=1", "--num-gpus=0", "--disable-usage-stats",
                "--node-ip-address=127.0.0.1", f"--object-store-memory={200 * 2**20}",
-               *self.node_ports(), *args]
+               *self.node_ports(*ports), *args]
         log = open(self.folder / f"node{index}.log", "w")
         self.procs.append(subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                            start_new_session=True))
@@ -161,7 +161,7 @@ class LoopbackCluster(LoopbackRay):
         self._node(0, "--head", f"--port={self.gcs_port}", f"--temp-dir={self.temp_dir}",
                    "--include-dashboard=true", "--dashboard-host=127.0.0.1",
                    f"--dashboard-port={self.dashboard_port}",
-                   f"--ray-client-server-port={free_port()}")
+                   ports=("ray-client-server-port",))
         wait_for(lambda: _get(f"{self.dashboard}/api/version"), "the head's dashboard",
                  proc=self.procs[0])
         self._node(1, f"--address={self.address}")
