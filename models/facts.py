@@ -141,7 +141,7 @@ def _entry(name: str, options: dict[str, Any]) -> dict[str, Any]:
             **vars(count_built(model)), "network": fingerprint_built(model)}
 
 
-def _entries() -> list[dict]:
+def _stored_cases() -> list[dict]:
     """facts.json's cases, or none when it is missing or written for another zoo."""
     return stored_facts().get("facts", [])
 
@@ -149,12 +149,12 @@ def _entries() -> list[dict]:
 @functools.lru_cache(maxsize=1)
 def _stored() -> dict[tuple[str, int, str], ModelFacts]:
     return {(e["model"], e["num_classes"], _options_key(e["options"])):
-            ModelFacts(e["params"], e["flops"]) for e in _entries()}
+            ModelFacts(e["params"], e["flops"]) for e in _stored_cases()}
 
 
 @functools.lru_cache(maxsize=1)
 def _stored_networks() -> dict[tuple[str, str], str]:
-    return {(e["model"], _options_key(e["options"])): e["network"] for e in _entries()
+    return {(e["model"], _options_key(e["options"])): e["network"] for e in _stored_cases()
             if "network" in e}
 
 

@@ -166,6 +166,7 @@ def _from_index(name: str, stored: dict[str, Any]) -> ModelEntry:
 
 
 def _build(name: str, **kwargs) -> nn.Module:
+    """An index entry's builder: imports the zoo, then builds with the registered one."""
     _load_zoo()
     return _REGISTRY[name].builder(**kwargs)
 
@@ -201,8 +202,7 @@ def list_models(pattern: str = "*") -> list[str]:
 def create_model(name: str, num_classes: int = 100, **overrides) -> nn.Module:
     entry = get_entry(name)
     entry.check_options(overrides)
-    _load_zoo()
-    return _REGISTRY[name].builder(num_classes=num_classes, **overrides)
+    return entry.builder(num_classes=num_classes, **overrides)
 
 
 def count_params(model: nn.Module) -> int:

@@ -113,12 +113,6 @@ class Estimate:
 
 # --- ASHA's expected savings ---
 
-def asha_rungs(epochs: int, grace_period: int, reduction_factor: int) -> list[int]:
-    """The epochs at which ASHA may stop a trial: g, gη, gη², ... below the budget (Ray's
-    milestones up to max_t = epochs + 1; a rung at the last epoch stops nothing)."""
-    return milestones(epochs, grace_period, reduction_factor)
-
-
 def asha_expected_epochs(epochs: int, grace_period: int, reduction_factor: int,
                          trials: int | None = None) -> float:
     """Expected epochs per trial under ASHA when trials are promoted at random: a trial's
@@ -130,7 +124,7 @@ def asha_expected_epochs(epochs: int, grace_period: int, reduction_factor: int,
     trials=n: Ray's rule for n trials: a trial continues unless its result is below the
     (1 - 1/η) quantile of the results recorded at that rung so far, so the first trial
     at every rung continues and a small study saves less than the limit says."""
-    rungs = asha_rungs(epochs, grace_period, reduction_factor)
+    rungs = milestones(epochs, grace_period, reduction_factor)
     ends = [*rungs, epochs]
     if trials is None or trials > EXACT_ASHA_TRIALS:
         reaching = [reduction_factor ** -k for k in range(len(ends))]

@@ -7,9 +7,9 @@ import random
 import pytest
 import torch
 
-from raysweep.study.sections import AshaConfig
+from raysweep.study.sections import AshaConfig, milestones
 from raysweep.estimate.cost import (EstimateError, StepTime, asha_expected_epochs,
-                               asha_rungs, epoch_seconds, estimate, estimate_from,
+                               epoch_seconds, estimate, estimate_from,
                                format_estimate, measure_key, read_cache, write_cache)
 from raysweep.core.trial import TrialResources
 from support.factories import spec
@@ -23,10 +23,10 @@ NO_ASHA = AshaConfig(False, 1, 2)
 def test_asha_large_study_limit_by_hand():
     # 100 epochs, grace 1, η 4: rungs 1, 4, 16, 64. All trials run epoch 1, 1/4 run
     # epochs 2-4, 1/16 epochs 5-16, 1/64 epochs 17-64, 1/256 epochs 65-100.
-    assert asha_rungs(100, 1, 4) == [1, 4, 16, 64]
+    assert milestones(100, 1, 4) == [1, 4, 16, 64]
     by_hand = 1 + 3 / 4 + 12 / 16 + 48 / 64 + 36 / 256
     assert asha_expected_epochs(100, 1, 4) == pytest.approx(by_hand)
-    assert asha_rungs(64, 1, 4) == [1, 4, 16]     # a rung at the last epoch stops nothing
+    assert milestones(64, 1, 4) == [1, 4, 16]     # a rung at the last epoch stops nothing
 
 
 def test_asha_small_study_by_hand():
@@ -53,7 +53,7 @@ def test_asha_expectation_matches_rays_scheduler_on_random_results():
         for trial in alive:
             scheduler.on_trial_add(None, trial)
         ran = {trial: epochs for trial in alive}
-        for rung in asha_rungs(epochs, grace, eta):
+        for rung in milestones(epochs, grace, eta):
             rng.shuffle(alive)
             stopped = {t for t in alive if scheduler.on_trial_result(
                 None, t, {"epoch": rung, "top1": rng.random()}) == TrialScheduler.STOP}
