@@ -15,7 +15,8 @@ the driver closes it (`cluster.disconnect`, after `ray.shutdown`) or dies, howev
 dies (the kernel closes its descriptors, SIGKILL included); the reaper then SIGKILLs every
 process it noted that is still running (psutil checks the start time, so a reused pid is
 never hit) and exits. A worker started within the last `POLL_S` seconds is not noted: it
-dies with its raylet, within about two seconds, by Ray's own check.
+dies with its raylet, within about two seconds, by Ray's own check (and a data-loader
+process with its worker, by torch's).
 
 Processes are found by parentage, not by a marker in their environment: Ray's agents set
 their process title, which on Linux overwrites the memory that /proc/PID/environ shows.
@@ -31,7 +32,10 @@ from collections import defaultdict
 
 import psutil
 
-POLL_S = 1.0  # seconds between two looks at the Ray process tree
+# Seconds between two looks at the Ray process tree. A look reads every process's parent
+# (~20 ms beside a running study); once a second that was ~1 CPU-second per minute of a
+# study, as much as Ray's GCS. What a look can miss is short-lived by then anyway.
+POLL_S = 5.0
 
 
 def descendants(roots: list[psutil.Process]) -> set[psutil.Process]:
