@@ -34,7 +34,8 @@ class Holder:
         return os.getpid()
 
 holder = Holder.remote()
-print(url, *ray.get([pid.remote(), holder.pid.remote()]), flush=True)
+print(url, ray.get_runtime_context().gcs_address, *ray.get([pid.remote(), holder.pid.remote()]),
+      flush=True)
 sys.stdin.read()
 cluster.disconnect()
 """
@@ -45,7 +46,7 @@ class LocalDriver:
 
     def __init__(self):
         self.proc: subprocess.Popen | None = None
-        self.url, self.worker_pids = "", []
+        self.url, self.gcs, self.worker_pids = "", "", []
 
     def get(self) -> subprocess.Popen:
         if self.proc is None or self.proc.poll() is not None:
@@ -59,8 +60,8 @@ class LocalDriver:
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout_s)
         line = self.proc.stdout.readline().split() if ready else []
-        assert len(line) == 3, f"the driver never started Ray (exit code {self.proc.poll()})"
-        self.url, self.worker_pids = line[0], [int(p) for p in line[1:]]
+        assert len(line) == 4, f"the driver never started Ray (exit code {self.proc.poll()})"
+        self.url, self.gcs, self.worker_pids = line[0], line[1], [int(p) for p in line[2:]]
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -99,6 +100,25 @@ def test_a_local_ray_listens_on_loopback_only(local_driver):
     assert set(local_driver.worker_pids) <= {pid for pid in procs}
     assert local_driver.url.startswith("http://127.0.0.1:")
     assert [x for x in listening if not _loopback(x[0])] == []
+
+
+def test_a_local_ray_without_verbose_runs_no_log_monitor(local_driver):
+    """raysweep prints a line per epoch, not workers' logs; Ray's log monitor, which only
+    streams those to drivers, would look at every log file ten times a second. A run that
+    joins this Ray asking for the logs (`--verbose`) is told it gets none. (It joins from
+    an environment without RAY_AUTH_MODE, as a fresh shell: the token is found anyway.)"""
+    driver = local_driver.get()
+    cmdlines = [" ".join(p.cmdline()) for p in psutil.Process(driver.pid).children(recursive=True)]
+    assert any("gcs_server" in c for c in cmdlines)
+    assert [c for c in cmdlines if "log_monitor.py" in c] == []
+    join = subprocess.run(
+        [sys.executable, "-c", "import sys; from raysweep.engine import cluster; "
+         "cluster.connect(local=True, address=sys.argv[1], verbose=True); cluster.disconnect()",
+         local_driver.gcs], capture_output=True, text=True, timeout=120,
+        env={**{k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"},
+             "PYTHONPATH": str(ROOT)})
+    assert join.returncode == 0, join.stderr[-2000:]
+    assert "streams no workers' logs" in join.stderr
 
 
 def test_a_killed_drivers_ray_processes_are_gone_within_seconds(local_driver):
