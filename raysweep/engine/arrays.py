@@ -1,8 +1,8 @@
-"""Fused arrays in the engine: the Ray actor that trains one array (`ArrayActor`) and the
-driver callback that starts arrays and tells them who left (`ArrayKeeper`). Which trials
-train together and each member's Tune function are `raysweep.engine.members` (no torch:
-a member's process only relays its array's epochs); the training itself is
-`raysweep.training.fusion`.
+"""Fused arrays in the engine: the Ray actor that trains one array (`ArrayActor`). Which
+trials train together, each member's Tune function and the driver callback that starts
+arrays and tells them who left (`ArrayKeeper`) are `raysweep.engine.members` (no torch:
+a member's process only relays its array's epochs, and the driver trains nothing); the
+training itself is `raysweep.training.fusion`.
 
 Every member stays a Tune trial of its own: ASHA judges it, the record writer keeps its
 record, progress and TensorBoard show it. Its Tune function holds next to no resources
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 import traceback
 from dataclasses import replace
 
@@ -30,60 +29,11 @@ import ray
 
 from raysweep.store import checkpoints
 from raysweep.training import data
-from raysweep.engine.members import ArrayPlan
 from raysweep.training.fusion import FusedTrainer, Member, new_shadow
 from raysweep.store.storage import location
 from raysweep.core.report import Report, encode, first_report
 from raysweep.core.trial import EpochResult, Launch, Segment, TrialResources, TrialSpec
 from raysweep.training.worker import last_epoch, new_segment
-
-class ArrayKeeper(ray.tune.Callback):
-    """On the driver: starts an array's actor with its first member, tells it when a
-    member leaves (ASHA stop, divergence, error), and ends it with its last member."""
-
-    def __init__(self, plans: dict[str, ArrayPlan], specs: dict[str, TrialSpec], run_dir: str):
-        self.plans, self.specs, self.run_dir = plans, specs, run_dir
-        self.actors: dict[str, ray.actor.ActorHandle] = {}
-        self.remaining: dict[str, set[str]] = {}
-
-    def __getstate__(self):
-        return {**self.__dict__, "actors": {}}   # Tune pickles its callbacks
-
-    def on_trial_start(self, iteration, trials, trial, **info):
-        plan = self.plans.get(trial.config.get("trial"))
-        if plan is None or plan.name in self.actors:
-            return
-        res = plan.resources
-        self.actors[plan.name] = ArrayActor.options(
-            name=plan.name, num_cpus=res.cpus_per_worker, num_gpus=res.gpus_per_worker,
-            max_concurrency=len(plan.members) + 4).remote(
-                [self.specs[k] for k in plan.members],
-                Launch(self.run_dir, "fused", res, time.time()))
-        self.remaining[plan.name] = set(plan.members)
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        self._leave(trial)
-
-    def on_trial_error(self, iteration, trials, trial, **info):
-        self._leave(trial)
-
-    def _leave(self, trial) -> None:
-        key = trial.config.get("trial")
-        plan = self.plans.get(key)
-        if plan is None or plan.name not in self.actors:
-            return
-        self.actors[plan.name].leave.remote(key)
-        self.remaining[plan.name].discard(key)
-        if not self.remaining[plan.name]:
-            ray.kill(self.actors.pop(plan.name))
-
-    def close(self) -> None:
-        """End every array still running (the study ended or was interrupted: each
-        member resumes from its own last checkpoint)."""
-        for actor in self.actors.values():
-            ray.kill(actor)
-        self.actors.clear()
-
 
 @ray.remote(max_restarts=0)
 class ArrayActor:

@@ -25,8 +25,7 @@ from ray.tune.schedulers import FIFOScheduler
 
 from raysweep.datasets import readers as datasets
 from raysweep.observe import metrics
-from raysweep.engine.arrays import ArrayKeeper
-from raysweep.engine.members import grid_order, plan_arrays
+from raysweep.engine.members import ArrayKeeper, grid_order, plan_arrays
 from raysweep.store import records as rec
 from raysweep.engine.cluster import allow_pending_trials, find_autoscaler
 from raysweep.errors import StudyError

@@ -2,9 +2,11 @@
 (`plan_arrays`), the order Tune gets them in (`grid_order`) and each member's Tune function
 (`run_member`), which fetches its epochs from the array's actor (`raysweep.engine.arrays`).
 
-Nothing here imports torch at import time: a member's Tune process unpickles its
-`ArrayPlan` and only relays epochs, so it starts without torch (~2.3 s of CPU less per
-member; only the driver, planning, imports the fusion rules).
+The driver's side of arrays is here too (`ArrayKeeper`: starts an array's actor, tells it
+who left). Nothing here imports torch at import time: a member's Tune process unpickles
+its `ArrayPlan` and only relays epochs, so it starts without torch (~2.3 s of CPU less
+per member), and neither does the driver of a study without arrays (~3 s of CPU less per
+`raysweep run`; planning imports the fusion rules when `fuse` may apply).
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 import ray
 import ray.tune
 
-from raysweep.core.trial import TrialResources, TrialSpec
+from raysweep.core.trial import Launch, TrialResources, TrialSpec
 
 
 @dataclass(frozen=True)
@@ -30,14 +32,15 @@ def plan_arrays(specs: list[TrialSpec], resources: dict[str, TrialResources], fu
                 max_members: int, run_dir: str) -> dict[str, ArrayPlan]:
     """The arrays of these trials, by member key: trials with equal `fusion.array_key`
     that can be fused, up to `max_members` an array; a trial alone stays a trial."""
-    from raysweep.datasets import readers as datasets
-    from raysweep.training.fusion import array_key, why_not_fused
-
     groups: dict[str, list[TrialSpec]] = {}
     for spec in specs:
         res = resources[spec.key]
         if fuse == "off" or (fuse == "auto" and not res.use_gpu) or spec.sampled_from:
             continue
+        # The fusion rules import torch: only for a study some of whose trials may fuse.
+        from raysweep.datasets import readers as datasets
+        from raysweep.training.fusion import array_key, why_not_fused
+
         if why_not_fused(spec, res.workers, datasets.num_classes(spec.train)) is None:
             groups.setdefault(array_key(spec), []).append(spec)
     run = hashlib.sha1(run_dir.encode()).hexdigest()[:8]
@@ -82,3 +85,53 @@ def _actor(name: str, wait_s: float = 300.0):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"fused array {name} was never started") from None
             time.sleep(0.1)
+
+
+class ArrayKeeper(ray.tune.Callback):
+    """On the driver: starts an array's actor with its first member, tells it when a
+    member leaves (ASHA stop, divergence, error), and ends it with its last member."""
+
+    def __init__(self, plans: dict[str, ArrayPlan], specs: dict[str, TrialSpec], run_dir: str):
+        self.plans, self.specs, self.run_dir = plans, specs, run_dir
+        self.actors: dict[str, ray.actor.ActorHandle] = {}
+        self.remaining: dict[str, set[str]] = {}
+
+    def __getstate__(self):
+        return {**self.__dict__, "actors": {}}   # Tune pickles its callbacks
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        plan = self.plans.get(trial.config.get("trial"))
+        if plan is None or plan.name in self.actors:
+            return
+        from raysweep.engine.arrays import ArrayActor   # torch: only once an array starts
+
+        res = plan.resources
+        self.actors[plan.name] = ArrayActor.options(
+            name=plan.name, num_cpus=res.cpus_per_worker, num_gpus=res.gpus_per_worker,
+            max_concurrency=len(plan.members) + 4).remote(
+                [self.specs[k] for k in plan.members],
+                Launch(self.run_dir, "fused", res, time.time()))
+        self.remaining[plan.name] = set(plan.members)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._leave(trial)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._leave(trial)
+
+    def _leave(self, trial) -> None:
+        key = trial.config.get("trial")
+        plan = self.plans.get(key)
+        if plan is None or plan.name not in self.actors:
+            return
+        self.actors[plan.name].leave.remote(key)
+        self.remaining[plan.name].discard(key)
+        if not self.remaining[plan.name]:
+            ray.kill(self.actors.pop(plan.name))
+
+    def close(self) -> None:
+        """End every array still running (the study ended or was interrupted: each
+        member resumes from its own last checkpoint)."""
+        for actor in self.actors.values():
+            ray.kill(actor)
+        self.actors.clear()
