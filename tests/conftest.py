@@ -3,6 +3,7 @@ records several test modules read. Plain helpers are in tests/support/."""
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 from pathlib import Path
 
@@ -28,21 +29,72 @@ def pytest_configure(config):
 
 
 @pytest.fixture(scope="session")
-def ray_local():
+def ray_local(tmp_path_factory):
     """One local Ray for the engine tests, as `--local` starts it. The dashboard is on:
     Train's placement-group cleaner and the State API need it. Yields the dashboard URL
-    (State API calls must name it: other Ray instances may run on the machine)."""
-    url = cluster.connect(local=True, address=None)
-    yield url
-    cluster.disconnect()
+    (State API calls must name it: other Ray instances may run on the machine).
+
+    Under pytest-xdist the processes share it, since an idle Ray's servers, agents and
+    dashboard cost CPU all session long: the first process to need it starts it, the
+    others join it (`--local --address`, as `join_ray`'s children do). Its trials are
+    the only thing they share, as two studies on one `--local` Ray would: what a test
+    asserts about the cluster's actors it asserts about its own job's."""
+    shared = _shared_folder(tmp_path_factory)
+    if shared is None:
+        url = cluster.connect(local=True, address=None)
+        yield url
+        cluster.disconnect()
+    else:
+        yield from _shared_ray(shared)
+
+
+def _shared_folder(tmp_path_factory) -> Path | None:
+    """pytest-of-<user>/pytest-<n>/, the folder above each xdist process's own
+    (popen-gwN); None without xdist."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return None
+    return tmp_path_factory.getbasetemp().parent
+
+
+def _shared_ray(folder: Path):
+    """The session's Ray, started or joined under a lock. The process that started it
+    stops it only when every process that joined is gone: those hold a shared lock on
+    `ray.users` while connected, and the starter waits for an exclusive one."""
+    state, users = folder / "ray.json", folder / "ray.users"
+    with open(folder / "ray.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        started = not state.exists()
+        if started:
+            url = cluster.connect(local=True, address=None)
+            state.write_text(json.dumps({"gcs": ray.get_runtime_context().gcs_address,
+                                         "url": url}))
+        else:
+            joined = open(users, "w")
+            fcntl.flock(joined, fcntl.LOCK_SH)
+            info = json.loads(state.read_text())
+            cluster.connect(local=True, address=info["gcs"])
+            url = info["url"]
+    try:
+        yield url
+    finally:
+        if started:
+            with open(folder / "ray.lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                state.unlink()  # a process that comes later starts its own
+            with open(users, "w") as last:
+                fcntl.flock(last, fcntl.LOCK_EX)
+                cluster.disconnect()
+        else:
+            cluster.disconnect()
+            joined.close()
 
 
 @pytest.fixture(scope="session")
 def join_ray(ray_local) -> tuple[str, ...]:
     """The `raysweep run` options that join the session's Ray instead of starting one
     (`--local --address`: trials run as under `--local`), for a child process whose test
-    is not about Ray starting, stopping or dying. The child inherits RAY_AUTH_MODE=token
-    (set here by `ray.init`) and reads the cluster's token from the same place."""
+    is not about Ray starting, stopping or dying. The child reads the cluster's token
+    where this user's Ray keeps it (`cluster._join_local`)."""
     return ("--local", "--address", ray.get_runtime_context().gcs_address)
 
 
@@ -59,9 +111,7 @@ def smoke_run_dir(tmp_path_factory, request) -> Path:
     (ASHA's stops, on the Train path, are in test_decisions.py.) Made once per test
     session: under pytest-xdist the first process to need it makes it, in the folder all
     processes share, while the others wait on a lock; the tests only read it."""
-    root = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        root = root.parent   # pytest-of-<user>/pytest-<n>/, above each process's popen-gwN
+    root = _shared_folder(tmp_path_factory) or tmp_path_factory.getbasetemp()
     folder, made = root / "smoke_run", root / "smoke_run.made"
     with open(root / "smoke_run.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import ray
 import yaml
 from ray import tune
 from ray.util.state import list_actors
@@ -66,8 +67,11 @@ def test_asha_stops_trials_by_validation_top1_not_test(ray_local, tmp_path):
 
 
 def alive(class_name: str, address: str) -> list:
+    """This test process's live actors of `class_name` (its job's: the session's Ray may
+    run another process's trials meanwhile)."""
     return list_actors(address=address,
-                       filters=[("class_name", "=", class_name), ("state", "=", "ALIVE")])
+                       filters=[("class_name", "=", class_name), ("state", "=", "ALIVE"),
+                                ("job_id", "=", ray.get_runtime_context().get_job_id())])
 
 
 def test_a_tpe_search_rerun_runs_only_the_missing_samples(ray_local, tmp_path):
