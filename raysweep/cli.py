@@ -20,7 +20,10 @@ EXIT_INTERRUPTED = 130   # the shell's code for a process ended by SIGINT
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        _unknown_arguments(parser, args.command, unknown)
     # A warning (a skipped record, a damaged checkpoint) is one line, like an error.
     warnings.formatwarning = lambda message, *_a, **_k: f"raysweep: warning: {message}\n"
     try:
@@ -43,8 +46,42 @@ def _is_user_error(exc: Exception) -> bool:
     return isinstance(exc, USER_ERRORS)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with every error one line that names the fix (exit 2) instead of the
+    usage text: a bare `run` or `show` names the built-in studies."""
+
+    def error(self, message: str):
+        import re
+
+        hint = f"; see raysweep {self.prog.split()[-1]} --help" if " " in self.prog else ""
+        if wrong := re.search(r"invalid choice: '(.*?)' \(choose from (.*)\)", message):
+            import difflib
+
+            close = difflib.get_close_matches(wrong[1], re.findall(r"'(.*?)'", wrong[2]), n=1)
+            hint = f"; did you mean {close[0]}?" if close else hint
+        elif message.endswith("required: space"):
+            from raysweep.study.parse import list_spaces
+
+            hint = (f"; name a study: one of {', '.join(list_spaces())} (raysweep list "
+                    f"spaces) or a YAML file")
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}{hint}\n")
+
+
+def _unknown_arguments(parser: argparse.ArgumentParser, command: str, unknown: list[str]):
+    """Refuse arguments the command does not take, with the closest option it does."""
+    import difflib
+
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    options = [o for a in sub.choices[command]._actions for o in a.option_strings]
+    word = unknown[0].split("=", 1)[0]
+    close = difflib.get_close_matches(word, options, n=1) if word.startswith("-") else []
+    hint = f"; did you mean {close[0]}?" if close else f"; see raysweep {command} --help"
+    parser.exit(EXIT_USAGE, f"raysweep {command}: error: unrecognized argument"
+                f"{'s' if len(unknown) > 1 else ''}: {' '.join(unknown)}{hint}\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="raysweep", description=__doc__.splitlines()[0])
+    p = _Parser(prog="raysweep", description=__doc__.splitlines()[0])
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="command", required=True)
 

@@ -27,6 +27,7 @@ from raysweep.store.storage import what_is
 from raysweep.core.trial import TrialRecord
 
 STUDY_FILE = "study.yaml"
+SHOW_RUNS = 10  # runs named when a storage folder is given where a run was meant
 
 
 # --- status ---
@@ -47,10 +48,21 @@ def run_folder(run_dir: str | Path) -> Path:
         raise RaysweepError(f"run folder {str(run_dir)!r} {what_is(path)}; allowed: a run "
                             f"folder (<storage>/<run name>, holding {RECORDS_DIR}/ and "
                             f"{STUDY_FILE})")
-    if not (path / RECORDS_DIR).is_dir() and not (path / STUDY_FILE).is_file():
+    if not is_run(path):
+        inside = sorted(p.name for p in path.iterdir() if p.is_dir() and is_run(p))
+        if inside:  # a storage folder given where one of its runs was meant
+            more = f" and {len(inside) - SHOW_RUNS} more" if len(inside) > SHOW_RUNS else ""
+            raise NoRecordsError(
+                f"{str(run_dir)!r} is a storage folder, not a run; its runs: "
+                f"{', '.join(inside[:SHOW_RUNS])}{more}; allowed: one of them, e.g. "
+                f"{str(path / inside[0])!r} (raysweep list runs --storage {run_dir})")
         raise NoRecordsError(f"{str(run_dir)!r} is not a raysweep run: it has no "
                              f"{RECORDS_DIR}/ and no {STUDY_FILE}")
     return path
+
+
+def is_run(path: Path) -> bool:
+    return (path / RECORDS_DIR).is_dir() or (path / STUDY_FILE).is_file()
 
 
 def study_total(run_dir: Path) -> int | None:
@@ -135,7 +147,7 @@ def list_runs(storage: str | Path) -> list[RunSummary]:
         raise RaysweepError(f"storage folder {str(storage)!r} does not exist")
     found = []
     for path in sorted(p for p in root.iterdir() if p.is_dir()):
-        if (path / RECORDS_DIR).is_dir() or (path / STUDY_FILE).is_file():
+        if is_run(path):
             records = read_records(path)
             view = StudyView.build(records, study_total(path), _study_name(path, records))
             found.append(RunSummary(path.name, path, view, last_activity(path, records)))

@@ -476,7 +476,8 @@ def _count_values(root: yaml.Node, where: str) -> int:
 def apply_override(raw: dict, item: str) -> None:
     """`key=value` with a dotted key; the value is parsed as YAML data, never evaluated.
 
-    A bare key (`epochs=2`) means `defaults.epochs`."""
+    A bare key means the study's own key when it is one (`seeds=3`, `models=[resnet_20]`),
+    else `defaults.<key>` (`epochs=2`): no defaults key shares a name with a study key."""
     if len(item) > MAX_SET_CHARS:
         raise StudyError(f"--set {item[:40]!r}... is {len(item):,} characters; allowed: at "
                          f"most {MAX_SET_CHARS:,}")
@@ -492,7 +493,7 @@ def apply_override(raw: dict, item: str) -> None:
                          f"{MAX_DEPTH} levels") from None
     except yaml.YAMLError:
         raise StudyError(f"--set {item!r}: value {text!r} is not valid YAML data") from None
-    if "." not in key:
+    if "." not in key and key not in TOP_KEYS:
         key = f"defaults.{key}"
     _set_dotted(raw, key, value)
 

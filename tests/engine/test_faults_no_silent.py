@@ -229,3 +229,61 @@ def test_an_errored_record_makes_the_run_exit_3_with_one_line_per_failure(tmp_pa
         f"raysweep: error: 1 of 2 trials errored; tracebacks in {run_dir / 'raysweep.log'} and "
         f"in their records; once the cause is fixed, raysweep run {path} --storage "
         f"{tmp_path / 'runs'} --name s --resume --local retries them"]
+
+
+# --- the command line's own errors: one line naming the fix (issue 27) ---
+
+def usage_error(capsys, *args) -> str:
+    """The one line argparse's error prints (exit 2), through `main`."""
+    with pytest.raises(SystemExit) as exit_:
+        main([str(a) for a in args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and len(err) == 1, err
+    return err[0]
+
+
+@pytest.mark.parametrize("command", ["run", "show"])
+def test_a_bare_run_or_show_names_the_built_in_studies(capsys, command):
+    from raysweep.study.parse import list_spaces
+
+    line = usage_error(capsys, command)
+    assert line.startswith(f"raysweep {command}: error: the following arguments are required")
+    assert "raysweep list spaces" in line and ", ".join(list_spaces()) in line
+
+
+@pytest.mark.parametrize("args, fix", [
+    (["run", "smoke", "--lcoal"], "did you mean --local?"),
+    (["show", "smoke", "--no-estimte"], "did you mean --no-estimate?"),
+    (["rnu", "smoke"], "did you mean run?"),
+    (["list", "spacse"], "did you mean spaces?"),
+    (["run", "smoke", "--frobnicate"], "see raysweep run --help"),
+])
+def test_a_misspelt_command_or_flag_gets_the_closest_one(capsys, args, fix):
+    assert usage_error(capsys, *args).endswith(fix)
+
+
+@pytest.mark.parametrize("command", ["report", "status"])
+def test_a_storage_folder_given_for_a_run_lists_the_runs_inside(tmp_path, capsys, command):
+    for name in ("first", "second"):
+        (tmp_path / "runs" / name / "records").mkdir(parents=True)
+    (tmp_path / "runs" / "not_a_run").mkdir()
+    code, line = cli(capsys, command, tmp_path / "runs")
+    assert code == 2
+    assert line == (f"raysweep: error: '{tmp_path / 'runs'}' is a storage folder, not a run; "
+                    f"its runs: first, second; allowed: one of them, e.g. "
+                    f"'{tmp_path / 'runs' / 'first'}' (raysweep list runs --storage "
+                    f"{tmp_path / 'runs'})")
+
+
+def test_set_reaches_the_studys_own_keys(tmp_path):
+    from raysweep.study.parse import TOP_KEYS, TRAIN_SCHEMA, load_study
+
+    path = study(tmp_path)
+    study_ = load_study(str(path), ["seeds=2", "models=[resnet_20, resnet_32]",
+                                    "grid.lr=[0.1, 0.2]", "epochs=2"])
+    trials = study_.trials()
+    assert len(trials) == 2 * 2 * 2
+    assert {t.model for t in trials} == {"resnet_20", "resnet_32"}
+    assert {t.train.peak_lr for t in trials} == {0.1, 0.2} and {t.train.epochs for t in trials} == {2}
+    # A bare key is the study's own when it names one: no defaults key may share a name.
+    assert set(TOP_KEYS).isdisjoint(TRAIN_SCHEMA)
