@@ -28,13 +28,16 @@ import yaml
 
 from raysweep.errors import NoRecordsError, RaysweepError
 from raysweep.store.records import RECORDS_DIR, read_records
-from raysweep.results import ablation, comparison, export, hpo, plots, rebuild
 
 
 def report(run_dir: str | Path, out_dir: str | Path | None = None,
            formats: tuple[str, ...] = ("md", "csv", "tex")) -> list[Path]:
     """Write every table (in `formats`), plot and the provenance of `run_dir`'s records to
     `out_dir` (default `<run_dir>/report`); returns the paths written."""
+    # Imported here, not with the package: `compare` and `status` use its statistics and
+    # cells alone, without matplotlib and pandas (~1 s of start-up).
+    from raysweep.results import ablation, comparison, export, hpo, plots, rebuild
+
     run_dir = Path(run_dir)
     bad = [f for f in formats if f not in export.FORMATS]
     if bad:
@@ -59,6 +62,8 @@ def report(run_dir: str | Path, out_dir: str | Path | None = None,
 
 def default_out(run_dir: Path) -> Path:
     """A report folder (results/showcase) is rebuilt in place; a run writes to RUN/report."""
+    from raysweep.results import rebuild
+
     return run_dir if rebuild.is_report(run_dir) else run_dir / "report"
 
 

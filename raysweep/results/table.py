@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from raysweep.results import stats as st
 from raysweep.results.cohorts import Cohort, Metric
 from raysweep.core.trial import TrialRecord
+
+if TYPE_CHECKING:   # pandas only where tables are built: `compare` prints without it
+    import pandas as pd
 
 
 @dataclass

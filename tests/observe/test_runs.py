@@ -159,3 +159,25 @@ def test_a_changed_study_keeps_each_earlier_version(tmp_path, capsys):
                      f"(seeds: {a} → {b}); the earlier one is kept as study.{n}.yaml"
                      for n, (a, b) in enumerate([(3, 4), (4, 5)], 1)]
     assert runs.status(tmp_path).total == 10            # the study as it is now: 2 × 5 seeds
+
+
+@pytest.mark.parametrize("command", [
+    ["--help"], ["list", "spaces"], ["list", "runs", "--storage", "{storage}"],
+    ["status", "{a}"], ["compare", "{a}", "{b}"], ["show", "smoke", "--no-estimate"]])
+def test_commands_that_only_read_import_neither_torch_ray_nor_matplotlib(tmp_path, command):
+    """A user runs `status` dozens of times a day: it and the other read-only commands
+    start in a fraction of a second (torch alone is ~2.5 s of CPU, matplotlib and pandas
+    ~1 s; benchmarks/bench_startup.py times them)."""
+    import subprocess
+    import sys
+
+    a = _run(tmp_path / "runs" / "a", _seeds("resnet_20", [50.0, 52.0]))
+    b = _run(tmp_path / "runs" / "b", _seeds("resnet_20", [51.0, 54.0]))
+    args = [c.format(storage=tmp_path / "runs", a=a, b=b) for c in command]
+    code = ("import sys; from raysweep.cli import main\n"
+            "try:\n    code = main(sys.argv[1:])\nexcept SystemExit as e:\n    code = e.code\n"
+            "print(code, *sorted(m for m in ('torch', 'ray', 'matplotlib', 'pandas', 'timm') "
+            "if m in sys.modules), file=sys.stderr)")
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.stderr.split("\n")[-2].split() == ["0"], proc.stderr[-2000:]
