@@ -85,9 +85,12 @@ def run_study(study: Study, storage: str, name: str | None = None, resume: bool 
     if autoscaler:
         allow_pending_trials(len(todo) * study.num_samples)
     inline = inline and study.resources.workers_per_trial == 1 and isinstance(run_dir, Path)
-    write_provenance(run_dir, study)
     arrays = {} if study.search else plan_arrays(
         todo, resources, study.resources.fuse, study.resources.fuse_members, str(run_dir))
+    # Trials at once, an array's members side by side (as `_tune` counts them): the
+    # lanes of the ETA, live and in `raysweep status`.
+    lanes = concurrent * max((len(a.members) for a in arrays.values()), default=1)
+    write_provenance(run_dir, study, lanes=lanes)
     todo = grid_order(todo, arrays)
     context = TrialContext({s.key: s for s in specs}, resources, str(run_dir), inline,
                            study.resources.max_failures, arrays)
@@ -100,6 +103,7 @@ def run_study(study: Study, storage: str, name: str | None = None, resume: bool 
     observers = [board.observe, exporter.observe]
     if progress:
         progress.preload(r for r in records if r.key in context.specs or r.sampled_from)
+        progress.concurrency = lanes
         observers.insert(0, progress.observe)
     begin = time.perf_counter()
     try:

@@ -10,7 +10,10 @@
 A trial is named by its label, `group.variant-sSEED` (`-nSAMPLE` for a search sample),
 never by Ray Tune's trial id. The ETA assumes every unfinished trial trains its whole
 epoch budget at the epoch times measured so far, so it is an upper bound when ASHA stops
-trials early; the output says so.
+trials early; the output says so. It spreads that work over the trials the run holds at
+once (`concurrency`, as the driver planned it), not over the trials running at the moment,
+so it does not jump when one trial ends before the next starts; and it is never shorter
+than the longest trial left, which runs in one lane.
 
 Units: times in seconds, accuracies in percent.
 """
@@ -71,7 +74,7 @@ class StudyView:
 
     @classmethod
     def build(cls, records: Iterable[TrialRecord], total: int | None = None,
-              study: str | None = None) -> "StudyView":
+              study: str | None = None, concurrency: int | None = None) -> "StudyView":
         records = list(records)
         total = max(total or 0, len(records))
         counts = Counter(COUNTED_AS[r.status] for r in records)
@@ -80,9 +83,9 @@ class StudyView:
         rows = sorted((TrialRow.of(r, distinct_label(r, tags)) for r in records),
                       key=lambda row: (row.status != "running", row.label))
         hours = [h for h in (r.gpu_hours() for r in records) if h is not None]
-        left, seconds, measured = _remaining(records, counts["pending"])
-        running = counts["running"]
-        eta = seconds / running if running and seconds is not None else None
+        left, seconds, longest, measured = _remaining(records, counts["pending"])
+        unfinished = total - sum(counts[k] for k in ("done", "stopped", "failed"))
+        eta = eta_seconds(seconds, longest, unfinished, counts["running"], concurrency)
         name = study or (records[0].study if records else "?")
         return cls(name, total, {k: counts.get(k, 0) for k in
                                  ("done", "running", "pending", "stopped", "failed",
@@ -100,8 +103,10 @@ class StudyView:
         return self.finished == self.total
 
 
-def _remaining(records: list[TrialRecord], pending: int) -> tuple[int, float | None, int]:
-    """(epochs left, their seconds at the measured epoch times, epochs measured).
+def _remaining(records: list[TrialRecord], pending: int
+               ) -> tuple[int, float | None, float, int]:
+    """(epochs left, their seconds at the measured epoch times, the longest trial's
+    seconds left, epochs measured).
 
     A model's epoch time is the mean over its finished epochs; a model not measured yet
     (and a pending trial, whose model is unknown here) gets the mean over all models."""
@@ -110,14 +115,26 @@ def _remaining(records: list[TrialRecord], pending: int) -> tuple[int, float | N
         by_model.setdefault(r.model, []).extend(e.epoch_seconds for e in r.history)
     every = [s for times in by_model.values() for s in times]
     if not every:
-        return 0, None, 0
+        return 0, None, 0.0, 0
     overall = statistics.fmean(every)
     unfinished = [r for r in records if r.status not in FINISHED]
     budget = statistics.fmean(r.epochs for r in records)  # a pending trial's, as far as known
     left = sum(r.epochs - r.last_epoch for r in unfinished) + round(pending * budget)
-    seconds = sum((r.epochs - r.last_epoch) * statistics.fmean(by_model[r.model] or [overall])
-                  for r in unfinished) + pending * budget * overall
-    return left, seconds, len(every)
+    each = [(r.epochs - r.last_epoch) * statistics.fmean(by_model[r.model] or [overall])
+            for r in unfinished] + ([budget * overall] if pending else [])
+    seconds = sum(each[:len(unfinished)]) + pending * budget * overall
+    return left, seconds, max(each, default=0.0), len(every)
+
+
+def eta_seconds(seconds: float | None, longest: float, unfinished: int, running: int,
+                concurrency: int | None) -> float | None:
+    """The seconds left over the lanes the work can use: the trials the run holds at once
+    (`concurrency`), never more than the trials left; without it (a `status` of a run
+    not running now), the trials running. Never shorter than the longest trial left."""
+    lanes = min(concurrency, unfinished) if concurrency else running
+    if seconds is None or lanes <= 0:
+        return None
+    return max(seconds / lanes, longest)
 
 
 # --- text ---
@@ -241,6 +258,7 @@ class Tally:
         self.gpu_hours, self.gpu_records = 0.0, 0
         self.seconds: dict[str, list] = {}         # model → [Σ epoch seconds, epochs]
         self.left: dict[str, int] = {}             # model → epochs left of unfinished trials
+        self.trial_left: dict[str, tuple[str, int]] = {}   # key → (model, its epochs left)
 
     def add(self, record: TrialRecord, sign: int = 1) -> None:
         """Count `record` in (sign 1) or take it out again (sign -1)."""
@@ -257,31 +275,38 @@ class Tally:
         if record.status not in FINISHED:
             self.left[record.model] = (self.left.get(record.model, 0)
                                        + sign * (record.epochs - record.last_epoch))
+            if sign > 0:
+                self.trial_left[record.key] = (record.model, record.epochs - record.last_epoch)
+            else:
+                self.trial_left.pop(record.key, None)
 
-    def view(self, study: str, total: int, rows: list[TrialRow]) -> StudyView:
+    def view(self, study: str, total: int, rows: list[TrialRow],
+             concurrency: int | None = None) -> StudyView:
         """The view `StudyView.build` makes of the tallied records, with `rows` only."""
         total = max(total, self.records)
         counts = {k: self.counts.get(k, 0) for k in
                   ("done", "running", "pending", "stopped", "failed", "interrupted")}
         counts["pending"] = total - self.records
-        left, seconds, measured = self._remaining(counts["pending"])
-        running = counts["running"]
-        eta = seconds / running if running and seconds is not None else None
+        left, seconds, longest, measured = self._remaining(counts["pending"])
+        unfinished = total - sum(counts[k] for k in ("done", "stopped", "failed"))
+        eta = eta_seconds(seconds, longest, unfinished, counts["running"], concurrency)
         return StudyView(study, total, counts, rows, eta,
                          self.gpu_hours if self.gpu_records else None, left, measured)
 
-    def _remaining(self, pending: int) -> tuple[int, float | None, int]:
+    def _remaining(self, pending: int) -> tuple[int, float | None, float, int]:
         # As `_remaining` computes it from all records.
         measured = sum(n for _, n in self.seconds.values())
         if not measured:
-            return 0, None, 0
+            return 0, None, 0.0, 0
         overall = sum(t for t, _ in self.seconds.values()) / measured
         budget = self.budget / self.records
         mean = {m: t / n if n else overall for m, (t, n) in self.seconds.items()}
         left = sum(self.left.values()) + round(pending * budget)
         seconds = (sum(n * mean[m] for m, n in self.left.items())
                    + pending * budget * overall)
-        return left, seconds, measured
+        longest = max([n * mean[m] for m, n in self.trial_left.values()]
+                      + ([budget * overall] if pending else []), default=0.0)
+        return left, seconds, longest, measured
 
 
 class Progress:
@@ -290,6 +315,7 @@ class Progress:
 
     def __init__(self, study: str, total: int):
         self.study, self.total = study, total
+        self.concurrency: int | None = None   # trials at once, as the driver planned them
         self.records: dict[str, TrialRecord] = {}
         self.unfinished: dict[str, TrialRecord] = {}   # the records not in FINISHED
         self.arms: dict[str, dict[str, TrialRecord]] = {}   # arm label → arm key → a record
@@ -320,7 +346,7 @@ class Progress:
 
     @property
     def view(self) -> StudyView:
-        return StudyView.build(self.records.values(), self.total, self.study)
+        return StudyView.build(self.records.values(), self.total, self.study, self.concurrency)
 
     @property
     def live_view(self) -> StudyView:
@@ -331,7 +357,7 @@ class Progress:
         tags = arm_tags(r for label in labels for r in self.arms[label].values())
         rows = sorted((TrialRow.of(r, distinct_label(r, tags)) for r in self.unfinished.values()),
                       key=lambda row: (row.status != "running", row.label))
-        return self.tally.view(self.study, self.total, rows)
+        return self.tally.view(self.study, self.total, rows, self.concurrency)
 
     def show(self, happened: list[tuple[str, str]]) -> None:
         raise NotImplementedError

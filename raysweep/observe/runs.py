@@ -37,7 +37,11 @@ def status(run_dir: str | Path) -> StudyView:
     record count when study.yaml is missing or unreadable)."""
     run_dir = run_folder(run_dir)
     records = read_records(run_dir)
-    return StudyView.build(records, study_total(run_dir), _study_name(run_dir, records))
+    # A run with trials running now finishes at the pace of the trials it holds at once;
+    # one with none running has no ETA.
+    running = any(r.status == "running" for r in records)
+    return StudyView.build(records, study_total(run_dir), _study_name(run_dir, records),
+                           _last_run(run_dir).get("max_concurrent") if running else None)
 
 
 def run_folder(run_dir: str | Path) -> Path:
@@ -65,18 +69,28 @@ def is_run(path: Path) -> bool:
     return (path / RECORDS_DIR).is_dir() or (path / STUDY_FILE).is_file()
 
 
+def _last_run(run_dir: Path) -> dict[str, int]:
+    """The counts the latest run wrote to provenance.json (`trials_total`,
+    `max_concurrent`), those that are whole numbers; {} when it is unreadable."""
+    import json
+
+    try:
+        entry = json.loads((run_dir / "provenance.json").read_text())["runs"][-1]
+        counts = {k: entry.get(k) for k in ("trials_total", "max_concurrent")}
+    except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return {}
+    return {k: v for k, v in counts.items()
+            if isinstance(v, int) and not isinstance(v, bool) and v >= 0}
+
+
 def study_total(run_dir: Path) -> int | None:
     """Trials in the run's study.yaml (as its latest run's provenance counted them, or
     by expanding it); None when it is missing or no longer loads (a model since removed
     from the zoo, an older format)."""
-    import json
-
-    try:
-        total = json.loads((run_dir / "provenance.json").read_text())["runs"][-1]["trials_total"]
-        if isinstance(total, int) and not isinstance(total, bool) and total >= 0:
-            return total
-    except (OSError, ValueError, KeyError, IndexError, TypeError):
-        pass  # no provenance, or one written before trials_total: expand study.yaml
+    total = _last_run(run_dir).get("trials_total")
+    if total is not None:
+        return total
+    # No provenance, or one written before trials_total: expand study.yaml.
     from raysweep.study.parse import load_study
 
     path = run_dir / STUDY_FILE

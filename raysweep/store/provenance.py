@@ -54,9 +54,11 @@ def environment() -> dict:
     }
 
 
-def write_provenance(run_dir: Path | RemotePath, study, argv: list[str] | None = None) -> None:
+def write_provenance(run_dir: Path | RemotePath, study, argv: list[str] | None = None,
+                     lanes: int | None = None) -> None:
     """study.yaml (as resolved, overrides applied) and provenance.json, appended per run
-    so an incremental study keeps the history of what produced each batch of trials.
+    so an incremental study keeps the history of what produced each batch of trials;
+    `lanes`, the trials the run holds at once, is the ETA's divisor in `status`.
     `argv` (default: sys.argv) and the study are stored redacted; a run entry written by
     an older raysweep is redacted again when the file is rewritten."""
     keep_study_versions(run_dir, yaml.safe_dump(redact_value(study.raw), sort_keys=False))
@@ -70,6 +72,7 @@ def write_provenance(run_dir: Path | RemotePath, study, argv: list[str] | None =
                  # expanding study.yaml (which imports the model zoo and torch)
                  "trials_total": len(study.trials()) * (study.num_samples if study.search
                                                         else 1),
+                 **({"max_concurrent": lanes} if lanes else {}),
                  "argv": redact(list(sys.argv if argv is None else argv)), **environment()})
     doc = {"study": study.name, "runs": runs}
     atomic_write_text(path, json.dumps(redact_provenance(doc), indent=1))

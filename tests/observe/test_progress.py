@@ -88,6 +88,58 @@ def test_eta_is_full_budgets_at_measured_epoch_times_over_running_trials():
     assert StudyView.build([_trial(0, status="running", top1=[])], 2).eta_seconds is None
 
 
+def _replay(trials: int, lanes: int, epochs: int, offset: float):
+    """The record versions a run of `trials` equal trials (10 s epochs) writes with `lanes`
+    trials at once, lane k starting `k * offset` seconds late, in the order they happen:
+    (time, record version). A lane starts its next trial as soon as one completes."""
+    finals = [_trial(seed, top1=[50.0] * epochs, train={"epochs": epochs})
+              for seed in range(trials)]
+    events, queue = [], list(finals)
+    for lane in range(lanes):
+        t = lane * offset
+        for final in queue[lane::lanes]:
+            versions = list(_stages(final))
+            events.append((t, 0, versions[0]))
+            events += [(t + 10.0 * n, 1, v) for n, v in enumerate(versions[1:-1], 1)]
+            t += 10.0 * epochs
+            events.append((t, 2, versions[-1]))
+    return [record for _, _, record in sorted(events, key=lambda e: (e[0], e[1]))]
+
+
+def test_the_eta_of_a_replayed_run_never_rises_when_a_trial_finishes_on_time():
+    """Every epoch takes the 10 s measured so far, so each trial that ends ends on time:
+    the ETA must not rise then. Over the trials running (the old divisor) it doubled
+    whenever a trial ended before the next started."""
+    def etas(concurrency):
+        progress = make_progress("demo", 5, stream=io.StringIO())
+        progress.concurrency = concurrency
+        seen = []
+        for version in _replay(trials=5, lanes=2, epochs=3, offset=5.0):
+            progress.observe(version)
+            seen.append((version.status, progress.live_view.eta_seconds))
+        return seen
+
+    seen = etas(concurrency=2)
+    ends = [(before, after) for (_, before), (status, after) in zip(seen, seen[1:])
+            if status == "completed" and before is not None]
+    assert len(ends) == 5 and ends[-1][1] is None   # the last one ends the study
+    assert all(after <= before for before, after in ends[:-1]), seen
+    # Once the first epoch is measured: 5 trials × 3 epochs less that one, at 10 s each,
+    # over the 2 lanes.
+    first = next(eta for _, eta in seen if eta is not None)
+    assert first == pytest.approx((5 * 3 - 1) * 10.0 / 2)
+    old = etas(concurrency=None)
+    assert any(after > before for (_, before), (s, after) in zip(old, old[1:])
+               if s == "completed" and before is not None and after is not None)
+
+
+def test_the_eta_is_never_shorter_than_the_longest_trial_left():
+    long_ = _trial(0, status="running", top1=[40.0], train={"epochs": 10})   # 9 × 10 s left
+    short = _trial(1, top1=[40.0, 41.0])
+    view = StudyView.build([long_, short], total=2, concurrency=4)
+    assert view.eta_seconds == pytest.approx(90.0)
+
+
 def test_gpu_hours_add_up_over_trials_and_say_when_no_gpu_was_used():
     gpu = _trial(0, top1=[40.0, 45.0, 50.0])
     gpu.segments[0].gpus_per_worker, gpu.segments[0].workers = 0.5, 2   # 1 GPU × 30 s

@@ -181,3 +181,20 @@ def test_commands_that_only_read_import_neither_torch_ray_nor_matplotlib(tmp_pat
     proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
                           timeout=120)
     assert proc.stderr.split("\n")[-2].split() == ["0"], proc.stderr[-2000:]
+
+
+def test_status_spreads_the_eta_over_the_trials_the_run_holds_at_once(tmp_path):
+    """`raysweep run` writes its concurrency to provenance.json; `status` divides the work
+    left by it (not by the trials running at that moment), and a run with nothing running
+    has no ETA."""
+    import json
+
+    running = record(spec("resnet_20", seed=2, study="demo"), status="running", top1=[50.0])
+    folder = _run(tmp_path / "demo", [*_seeds("resnet_20", [50.0, 52.0]), running])
+    (folder / "provenance.json").write_text(json.dumps(
+        {"study": "demo", "runs": [{"trials_total": 6, "max_concurrent": 3}]}))
+    # 2 epochs of the running trial + 3 pending trials × 3 epochs, 10 s each, on 3 lanes
+    assert runs.status(folder).eta_seconds == pytest.approx((2 + 9) * 10.0 / 3)
+    running.status = "interrupted"
+    write_run(folder, [running])
+    assert runs.status(folder).eta_seconds is None
