@@ -17,13 +17,26 @@ from raysweep.errors import StorageFullError
 from raysweep.store.records import read_records
 
 
+def _with_epoch(**values) -> dict:
+    data = factories.record().to_dict()
+    data["history"][0].update(values)
+    return data
+
+
 @pytest.mark.parametrize("text, why", [
     ('{"key": "m-2", "hist', "unreadable record"),
     ('{"record_version": 3, "key": "m-2", "history": []}', "missing field"),
     (json.dumps({**factories.record().to_dict(), "history": "nope"}), "history must be a list"),
     (json.dumps({k: v for k, v in factories.record().to_dict().items() if k != "status"}),
      "missing field 'status'"),
-    ("[1, 2]", "not a trial record")])
+    ("[1, 2]", "not a trial record"),
+    # The values are checked against their fields' types, also where a value of the
+    # right type is taken as it is.
+    (json.dumps({**factories.record().to_dict(), "params": True}), "params must be an integer"),
+    (json.dumps({**factories.record().to_dict(), "params": 1.5}), "params must be an integer"),
+    (json.dumps({**factories.record().to_dict(), "unknown": 1}), "unknown field 'unknown'"),
+    (json.dumps(_with_epoch(val_top1="high")), r"history\[0\].val_top1 must be a number"),
+    (json.dumps(_with_epoch(epoch=None)), r"history\[0\].epoch must be an integer")])
 def test_a_file_that_is_not_a_valid_record_is_named_and_skipped(tmp_path, text, why):
     good = factories.record()
     records.write_record(tmp_path, good)
