@@ -190,11 +190,14 @@ def arm_names(records: list[TrialRecord], key: Callable[[TrialRecord], str] = la
     by_model: dict[str, list[dict]] = defaultdict(list)
     for model, _, train in shown.values():
         by_model[model].append(train)
+    # Which keys take more than one value among a model's arms: once per model, not per
+    # arm (a study of 500 arms spent most of its report here).
+    varies = {model: {k for k in set().union(*siblings)
+                      if len({json.dumps(s.get(k), default=str) for s in siblings}) > 1}
+              for model, siblings in by_model.items()}
     names = {}
     for arm, (model, options, train) in shown.items():
-        siblings = by_model[model]
-        differs = [k for k in sorted(train)
-                   if len({json.dumps(s.get(k), default=str) for s in siblings}) > 1]
+        differs = [k for k in sorted(train) if k in varies[model]]
         if "lr" in differs and "peak_lr" in differs:
             differs.remove("peak_lr")   # follows lr: showing both says the same thing twice
         extra = [f"{k}={v}" for k, v in sorted(options.items())] + \
