@@ -8,6 +8,7 @@ run's raysweep.log and its record), 130 when interrupted, 2 on bad input.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shlex
 import signal
 import sys
@@ -115,7 +116,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a study value, e.g. --set lr=0.05 --set asha.grace_period=2")
-    run.add_argument("--verbose", action="store_true", help="stream Ray workers' logs here")
+    run.add_argument("--verbose", action="store_true",
+                     help="stream Ray workers' logs and Ray's own warnings here (otherwise "
+                     "Ray's warnings go to the run's raysweep.log)")
     run.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     run.set_defaults(func=cmd_run)
 
@@ -199,7 +202,11 @@ def cmd_run(args) -> int:
     from raysweep.store.runlock import RunLock
 
     # One run per run folder: a second `raysweep run` on it is refused before Ray starts.
-    with RunLock(run_dir):
+    # Ray's own warnings go to the run's log unless --verbose: the terminal shows the study.
+    quiet = contextlib.nullcontext() if args.verbose else driver.ray_log(run_dir, "ray")
+    with RunLock(run_dir), quiet:
+        print(f"raysweep: log (Ray's and Tune's messages, tracebacks) at "
+              f"{driver.log_path(run_dir)}", flush=True)
         begin = time.perf_counter()
         url = cluster.connect(args.local, args.address, verbose=args.verbose)
         # `kill` stops a study like Ctrl-C: trials interrupted, the lock released. (Set

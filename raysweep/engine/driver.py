@@ -285,7 +285,7 @@ def _tune(study: Study, context: TrialContext, run_dir, param_space: dict, num_s
                 max_failures=context.max_failures if context.inline else 0)),
     )
     try:
-        with _tune_log(run_dir), _no_secret_env_vars():
+        with ray_log(run_dir), _no_secret_env_vars():
             tuner.fit()
     except KeyboardInterrupt:  # a second Ctrl-C while Tune was stopping
         writer.interrupt_open()
@@ -311,33 +311,34 @@ def log_path(run_dir) -> Path:
 
 
 @contextlib.contextmanager
-def _tune_log(run_dir):
-    """Tune logs a full traceback for each failed attempt of a trial (three for a trial
-    retried twice): they go to the run's log, and the terminal gets one line per failed
-    trial (progress) and a summary (`raysweep run`)."""
+def ray_log(run_dir, name: str = "ray.tune"):
+    """What logger `name` logs goes to the run's log, not the terminal, until the block
+    ends (its own handlers are set aside meanwhile). "ray.tune": Tune logs a full
+    traceback for each failed attempt of a trial (three for a trial retried twice), and
+    the terminal gets one line per failed trial (progress) and a summary (`raysweep run`).
+    "ray" (`raysweep run` without --verbose): Ray's own warnings, from start-up on."""
     from raysweep.store.redact import redact_text
 
-    class Redacting(logging.Formatter):
+    class RunLogHandler(logging.FileHandler):
         def format(self, record):
+            # In the handler, not its formatter: `ray.init` replaces the formatters of
+            # the "ray" logger's handlers with its own.
             return redact_text(super().format(record))
 
-    class Quiet(logging.FileHandler):
         def handleError(self, record):
             pass  # a full disk: no traceback about the log on the terminal either
 
     path = log_path(run_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handler = Quiet(path, encoding="utf-8", delay=True)
-    handler.setFormatter(Redacting("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    tune_logger = logging.getLogger("ray.tune")
-    saved = tune_logger.propagate
-    tune_logger.addHandler(handler)
-    tune_logger.propagate = False
+    handler = RunLogHandler(path, encoding="utf-8", delay=True)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger(name)
+    saved = logger.handlers[:], logger.propagate
+    logger.handlers, logger.propagate = [handler], False
     try:
         yield path
     finally:
-        tune_logger.removeHandler(handler)
-        tune_logger.propagate = saved
+        logger.handlers, logger.propagate = saved
         handler.close()
 
 

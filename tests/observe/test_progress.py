@@ -147,11 +147,13 @@ def test_gpu_hours_add_up_over_trials_and_say_when_no_gpu_was_used():
     assert StudyView.build([_trial(1)], 2).gpu_hours is None
 
 
-def _run_in_pty(argv: list[str], timeout: float) -> str:
-    """Run argv with a pseudo-terminal as its stdout; everything it printed."""
+def _run_in_pty(argv: list[str], timeout: float, unset: tuple[str, ...] = ()) -> str:
+    """Run argv with a pseudo-terminal as its stdout (without the environment variables
+    `unset`); everything it printed."""
     pid, fd = pty.fork()
     if pid == 0:
-        os.execvpe(argv[0], argv, {**os.environ, "COLUMNS": "160", "TERM": "xterm"})
+        env = {k: v for k, v in os.environ.items() if k not in unset}
+        os.execvpe(argv[0], argv, {**env, "COLUMNS": "160", "TERM": "xterm"})
     chunks, deadline = [], time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
@@ -181,7 +183,14 @@ def test_a_tiny_study_in_a_terminal_shows_trials_and_counts(tmp_path, join_ray):
                         models=["resnet_20"], seeds=2, asha={"enabled": False})
     text = ANSI.sub("", _run_in_pty(
         [sys.executable, "-m", "raysweep.cli", "run", str(study), *join_ray,
-         "--storage", str(tmp_path / "runs")], timeout=300))
+         "--storage", str(tmp_path / "runs")], timeout=300, unset=("RAY_AUTH_MODE",)))
     assert "resnet_20-s0" in text and "resnet_20-s1" in text
     assert "2/2 finished" in text
     assert re.search(r"\[[12]/2\] resnet_20-s[01] completed after 1/1 epochs", text)
+    # A quiet terminal: Ray's own warnings (here: token authentication turned on for the
+    # Ray it joins, from a shell without RAY_AUTH_MODE) are in the run's log, which the
+    # first line names.
+    log = tmp_path / "runs" / "tty" / "raysweep.log"
+    assert text.splitlines()[0].strip().endswith(f"at {log}")
+    assert "Token authentication is enabled" not in text
+    assert "Token authentication is enabled" in log.read_text()
