@@ -37,8 +37,8 @@ results: $(STAMP)
 	$(BIN)/raysweep run showcase --local
 	$(BIN)/raysweep report runs/showcase --out results/showcase
 
-# Two pytest processes (pytest-xdist), each with its own local Ray for the tests that share
-# one; a test module runs whole in one of them (`--dist loadfile`: its module fixtures, a
+# Two pytest processes (pytest-xdist) sharing one local Ray for the tests that need none of
+# their own (tests/conftest.py::_shared_ray); a test module runs whole in one of them (`--dist loadfile`: its module fixtures, a
 # fake autoscaling cluster or a two-node loopback Ray, start once). Not `--dist loadgroup`:
 # under pytest 9.2 its groups are silently ignored (xdist renames `item._nodeid`, which
 # pytest no longer reads) and every module was split test by test. Handing out the slowest
