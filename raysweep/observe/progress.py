@@ -84,8 +84,7 @@ class StudyView:
                       key=lambda row: (row.status != "running", row.label))
         hours = [h for h in (r.gpu_hours() for r in records) if h is not None]
         left, seconds, longest, measured = _remaining(records, counts["pending"])
-        unfinished = total - sum(counts[k] for k in ("done", "stopped", "failed"))
-        eta = eta_seconds(seconds, longest, unfinished, counts["running"], concurrency)
+        eta = eta_seconds(seconds, longest, counts, total, concurrency)
         name = study or (records[0].study if records else "?")
         return cls(name, total, {k: counts.get(k, 0) for k in
                                  ("done", "running", "pending", "stopped", "failed",
@@ -121,17 +120,19 @@ def _remaining(records: list[TrialRecord], pending: int
     budget = statistics.fmean(r.epochs for r in records)  # a pending trial's, as far as known
     left = sum(r.epochs - r.last_epoch for r in unfinished) + round(pending * budget)
     each = [(r.epochs - r.last_epoch) * statistics.fmean(by_model[r.model] or [overall])
-            for r in unfinished] + ([budget * overall] if pending else [])
-    seconds = sum(each[:len(unfinished)]) + pending * budget * overall
-    return left, seconds, max(each, default=0.0), len(every)
+            for r in unfinished]
+    a_pending = budget * overall   # seconds of one pending trial
+    seconds = sum(each) + pending * a_pending
+    return left, seconds, max(each + ([a_pending] if pending else []), default=0.0), len(every)
 
 
-def eta_seconds(seconds: float | None, longest: float, unfinished: int, running: int,
+def eta_seconds(seconds: float | None, longest: float, counts: dict[str, int], total: int,
                 concurrency: int | None) -> float | None:
     """The seconds left over the lanes the work can use: the trials the run holds at once
     (`concurrency`), never more than the trials left; without it (a `status` of a run
     not running now), the trials running. Never shorter than the longest trial left."""
-    lanes = min(concurrency, unfinished) if concurrency else running
+    unfinished = total - sum(counts[k] for k in ("done", "stopped", "failed"))
+    lanes = min(concurrency, unfinished) if concurrency else counts["running"]
     if seconds is None or lanes <= 0:
         return None
     return max(seconds / lanes, longest)
@@ -257,8 +258,7 @@ class Tally:
         self.budget = 0                            # Σ epoch budgets
         self.gpu_hours, self.gpu_records = 0.0, 0
         self.seconds: dict[str, list] = {}         # model → [Σ epoch seconds, epochs]
-        self.left: dict[str, int] = {}             # model → epochs left of unfinished trials
-        self.trial_left: dict[str, tuple[str, int]] = {}   # key → (model, its epochs left)
+        self.left: dict[str, tuple[str, int]] = {}  # unfinished: key → (model, epochs left)
 
     def add(self, record: TrialRecord, sign: int = 1) -> None:
         """Count `record` in (sign 1) or take it out again (sign -1)."""
@@ -273,12 +273,10 @@ class Tally:
         times[0] += sign * sum(e.epoch_seconds for e in record.history)
         times[1] += sign * len(record.history)
         if record.status not in FINISHED:
-            self.left[record.model] = (self.left.get(record.model, 0)
-                                       + sign * (record.epochs - record.last_epoch))
             if sign > 0:
-                self.trial_left[record.key] = (record.model, record.epochs - record.last_epoch)
+                self.left[record.key] = (record.model, record.epochs - record.last_epoch)
             else:
-                self.trial_left.pop(record.key, None)
+                self.left.pop(record.key, None)
 
     def view(self, study: str, total: int, rows: list[TrialRow],
              concurrency: int | None = None) -> StudyView:
@@ -288,8 +286,7 @@ class Tally:
                   ("done", "running", "pending", "stopped", "failed", "interrupted")}
         counts["pending"] = total - self.records
         left, seconds, longest, measured = self._remaining(counts["pending"])
-        unfinished = total - sum(counts[k] for k in ("done", "stopped", "failed"))
-        eta = eta_seconds(seconds, longest, unfinished, counts["running"], concurrency)
+        eta = eta_seconds(seconds, longest, counts, total, concurrency)
         return StudyView(study, total, counts, rows, eta,
                          self.gpu_hours if self.gpu_records else None, left, measured)
 
@@ -301,12 +298,11 @@ class Tally:
         overall = sum(t for t, _ in self.seconds.values()) / measured
         budget = self.budget / self.records
         mean = {m: t / n if n else overall for m, (t, n) in self.seconds.items()}
-        left = sum(self.left.values()) + round(pending * budget)
-        seconds = (sum(n * mean[m] for m, n in self.left.items())
-                   + pending * budget * overall)
-        longest = max([n * mean[m] for m, n in self.trial_left.values()]
-                      + ([budget * overall] if pending else []), default=0.0)
-        return left, seconds, longest, measured
+        each = [n * mean[m] for m, n in self.left.values()]
+        a_pending = budget * overall
+        left = sum(n for _, n in self.left.values()) + round(pending * budget)
+        seconds = sum(each) + pending * a_pending
+        return left, seconds, max(each + ([a_pending] if pending else []), default=0.0), measured
 
 
 class Progress:
