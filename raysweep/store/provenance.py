@@ -7,10 +7,13 @@ variables are never copied.
 """
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import itertools
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -34,24 +37,36 @@ def git_commit() -> str | None:
 
 
 def environment() -> dict:
-    """Versions and hardware; deliberately no environment variable (they hold tokens)."""
+    """Versions and hardware; deliberately no environment variable (they hold tokens).
+    Read without importing torch, torchvision or timm (~4 s of CPU in a driver that trains
+    nothing itself)."""
     import ray
-    import timm
-    import torch
-    import torchvision
 
     from raysweep import __version__
+    from raysweep.core.precision import local_gpus
 
-    gpus = ([torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-            if torch.cuda.is_available() else [])
     return {
-        "raysweep": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
-        "ray": ray.__version__, "timm": timm.__version__, "python": platform.python_version(),
+        "raysweep": __version__, "torch": package_version("torch"),
+        "torchvision": package_version("torchvision"), "ray": ray.__version__,
+        "timm": package_version("timm"), "python": platform.python_version(),
         "git_commit": git_commit(), "host": platform.node(), "platform": platform.platform(),
-        "cpus": os.cpu_count(), "gpus": gpus,
+        "cpus": os.cpu_count(), "gpus": [gpu.kind for gpu in local_gpus()],
         "cluster_resources": {k: v for k, v in ray.cluster_resources().items()
                               if k in ("CPU", "GPU", "memory")} if ray.is_initialized() else None,
     }
+
+
+def package_version(package: str) -> str:
+    """`package.__version__` without importing the package: torch, torchvision and timm
+    write it into `<package>/version.py` at build time, with the CUDA build's tag that
+    the installed metadata lacks (torch `2.15.0+cu132`, metadata `2.15.0`)."""
+    spec = importlib.util.find_spec(package)
+    source = Path(spec.origin).with_name("version.py") if spec and spec.origin else None
+    if source is not None and source.exists():
+        found = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", source.read_text(), re.M)
+        if found:
+            return found.group(1)
+    return importlib.metadata.version(package)
 
 
 def write_provenance(run_dir: Path | RemotePath, study, argv: list[str] | None = None,

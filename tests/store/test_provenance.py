@@ -148,3 +148,17 @@ def test_raysweep_run_and_report_leave_no_credential_under_the_run_folder(tmp_pa
     assert report.returncode == 0, report.stderr[-3000:]
     assert (run_dir / "report" / "provenance.md").is_file()
     _assert_nothing_leaked(run_dir, [QUERY_TOKEN, GITHUB_TOKEN, ENV_SECRET, AWS_SECRET])
+
+
+def test_the_versions_read_without_importing_are_the_imported_modules_versions():
+    """provenance.json names torch, torchvision and timm as their `__version__` says (the
+    CUDA build's tag included), read from their files so that a driver imports none."""
+    import timm
+    import torch
+    import torchvision
+
+    from raysweep.store.provenance import environment
+
+    found = environment()
+    assert [found[m.__name__] for m in (torch, torchvision, timm)] == \
+        [m.__version__ for m in (torch, torchvision, timm)]

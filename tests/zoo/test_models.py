@@ -4,6 +4,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -91,7 +93,7 @@ def test_facts_file_is_current():
 def test_the_stored_registry_is_the_imported_zoos():
     """Until the zoo is imported, `get_entry` and `list_models` answer from facts.json's
     registry: it names exactly the zoo's models, each entry equal to the one the zoo
-    registers (all but its builder, which imports the zoo when called)."""
+    registers (all but its builder, which imports its zoo module when called)."""
     from models.registry import _REGISTRY, _from_index, _load_zoo
 
     stored = json.loads(FACTS_FILE.read_text())["registry"]
@@ -100,6 +102,26 @@ def test_the_stored_registry_is_the_imported_zoos():
     for name, entry in _REGISTRY.items():
         assert dataclasses.replace(_from_index(name, stored[name]), builder=None) == \
             dataclasses.replace(entry, builder=None)
+
+
+def test_a_model_is_built_from_its_own_module_alone():
+    """Building from the stored registry imports only the module that registers the model:
+    a CIFAR ResNet's trial imports neither timm nor torchvision (whose `ops` import
+    torch._dynamo), and gets the network the fully imported zoo builds."""
+    code = ("import sys, torch; from models import create_model; torch.manual_seed(0); "
+            "net = create_model('resnet_20', num_classes=10); "
+            "print(sorted(m for m in ('timm', 'torchvision', 'models.zoo.coatnet') "
+            "if m in sys.modules)); "
+            "print(sum(p.sum().item() for p in net.state_dict().values()))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    assert out[0] == "[]"
+    from models.registry import _load_zoo
+
+    _load_zoo()
+    torch.manual_seed(0)
+    net = create_model("resnet_20", num_classes=10)
+    assert float(out[1]) == sum(p.sum().item() for p in net.state_dict().values())
 
 
 @pytest.mark.parametrize("name", [n for n in ALL if get_entry(n).paper_params
