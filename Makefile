@@ -28,13 +28,17 @@ demo: $(STAMP)
 		print(f('~/.cache/raysweep/data') or '')"); \
 	if [ -n "$$folder" ]; then \
 		echo "demo: Fashion-MNIST from $$folder (real images)"; \
-		$(BIN)/raysweep run smoke --local --name demo_fashion_mnist --set dataset=fashion_mnist \
-			&& $(BIN)/raysweep report runs/demo_fashion_mnist; \
+		run=demo_fashion_mnist; set="--set dataset=fashion_mnist"; \
 	else \
 		echo "demo: synthetic images (apt-get install dataset-fashion-mnist for real ones)"; \
-		$(BIN)/raysweep run smoke --local --name demo_synthetic \
-			&& $(BIN)/raysweep report runs/demo_synthetic; \
-	fi
+		run=demo_synthetic; set=""; \
+	fi; \
+	$(BIN)/raysweep run smoke --local --name $$run $$set \
+		&& echo "demo: the report (tables, plots, provenance):" \
+		&& $(BIN)/raysweep report runs/$$run \
+		&& echo "demo: next, try: $(BIN)/raysweep status runs/$$run;" \
+			"$(BIN)/raysweep show ablations --no-estimate; $(BIN)/raysweep list models;" \
+			"$(BIN)/raysweep tensorboard runs/$$run"
 
 # The committed results/showcase/: a small real CPU run and its report.
 results: $(STAMP)
