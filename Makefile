@@ -28,12 +28,12 @@ demo: $(STAMP)
 		print(f('~/.cache/raysweep/data') or '')"); \
 	if [ -n "$$folder" ]; then \
 		echo "demo: Fashion-MNIST from $$folder (real images)"; \
-		run=demo_fashion_mnist; set="--set dataset=fashion_mnist"; \
+		run=demo_fashion_mnist; overrides="--set dataset=fashion_mnist"; \
 	else \
 		echo "demo: synthetic images (apt-get install dataset-fashion-mnist for real ones)"; \
-		run=demo_synthetic; set=""; \
+		run=demo_synthetic; overrides=""; \
 	fi; \
-	$(BIN)/raysweep run smoke --local --name $$run $$set \
+	$(BIN)/raysweep run smoke --local --name $$run $$overrides \
 		&& echo "demo: the report (tables, plots, provenance):" \
 		&& $(BIN)/raysweep report runs/$$run \
 		&& echo "demo: next, try: $(BIN)/raysweep status runs/$$run;" \

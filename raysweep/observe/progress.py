@@ -121,9 +121,14 @@ def _remaining(records: list[TrialRecord], pending: int
     left = sum(r.epochs - r.last_epoch for r in unfinished) + round(pending * budget)
     each = [(r.epochs - r.last_epoch) * statistics.fmean(by_model[r.model] or [overall])
             for r in unfinished]
-    a_pending = budget * overall   # seconds of one pending trial
-    seconds = sum(each) + pending * a_pending
-    return left, seconds, max(each + ([a_pending] if pending else []), default=0.0), len(every)
+    return (left, *_seconds_left(each, pending, budget * overall), len(every))
+
+
+def _seconds_left(each: list[float], pending: int, a_pending: float) -> tuple[float, float]:
+    """(seconds left in all, the longest trial's): `each` unfinished trial's seconds left,
+    and `pending` trials not started of `a_pending` seconds each."""
+    return (sum(each) + pending * a_pending,
+            max(each + ([a_pending] if pending else []), default=0.0))
 
 
 def eta_seconds(seconds: float | None, longest: float, counts: dict[str, int], total: int,
@@ -299,10 +304,8 @@ class Tally:
         budget = self.budget / self.records
         mean = {m: t / n if n else overall for m, (t, n) in self.seconds.items()}
         each = [n * mean[m] for m, n in self.left.values()]
-        a_pending = budget * overall
         left = sum(n for _, n in self.left.values()) + round(pending * budget)
-        seconds = sum(each) + pending * a_pending
-        return left, seconds, max(each + ([a_pending] if pending else []), default=0.0), measured
+        return (left, *_seconds_left(each, pending, budget * overall), measured)
 
 
 class Progress:
