@@ -25,15 +25,20 @@ import threading
 import traceback
 from dataclasses import replace
 
+from typing import TYPE_CHECKING
+
 import ray
 
-from raysweep.store import checkpoints
-from raysweep.training import data
-from raysweep.training.fusion import FusedTrainer, Member, new_shadow
 from raysweep.store.storage import location
 from raysweep.core.report import Report, encode, first_report
 from raysweep.core.trial import EpochResult, Launch, Segment, TrialResources, TrialSpec
-from raysweep.training.worker import last_epoch, new_segment
+
+if TYPE_CHECKING:
+    from raysweep.training.fusion import Member
+
+# The training modules (torch) are imported in the methods that train, not here: a
+# member's Tune process loads this class to call the actor (`ray.get_actor`) and needs
+# only its methods' names, so it starts without torch (~4 CPU-s per member).
 
 @ray.remote(max_restarts=0)
 class ArrayActor:
@@ -94,6 +99,9 @@ class ArrayActor:
         try:
             import torch
 
+            from raysweep.training import data
+            from raysweep.training.worker import last_epoch
+
             device = torch.device("cuda", 0) if ray.get_gpu_ids() else torch.device("cpu")
             torch.set_num_threads(max(1, int(launch.resources.cpus_per_worker)))
             t = specs[0].train
@@ -111,6 +119,9 @@ class ArrayActor:
                 self.cond.notify_all()
 
     def _load(self, spec: TrialSpec, launch: Launch, classes: int, steps: int) -> Member:
+        from raysweep.store import checkpoints
+        from raysweep.training.fusion import Member, new_shadow
+
         shadow = new_shadow(spec, classes, steps)
         state, skipped = checkpoints.latest(location(launch.run_dir), spec.key)
         member = Member(spec, shadow, [], [], skipped)
@@ -122,6 +133,8 @@ class ArrayActor:
     def _train(self, members: list[Member], start: int, launch: Launch, splits, steps,
                device) -> None:
         from models import model_facts
+        from raysweep.store import checkpoints
+        from raysweep.training.fusion import FusedTrainer
 
         epochs = members[0].spec.train.epochs
         facts = model_facts(members[0].spec.model, splits.classes,
@@ -169,6 +182,8 @@ class ArrayActor:
             self.cond.notify_all()
 
     def _segment(self, m: Member, launch: Launch, device, k: int) -> Segment:
+        from raysweep.training.worker import new_segment
+
         res = launch.resources
         share = replace(launch, resources=TrialResources(
             1, res.cpus_per_worker / k, res.gpus_per_worker / k))

@@ -271,10 +271,11 @@ def _tune(study: Study, context: TrialContext, run_dir, param_space: dict, num_s
             scheduler=_scheduler(study, context, recorded), num_samples=num_samples, search_alg=searcher,
             max_concurrent_trials=concurrent,
             # Inline: the next trial starts in the last one's process, which already holds
-            # torch and the model zoo (seconds per trial). Not for Train trials: a reused
+            # torch and the model zoo (seconds per trial); a fused array's member, in the
+            # process of a member of an earlier array. Not for Train trials: a reused
             # Tune process that ASHA stopped can keep its Train run's workers, and the next
             # trial then waits for their resources forever.
-            reuse_actors=context.inline and not context.arrays,
+            reuse_actors=context.inline,
             trial_name_creator=lambda t: _trial_name(context, t),
             trial_dirname_creator=lambda t: _trial_name(context, t)),
         run_config=ray.tune.RunConfig(

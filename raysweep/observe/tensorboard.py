@@ -124,10 +124,8 @@ class TensorBoardWriter:
         return folder
 
     def _writer(self, key: str, folder: Path, purge_step: int | None = None):
-        from tensorboardX import SummaryWriter
-
         if key not in self.writers:
-            self.writers[key] = SummaryWriter(
+            self.writers[key] = _tensorboardx().SummaryWriter(
                 str(folder), purge_step=purge_step, flush_secs=30,
                 filename_suffix=f".{os.getpid()}.{next(_files)}")
         return self.writers[key]
@@ -176,14 +174,30 @@ def _add_epoch(writer, entry: EpochResult) -> None:
             writer.add_scalar(tag, value, entry.epoch)
 
 
-def _session_start(record: TrialRecord):
-    from tensorboardX.summary import hparams as hparams_summaries
+def _tensorboardx():
+    """tensorboardX, imported without torch where torch is not loaded yet: its writer
+    imports torch only to accept torch tensors, which we never pass, and torch would cost
+    `raysweep run`'s driver ~4 s of CPU at its first record (the driver trains nothing)."""
+    import sys
 
-    _, start, _ = hparams_summaries(hparams(record), {})
+    if "torch" in sys.modules:
+        import tensorboardX
+        return tensorboardX
+    sys.modules["torch"] = None    # makes `import torch` raise ImportError, which it handles
+    try:
+        import tensorboardX
+    finally:
+        del sys.modules["torch"]
+    return tensorboardX
+
+
+def _session_start(record: TrialRecord):
+    _, start, _ = _tensorboardx().summary.hparams(hparams(record), {})
     return start
 
 
 def _session_end(status: str):
+    _tensorboardx()   # the package first, without torch
     from tensorboardX.proto.api_pb2 import Status
     from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData, SessionEndInfo
     from tensorboardX.proto.summary_pb2 import Summary, SummaryMetadata

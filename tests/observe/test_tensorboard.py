@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import api_pb2
@@ -84,4 +86,19 @@ def test_rewriting_is_idempotent_and_a_retrained_epoch_replaces_the_old_point(tm
     board.close()
     acc = _read(trial_folder(folder, trial))
     assert _points(acc, "top1/test") == [(1, 40.0), (2, 47.0), (3, 49.0)]
+    assert _hparams(acc)[1] == api_pb2.STATUS_SUCCESS
+
+
+def test_a_driver_writes_the_files_without_importing_torch(tmp_path):
+    """`raysweep run`'s driver trains nothing: writing a trial's TensorBoard files must
+    not import torch (tensorboardX's writer would, ~4 s of CPU per run)."""
+    trial = record(spec(seed=0), status="completed", top1=[40.0, 45.0])
+    folder = write_run(tmp_path, [trial])
+    code = ("import sys; from raysweep.observe.tensorboard import export_run; "
+            f"export_run({str(folder)!r}); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "False"
+    acc = _read(trial_folder(folder, trial))
+    assert _points(acc, "top1/test") == [(1, 40.0), (2, 45.0)]
     assert _hparams(acc)[1] == api_pb2.STATUS_SUCCESS

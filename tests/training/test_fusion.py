@@ -11,6 +11,8 @@ would). In float64 the same code agrees to ~1e-12 after every epoch."""
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -177,6 +179,17 @@ def test_asha_stops_members_and_the_array_goes_on_without_them(ray_local, tmp_pa
         assert r.history[0].val_top1 < learner.history[0].val_top1
         assert checkpoint_epochs(run_dir, r.key) == [1]   # trained no further
     assert checkpoint_epochs(run_dir, learner.key) == [2, 1]
+
+
+def test_a_members_process_reaches_its_array_without_torch():
+    """What a member's Tune process loads to call its array's actor (the engine modules
+    and the actor class, as `ray.get_actor` loads it) imports no torch: a member only
+    relays epochs, and torch would cost it ~4 s of CPU at start."""
+    code = ("import sys; import raysweep.engine.trainable, raysweep.engine.members, "
+            "raysweep.engine.arrays; print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "False"
 
 
 def checkpoint_epochs(run_dir, key: str) -> list[int]:
