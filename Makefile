@@ -49,12 +49,14 @@ results: $(STAMP)
 # their own (tests/conftest.py::_shared_ray); a test module runs whole in one of them (`--dist loadfile`: its module fixtures, a
 # fake autoscaling cluster or a two-node loopback Ray, start once). Not `--dist loadgroup`:
 # under pytest 9.2 its groups are silently ignored (xdist renames `item._nodeid`, which
-# pytest no longer reads) and every module was split test by test. Handing out the slowest
-# modules first measured no faster (1,379 s vs 1,370 s: they then slow each other down).
-# TEST_WORKERS=0: one process, as before.
+# pytest no longer reads) and every module was split test by test. --no-loadscope-reorder:
+# modules in collection order (benchmarks/, core/, datasets/, engine/ first: the dearest
+# ones), not xdist's default of most tests first, which left the few-test Ray modules for
+# last (2026-12-07: .ci/run 1,387 s and 2,680 busy CPU-s against 1,543 s and 2,980, one
+# run each, same evening). TEST_WORKERS=0: one process, as before.
 TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/pytest -q -ra --durations=10 $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+	$(BIN)/pytest -q -ra --durations=10 $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder)
 
 # cluster.yaml launched for real by Ray's cluster launcher on a loopback cluster of this
 # machine, walking docs/cluster.md (cluster/check.py). As root: it adds a user for the node
