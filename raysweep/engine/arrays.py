@@ -24,7 +24,6 @@ import os
 import threading
 import traceback
 from dataclasses import replace
-
 from typing import TYPE_CHECKING
 
 import ray
