@@ -33,11 +33,12 @@ MODELS = ("resnet_20", "resnet_32", "ghost_resnet_20", "eca_resnet_20")
 
 def write_run(run_dir: Path, n: int, epochs: int) -> None:
     """A finished ablation run of `n` trials: 10 groups × 50 arms × seeds."""
-    groups = {f"g{g}": {"baseline": MODELS[g % len(MODELS)],
-                        "variants": {f"v{v}": {"model": MODELS[(g + v) % len(MODELS)],
-                                               # a distinct identity per arm
-                                               "set": {"weight_decay": (g * 50 + v) * 1e-6}}
-                                     for v in range(1, 50)}} for g in range(10)}
+    # A distinct identity per arm, baselines included (three groups with one baseline
+    # config would be one trial with three labels, fewer records than asked for).
+    def arm(g: int, v: int) -> dict:
+        return {"model": MODELS[(g + v) % len(MODELS)], "set": {"weight_decay": (g * 50 + v) * 1e-6}}
+    groups = {f"g{g}": {"baseline": arm(g, 0), "variants": {f"v{v}": arm(g, v) for v in range(1, 50)}}
+              for g in range(10)}
     lrs = [0.003]
     seeds = max(1, -(-n // (10 * 50 * len(lrs))))
     study = {"name": "scale", "defaults": {"epochs": epochs, "dataset": "synthetic"},
@@ -49,8 +50,8 @@ def write_run(run_dir: Path, n: int, epochs: int) -> None:
     base = {k: d for k, (_, d) in TRAIN_SCHEMA.items() if k not in ("recipe", "val_fraction")}
     count = 0
     for g, spec in groups.items():
-        arms = [("baseline", spec["baseline"], {})] + [
-            (v, a["model"], a["set"]) for v, a in spec["variants"].items()]
+        arms = [(v, a["model"], a["set"])
+                for v, a in {"baseline": spec["baseline"], **spec["variants"]}.items()]
         for variant, model, overrides in arms:
             for lr in lrs:
                 for seed in range(seeds):

@@ -1,7 +1,7 @@
 """A report folder that rebuilds itself: it carries the records its numbers come from.
 
 `report` copies into its output folder the trial records it read (`records/`, unchanged
-bytes) and the run's study files (`study.yaml` and the earlier versions `study.N.yaml`),
+bytes; hard links where it can) and the run's study files (`study.yaml` and the earlier versions `study.N.yaml`),
 so `raysweep report FOLDER` on that folder (results/showcase, a report copied off a
 cluster) rebuilds every table and plot from them, in place; `check(FOLDER)` rebuilds it
 in a temporary folder and names every file that differs. The report's provenance points
@@ -13,6 +13,7 @@ date, so they match too when the same matplotlib draws them (each names its vers
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -59,14 +60,33 @@ def carry(run_dir: Path, out: Path, records: list[TrialRecord]) -> list[Path]:
     for path in stale:
         path.unlink()
     written = []
+    target.mkdir(parents=True, exist_ok=True)
     for name in sorted(used):
         written.append(target / name)
-        atomic_write_bytes(target / name, (run_dir / RECORDS_DIR / name).read_bytes())
+        _snapshot(run_dir / RECORDS_DIR / name, target / name)
     for pattern in STUDY_FILES:
         for path in sorted(run_dir.glob(pattern)):
             atomic_write_bytes(out / path.name, path.read_bytes())
             written.append(out / path.name)
     return written
+
+
+def _snapshot(source: Path, path: Path) -> None:
+    """`path` becomes a copy of `source`: a hard link where both are on one file system,
+    else copied bytes; either way renamed into place whole. A link is a true snapshot
+    because a record is only ever replaced (`atomic_write`), never changed in place, and it
+    is what lets a report of 5,000 records carry them in a fraction of a second instead of
+    several (a copy and an fsync each)."""
+    if path.exists() and path.samefile(source):
+        return
+    tmp = path.with_name(f".{path.name}.link")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:     # another file system, or one without hard links
+        atomic_write_bytes(path, source.read_bytes())
+        return
+    os.replace(tmp, path)
 
 
 def remove_stale(out: Path, before: list[str], written: list[Path]) -> None:

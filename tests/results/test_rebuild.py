@@ -14,6 +14,7 @@ import yaml
 from raysweep.cli import main
 from raysweep.results import report
 from raysweep.results.rebuild import check
+from raysweep.store.records import write_record
 from support.factories import record, spec, write_run
 
 RESULTS = Path(__file__).resolve().parents[2] / "results"
@@ -99,3 +100,19 @@ def test_report_refuses_an_out_folder_holding_another_run_s_records(tmp_path):
     with pytest.raises(Exception, match="holds trial records of another run"):
         report(run, other)
     assert len(list((other / "records").iterdir())) == 1
+
+
+def test_a_reports_records_are_a_snapshot_of_the_runs(tmp_path):
+    """The copies are hard links where they can be (5,000 records in a fraction of a
+    second); a record the run replaces later leaves the report's copy as it was."""
+    recs = [record(spec(seed=s), top1=[40.0, 50.0 + s]) for s in range(2)]
+    run = write_run(tmp_path / "run", recs)
+    out = tmp_path / "out"
+    report(run, out)
+    name = f"{recs[0].key}.json"
+    assert (out / "records" / name).samefile(run / "records" / name)
+    before = (out / "records" / name).read_bytes()
+    recs[0].history[-1].test_top1 = 99.0
+    write_record(run, recs[0])
+    assert (out / "records" / name).read_bytes() == before != (run / "records" / name).read_bytes()
+    assert main(["report", str(out), "--check"]) == 0

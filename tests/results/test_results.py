@@ -567,3 +567,19 @@ def test_the_detectable_delta_has_80_percent_power_by_the_noncentral_t(df, m):
     if (df, m) == (2, 3):
         assert sps.nct.sf(crit, df, shortcut / se) == pytest.approx(0.72, abs=0.005)
     assert d >= shortcut - 1e-9
+
+
+def test_a_bar_panel_shows_the_tables_first_rows_and_says_how_many_it_left_out(monkeypatch):
+    monkeypatch.setattr(plots, "MAX_BARS", 3)
+    recs = [record(spec(f"model_{i}", s), top1=climb(80.0 - i)) for i in range(5) for s in (0, 1)]
+    bars = plots.accuracy_bars(comparison.comparison(recs))
+    assert sorted(p.get_width() for p in bars.axes[0].patches) == [78.0, 79.0, 80.0]
+    assert bars.axes[0].get_title().endswith(": the first 3 of 5 rows of the table")
+    variants = {f"v{i}": {s: 60.0 + i + s for s in range(3)} for i in range(4)}
+    [table] = ablation.ablations(group_records(variants=variants))
+    deltas = plots.ablation_deltas(table)
+    assert len(deltas.axes[0].patches) == 3
+    assert deltas.axes[0].get_title().endswith(": the first 3 of 4 rows of the table")
+    # Within the cap, nothing is left out and the titles say nothing of it.
+    monkeypatch.setattr(plots, "MAX_BARS", 5)
+    assert "first" not in plots.accuracy_bars(comparison.comparison(recs)).axes[0].get_title()
