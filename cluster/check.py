@@ -419,7 +419,11 @@ def main() -> int:
     log = open(work / "check.log", "w")
     up = False
     try:
-        # step 0 of the doc, once: the token every node gets a copy of
+        # Step 0 of the doc, on "your machine": the pins every node installs, from the
+        # versions this checkout's venv runs (a fresh clone's `make env` may have newer
+        # releases than the committed file: pandas 3.1.2 against a pin of 3.1.1 made the
+        # setup's pip refuse), and the token every node gets a copy of.
+        run("python cluster/pin.py", env, ROOT, log)
         run("ray get-auth-token --generate", env, work, log)
         for step, lines in steps:
             print(f"cluster-check: step {step}", flush=True)
