@@ -57,8 +57,10 @@ HEAD_IP = "127.0.0.1"
 STEPS = ("up", "dashboard", "run", "report", "down")  # docs/cluster.md's marked blocks, in order
 MARK = re.compile(r"<!-- cluster-check: (\w+) -->\s*```bash\n(.*?)```", re.S)
 STUDY = "smoke"
-# A run of a few seconds per trial: 1 epoch of 256 synthetic images (units: images, epochs).
-TINY_SETS = ("epochs=1", "train_size=256", "test_size=128", "batch_size=32")
+# A run of a few seconds per trial: 1 epoch of 256 synthetic images (units: images, epochs);
+# ASHA's grace period within that one epoch (smoke's 2 is refused beyond the budget).
+TINY_SETS = ("epochs=1", "asha.grace_period=1", "train_size=256", "test_size=128",
+             "batch_size=32")
 STEP_TIMEOUT_S = 900  # one step's commands, under load
 
 

@@ -141,6 +141,16 @@ def test_every_doc_command_is_substituted_as_printed():
         assert any(doc in line for line in partial), doc
 
 
+def test_the_checks_short_study_is_one_raysweep_accepts(capsys):
+    """What step "run" runs instead of the doc's study passes the checks `run` makes
+    before Ray starts (a `--set epochs=1` below smoke's ASHA grace period was refused
+    on the node, and only `make cluster-check` saw it)."""
+    from raysweep import cli
+
+    sets = [a for s in check.TINY_SETS for a in ("--set", s)]
+    assert cli.main(["show", check.STUDY, "--no-estimate", *sets]) == 0, capsys.readouterr()
+
+
 def test_the_derived_config_keeps_the_shipped_commands():
     shipped = yaml.safe_load((ROOT / "cluster.yaml").read_text())
     derived = check.derive(shipped, key=Path("/k"), proxy="p %h", gcs_port=1,
