@@ -137,7 +137,11 @@ def _parser() -> argparse.ArgumentParser:
                       help="plan for this many workers per trial (keys do not change)")
     show.add_argument("--gpus", type=int,
                       help="estimate the cost on this many GPUs (from a GPU step time measured "
-                      "on this machine earlier) instead of this machine")
+                      "on this machine earlier, or --gpu-type's profile) instead of this machine")
+    show.add_argument("--gpu-type", metavar="NAME",
+                      help="estimate for GPUs of this kind from the step times this project "
+                      "measured on one (raysweep/estimate/accelerators.json: h100); no GPU "
+                      "needed here; --gpus defaults to 1")
     show.add_argument("--no-estimate", action="store_true",
                       help="skip the measured cost estimate")
     show.add_argument("--max-trials", type=int, default=None,
@@ -360,6 +364,18 @@ def cmd_list(args) -> int:
 SHOW_FIRST = 50   # trials `show` lists of a study past the trial limit
 
 
+def _show_head(study, trials) -> str:
+    """The trial count `run` will run (the same as the summary's), and why it is fewer
+    than arms × grid points × seeds when arms share trials."""
+    total = len(trials) * (study.num_samples if study.search else 1)
+    head = f"study {study.name} ({study.path}): {total:,} trials"
+    if study.count() == total:
+        return head
+    return (f"{head} ({study.count():,} arm × seed combinations, of which "
+            f"{study.count() - total:,} are trials another arm already runs: a baseline "
+            f"shared by groups, or two model names of one network)")
+
+
 def cmd_show(args) -> int:
     import itertools
 
@@ -367,21 +383,23 @@ def cmd_show(args) -> int:
 
     cli = {"resources.workers_per_trial": args.workers_per_trial}
     study = load_study(args.space, args.set, cli, args.group)
-    print(f"study {study.name} ({study.path}): {study.count():,} trials")
     limit = args.max_trials or MAX_TRIALS
     if study.count() > limit:
+        print(f"study {study.name} ({study.path}): up to {study.count():,} trials (arms × "
+              f"grid points × seeds, before trials that arms share are merged)")
         # Listed lazily, so a huge study costs no more than the lines printed.
         for spec in itertools.islice(study.iter_trials(), SHOW_FIRST):
             print(f"{spec.key:<34} {spec.label}")
         print(f"... and {study.count() - SHOW_FIRST:,} more: more than --max-trials={limit:,}, "
               f"so `raysweep run` refuses it; narrow the study, or pass --max-trials")
         return 0
+    trials = study.trials()
+    print(_show_head(study, trials))
     if study.asks_auto_amp():
         from raysweep.core.precision import resolve_here
 
         print(f"{resolve_here().why}; resolved for this machine (Ray is not started here): "
               f"`raysweep run` resolves it for where the trials run")
-    trials = study.trials()
     for line in study.twins():
         print(line)
     labels = [t.label + (f" (+{len(t.labels) - 1} more labels)" if len(t.labels) > 1 else "")
@@ -408,7 +426,7 @@ def cmd_show(args) -> int:
     if study.asha.enabled:
         print(_rung_line(study, trials))
     if not args.no_estimate:
-        print("\n".join(_estimate_lines(study, trials, args.gpus)))
+        print("\n".join(_estimate_lines(study, trials, args.gpus, args.gpu_type)))
     return 0
 
 
@@ -425,14 +443,22 @@ def _rung_line(study, trials) -> str:
         for b, ms in rungs)
 
 
-def _estimate_lines(study, trials, gpus: int | None) -> list[str]:
-    """The study's cost from step times measured on this machine (cached)."""
+def _estimate_lines(study, trials, gpus: int | None, gpu_type: str | None) -> list[str]:
+    """The study's cost from step times measured on this machine (cached), or for
+    `gpu_type` GPUs from that profile, with the trials planned as on a cluster of them."""
     import os
 
     import torch
 
-    from raysweep.estimate.cost import estimate, format_estimate
+    from raysweep.estimate.cost import estimate, estimate_on_profile, format_estimate
+    from raysweep.estimate.profiles import CPUS_PER_GPU, profile
     from raysweep.core.planning import plan_trials
+
+    if gpu_type:
+        prof, gpus = profile(gpu_type), gpus or 1
+        cluster = {"CPU": CPUS_PER_GPU * gpus, "GPU": gpus}
+        resources, _ = plan_trials(study.resources, trials, cluster)
+        return format_estimate(estimate_on_profile(trials, study.asha, resources, gpus, prof))
 
     here = {"CPU": os.cpu_count() or 1, "GPU": torch.cuda.device_count()}
     resources, concurrent = plan_trials(study.resources, trials, here)

@@ -4,6 +4,7 @@ without ASHA's expected savings, from a short measured step time per model.
     est = estimate(specs, AshaConfig(True, 1, 4), resources, concurrent=3)
     print("\\n".join(format_estimate(est)))
     estimate(specs, asha, resources, concurrent=1, gpus=8)   # 8 GPUs of the measured kind
+    estimate_on_profile(specs, asha, resources, 8, profile("h100"))  # measured elsewhere
 
 How it is measured: for each distinct (model, options, optimizer, amp, layout) the model
 is built on the target device and a few forward + backward + optimizer steps on random
@@ -35,7 +36,7 @@ import platform
 import socket
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
@@ -46,6 +47,7 @@ import torch
 from raysweep.datasets import readers as datasets
 from raysweep.errors import EstimateError
 from raysweep.core.trial import TrialResources, TrialSpec
+from raysweep.estimate.profiles import EVAL_SHARE, AcceleratorProfile, profiles
 from raysweep.study.sections import AshaConfig, milestones
 
 CACHE_FILE = Path("~/.cache/raysweep/step_times.json")
@@ -109,6 +111,8 @@ class Estimate:
     asha_settings: AshaConfig
     step_times: tuple[StepTime, ...]
     scaled_to: tuple[int, ...]   # the trials' per-worker batches, images
+    profile: AcceleratorProfile | None = None   # the step times came from it, not measured
+    unpacked: Cost | None = None  # (with a profile) the same trials at one GPU each
 
 
 # --- ASHA's expected savings ---
@@ -189,8 +193,8 @@ def _survivors(arriving, continue_p):
 
 def estimate_from(specs: list[TrialSpec], step_times: Mapping[tuple[str, str], StepTime],
                   asha: AshaConfig, resources: TrialResources | Mapping[str, TrialResources],
-                  concurrent: int, gpus: int | None = None, target: str = "this machine"
-                  ) -> Estimate:
+                  concurrent: int, gpus: int | None = None, target: str = "this machine",
+                  speed: Callable[[TrialResources], float] | None = None) -> Estimate:
     """The cost of `specs` from measured step times (keyed by `measure_key(spec)`).
     `concurrent`: trials at once on this machine; `gpus`: for that many GPUs of the
     measured kind instead, the trials packed by the GPU share each holds (a trial
@@ -198,15 +202,17 @@ def estimate_from(specs: list[TrialSpec], step_times: Mapping[tuple[str, str], S
 
     Wall hours: the trial-hours spread over the concurrent trials (or the GPU-hours over
     the GPUs), and never less than one trial's whole budget: the longest trial without
-    ASHA; with ASHA, an average trial, since at least one trial runs to the end."""
+    ASHA; with ASHA, an average trial, since at least one trial runs to the end.
+    `speed(resources)`: a trial's speed relative to alone on its device (packed trials
+    share a GPU); 1 when not given."""
     if not specs:
         raise EstimateError("no trials to estimate; allowed: a study with at least one trial")
     rows = []                    # (epochs, seconds per epoch, GPUs held) per trial
     for spec in specs:
         res = _resources(resources, spec)
         held = res.workers * (res.gpus_per_worker or (1.0 if gpus else 0.0))
-        rows.append((spec.train.epochs,
-                     epoch_seconds(spec, step_times[measure_key(spec)], res.workers), held))
+        seconds = epoch_seconds(spec, step_times[measure_key(spec)], res.workers)
+        rows.append((spec.train.epochs, seconds / (speed(res) if speed else 1.0), held))
 
     def cost(epochs_of, floor_s: float) -> Cost:
         epochs = [epochs_of(e) for e, _, _ in rows]
@@ -482,8 +488,8 @@ def estimate(specs: list[TrialSpec], asha: AshaConfig,
     if uses_gpu and not torch.cuda.is_available():
         if gpus is None:
             raise EstimateError("the trials use GPUs (gpus_per_worker > 0) but this machine has "
-                                "none; allowed: gpus_per_worker: 0, or gpus=N for a GPU kind "
-                                "measured earlier")
+                                "none; allowed: gpus_per_worker: 0, gpus=N for a GPU kind "
+                                "measured earlier, or --gpu-type NAME (a reference profile)")
         return _from_cached_gpu(specs, asha, resources, gpus, cache, cache_file)
     device = torch.device("cuda", 0) if uses_gpu else torch.device("cpu")
     threads = 1 if uses_gpu else max(1, int(_resources(resources, specs[0]).cpus_per_worker))
@@ -527,7 +533,39 @@ def _from_cached_gpu(specs, asha, resources, gpus, cache, cache_file) -> Estimat
     missing = ", ".join(sorted({s.model for s in specs}))
     raise EstimateError(f"gpus={gpus}: this machine has no GPU and {cache_file} holds no GPU "
                         f"step time for every model ({missing}); allowed: no gpus (an estimate "
-                        f"for this CPU), or estimate once on a GPU machine and copy its cache")
+                        f"for this CPU), --gpu-type NAME (a reference profile: "
+                        f"{', '.join(sorted(profiles()))}), or estimate once on a GPU "
+                        f"machine and copy its cache")
+
+
+def estimate_on_profile(specs: list[TrialSpec], asha: AshaConfig,
+                        resources: Mapping[str, TrialResources], gpus: int,
+                        prof: AcceleratorProfile) -> Estimate:
+    """For `gpus` GPUs of a profile's kind, from its step times (nothing is measured, so
+    this machine needs no GPU), packed trials at the profile's packing speed; `unpacked`
+    is the same study with every trial on a GPU of its own."""
+    if gpus < 1:
+        raise EstimateError(f"gpus={gpus}: allowed: a GPU count >= 1")
+    times = {measure_key(s): _profile_step_time(s, prof) for s in specs}
+    target = f"{gpus} × {prof.device} (the {prof.name} profile)"
+    est = estimate_from(specs, times, asha, resources, 1, gpus, target,
+                        speed=lambda r: prof.packed_speed(r.gpus_per_worker))
+    alone = {k: replace(r, gpus_per_worker=1.0) for k, r in resources.items()}
+    unpacked = estimate_from(specs, times, asha, alone, 1, gpus, target)
+    return replace(est, profile=prof,
+                               unpacked=unpacked.asha or unpacked.full)
+
+
+def _profile_step_time(spec: TrialSpec, prof: AcceleratorProfile) -> StepTime:
+    """A StepTime the profile's line gives for `spec`'s model (two points of a line)."""
+    from models import model_facts
+
+    flops = model_facts(spec.model, num_classes=_classes(spec), **spec.model_options).flops
+    batches = (PROBE_GPU // 2, PROBE_GPU)
+    train = tuple(prof.train_step(b, flops) for b in batches)
+    return StepTime(spec.model, dict(spec.model_options), prof.device, "cuda",
+                    f"the {prof.name} profile", 1, batches, train,
+                    tuple(t * EVAL_SHARE for t in train), 0, prof.measured_on, 0.0)
 
 
 def _resources(resources, spec: TrialSpec) -> TrialResources:
@@ -545,10 +583,40 @@ def format_estimate(est: Estimate, models_shown: int = 3) -> list[str]:
         lines.append(f"with ASHA (grace {s.grace_period}, reduction {s.reduction_factor}; "
                      f"Ray's cutoff at each rung, trials ranked at random): "
                      f"{_cost(est.asha)} (~{_hours(est.asha.wall_hours)} h).")
-    lines.append(_measured_line(est, models_shown))
-    lines.append("counts training steps and evaluation only: no start-up, data loading or "
-                 "DDP traffic; packed trials at the speed of one alone.")
+    if est.profile:
+        lines += _profile_lines(est)
+    else:
+        lines.append(_measured_line(est, models_shown))
+        lines.append("counts training steps and evaluation only: no start-up, data loading "
+                     "or DDP traffic; packed trials at the speed of one alone.")
     return lines
+
+
+def _profile_lines(est: Estimate) -> list[str]:
+    p = est.profile
+    fixed, per_image = p.line
+    batches = sorted(p.train_images_per_s)
+    cost = est.asha or est.full
+    if est.unpacked and est.unpacked.gpu_hours > cost.gpu_hours:
+        measured = ", ".join(f"{n} to a GPU at {a:g}x" for n, a in
+                             sorted(p.packed_aggregate.items()) if n > 1)
+        packing = (f"packing (gpus_per_worker: auto; {measured} one trial's speed, as "
+                   f"measured): {_hours(cost.gpu_hours)} GPU-hours against "
+                   f"{_hours(est.unpacked.gpu_hours)} with every trial on a GPU of its own")
+    else:
+        packing = "packing: no trial here shares a GPU (gpus_per_worker), so it saves nothing"
+    return [
+        f"from the {p.name} profile ({p.device}, torch {p.torch}, measured {p.measured_on}: "
+        f"{', '.join(p.sources)}): {p.model} {fixed * 1e3:.1f} ms per step + "
+        f"{per_image * 1e6:.2f} µs per image at {batches[0]}-{batches[-1]} images/worker "
+        f"({p.precision}); other models scaled by FLOPs at its {p.effective_tflops:.0f} "
+        f"TFLOP/s ({p.effective_tflops / p.peak_tflops:.0%} of the {p.peak_tflops:g} TFLOP/s "
+        f"bf16 peak): a floor for deeper networks (more kernel launches per step), a "
+        f"ceiling for large models (which use a GPU better).",
+        packing + "; fused arrays (resources.fuse) not estimated: not yet measured on a GPU.",
+        "counts training steps and evaluation only: no start-up, data loading or DDP "
+        "traffic.",
+    ]
 
 
 def _cost(cost: Cost) -> str:

@@ -10,7 +10,9 @@ import torch
 from raysweep.study.sections import AshaConfig, milestones
 from raysweep.estimate.cost import (EstimateError, StepTime, asha_expected_epochs,
                                epoch_seconds, estimate, estimate_from,
-                               format_estimate, measure_key, read_cache, write_cache)
+                               estimate_on_profile, format_estimate, measure_key,
+                               read_cache, write_cache)
+from raysweep.estimate.profiles import profile
 from raysweep.core.trial import TrialResources
 from support.factories import spec
 
@@ -169,3 +171,59 @@ def test_unknown_dataset_size_is_one_clear_error():
     with pytest.raises(EstimateError, match="dataset 'imagefolder' has no fixed size.*allowed: "
                                             "cifar100, cifar10, fashion_mnist, synthetic"):
         epoch_seconds(trial, step_time(), 1)
+
+
+# --- reference accelerator profiles (no GPU needed) ---
+
+def test_a_profile_scales_the_reference_by_flops_and_packs_at_its_measured_speed():
+    h100 = profile("h100")
+    fixed, per_image = h100.line
+    # The line goes through the measured points within their scatter (launch-bound: the
+    # 512-image step was measured 1.2 ms slower than the 1024-image one).
+    for batch, rate in h100.train_images_per_s.items():
+        assert h100.train_step(batch, h100.reference_flops) == pytest.approx(batch / rate,
+                                                                             rel=0.15)
+    assert 5e-3 < fixed < 20e-3 and per_image > 0
+    # Twice the FLOPs: twice the per-image part, the same fixed part.
+    ref = h100.reference_flops
+    assert h100.train_step(256, 2 * ref) - h100.train_step(256, ref) == pytest.approx(
+        256 * per_image)
+    assert h100.effective_tflops == pytest.approx(3 * ref / per_image / 1e12)
+    # Packed: 4 to a GPU at the measured aggregate; never faster than alone.
+    assert h100.packed_speed(0.25) == pytest.approx(3.21 / 4)
+    assert h100.packed_speed(0.5) == 1.0 == h100.packed_speed(1.0) == h100.packed_speed(0)
+    with pytest.raises(EstimateError, match=r"--gpu-type 'tpu' has no profile; allowed: h100"):
+        profile("tpu")
+
+
+def test_an_estimate_on_a_profile_needs_no_gpu_and_says_what_packing_saves():
+    specs = [spec(seed=s, **CIFAR) for s in range(8)]
+    quarter = {s.key: TrialResources(1, 4.0, 0.25) for s in specs}
+    h100 = profile("h100")
+    est = estimate_on_profile(specs, NO_ASHA, quarter, 2, h100)
+    [st] = est.step_times
+    alone_epoch = epoch_seconds(specs[0], st, 1)
+    packed_epoch = alone_epoch / h100.packed_speed(0.25)
+    assert est.full.trial_hours == pytest.approx(8 * 10 * packed_epoch / 3600)
+    assert est.full.gpu_hours == pytest.approx(0.25 * 8 * 10 * packed_epoch / 3600)
+    assert est.unpacked.gpu_hours == pytest.approx(8 * 10 * alone_epoch / 3600)
+    assert est.full.gpu_hours < est.unpacked.gpu_hours
+    lines = format_estimate(est)
+    assert lines[0].startswith("estimate for 2 × NVIDIA H100 80GB HBM3 (the h100 profile)")
+    assert "measured 2026-11-23" in lines[1] and "scaled by FLOPs" in lines[1]
+    assert lines[2].startswith("packing (gpus_per_worker: auto;") and "against" in lines[2]
+
+
+def test_show_estimates_a_study_for_gpus_this_machine_does_not_have(capsys):
+    """`show comparison --gpus 8 --gpu-type h100` on a machine without a GPU (as CI is):
+    GPU-hours, wall time on the 8 GPUs, ASHA's saving and packing's."""
+    from raysweep import cli
+
+    assert cli.main(["show", "comparison", "--gpus", "8", "--gpu-type", "h100"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    [head] = [ln for ln in out if ln.startswith("estimate for 8 × NVIDIA H100")]
+    assert "GPU-hours (on 8 GPUs ~" in head
+    assert any(ln.startswith("with ASHA (") and "GPU-hours" in ln for ln in out)
+    assert any(ln.startswith("packing (gpus_per_worker: auto;") for ln in out)
+    assert cli.main(["show", "comparison", "--gpu-type", "v100"]) == 2
+    assert capsys.readouterr().err.strip().endswith("has no profile; allowed: h100")

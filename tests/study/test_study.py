@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -249,3 +250,15 @@ def test_a_study_parses_and_names_its_trials_without_torch_timm_or_ray():
     assert int(found[0]) > 20   # every family of the zoo
     gpu_driver = any(os.path.exists(p) for p in GPU_DRIVER_PATHS)   # then torch asks CUDA
     assert found[1:] == (["torch"] if gpu_driver else [])
+
+
+def test_show_gives_one_trial_count_at_the_top_and_in_the_summary(capsys):
+    """ablations shares its baselines across groups and has twin networks: the head said
+    138 trials and the summary 126; both now say what `run` runs, the head why fewer."""
+    from raysweep import cli
+
+    assert cli.main(["show", "ablations", "--no-estimate"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    head = re.match(r"study ablations \(.*\): (\d+) trials \((\d+) arm × seed", out[0])
+    summary = re.match(r"(\d+) trials; epoch budget", next(ln for ln in out if "epoch budget" in ln))
+    assert head and summary and head[1] == summary[1] and int(head[2]) > int(head[1])
