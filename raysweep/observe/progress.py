@@ -24,6 +24,7 @@ import copy
 import os
 import statistics
 import sys
+import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import IO, Iterable
@@ -71,10 +72,13 @@ class StudyView:
     gpu_hours: float | None     # Σ over records; None when no trial used a GPU
     epochs_left: int = 0        # of unfinished trials at full budgets; 0 before any epoch
     measured_epochs: int = 0    # epochs whose times the ETA is computed from
+    elapsed_seconds: float | None = None   # since this sitting of the run started; None:
+                                           # not running, or not known
 
     @classmethod
     def build(cls, records: Iterable[TrialRecord], total: int | None = None,
-              study: str | None = None, concurrency: int | None = None) -> "StudyView":
+              study: str | None = None, concurrency: int | None = None,
+              elapsed: float | None = None) -> "StudyView":
         records = list(records)
         total = max(total or 0, len(records))
         counts = Counter(COUNTED_AS[r.status] for r in records)
@@ -89,7 +93,7 @@ class StudyView:
         return cls(name, total, {k: counts.get(k, 0) for k in
                                  ("done", "running", "pending", "stopped", "failed",
                                   "interrupted")},
-                   rows, eta, sum(hours) if hours else None, left, measured)
+                   rows, eta, sum(hours) if hours else None, left, measured, elapsed)
 
     @property
     def finished(self) -> int:
@@ -182,6 +186,8 @@ def summary_line(view: StudyView) -> str:
              f"{view.counts['running']} running", f"{view.counts['pending']} pending"]
     if view.counts["interrupted"]:
         parts.append(f"{view.counts['interrupted']} interrupted (resume to continue)")
+    if view.elapsed_seconds is not None:
+        parts.append(f"elapsed {duration(view.elapsed_seconds)}")
     gpu = "—, no GPU used" if view.gpu_hours is None else f"{view.gpu_hours:.2f}"
     parts += [eta_text(view), f"GPU-hours {gpu}"]
     return f"study {view.study}: " + " · ".join(parts)
@@ -284,7 +290,7 @@ class Tally:
                 self.left.pop(record.key, None)
 
     def view(self, study: str, total: int, rows: list[TrialRow],
-             concurrency: int | None = None) -> StudyView:
+             concurrency: int | None = None, elapsed: float | None = None) -> StudyView:
         """The view `StudyView.build` makes of the tallied records, with `rows` only."""
         total = max(total, self.records)
         counts = {k: self.counts.get(k, 0) for k in
@@ -293,7 +299,7 @@ class Tally:
         left, seconds, longest, measured = self._remaining(counts["pending"])
         eta = eta_seconds(seconds, longest, counts, total, concurrency)
         return StudyView(study, total, counts, rows, eta,
-                         self.gpu_hours if self.gpu_records else None, left, measured)
+                         self.gpu_hours if self.gpu_records else None, left, measured, elapsed)
 
     def _remaining(self, pending: int) -> tuple[int, float | None, float, int]:
         # As `_remaining` computes it from all records.
@@ -314,6 +320,7 @@ class Progress:
 
     def __init__(self, study: str, total: int):
         self.study, self.total = study, total
+        self.started = time.monotonic()      # the elapsed time shown counts from here
         self.concurrency: int | None = None   # trials at once, as the driver planned them
         self.records: dict[str, TrialRecord] = {}
         self.unfinished: dict[str, TrialRecord] = {}   # the records not in FINISHED
@@ -345,7 +352,8 @@ class Progress:
 
     @property
     def view(self) -> StudyView:
-        return StudyView.build(self.records.values(), self.total, self.study, self.concurrency)
+        return StudyView.build(self.records.values(), self.total, self.study, self.concurrency,
+                               time.monotonic() - self.started)
 
     @property
     def live_view(self) -> StudyView:
@@ -356,7 +364,8 @@ class Progress:
         tags = arm_tags(r for label in labels for r in self.arms[label].values())
         rows = sorted((TrialRow.of(r, distinct_label(r, tags)) for r in self.unfinished.values()),
                       key=lambda row: (row.status != "running", row.label))
-        return self.tally.view(self.study, self.total, rows, self.concurrency)
+        return self.tally.view(self.study, self.total, rows, self.concurrency,
+                               time.monotonic() - self.started)
 
     def show(self, happened: list[tuple[str, str]]) -> None:
         raise NotImplementedError
@@ -381,7 +390,8 @@ class PlainProgress(Progress):
                   file=self.stream, flush=True)
             self.noted = True
         view = self.live_view
-        tail = f" · {view.counts['running']} running · {eta_text(view)}"
+        tail = (f" · {view.counts['running']} running · {eta_text(view)} · elapsed "
+                f"{duration(view.elapsed_seconds)}")
         for _, text in happened:
             print(f"[{view.finished}/{view.total}] {text}{tail}", file=self.stream, flush=True)
 

@@ -41,7 +41,8 @@ def status(run_dir: str | Path) -> StudyView:
     # one with none running has no ETA.
     running = any(r.status == "running" for r in records)
     return StudyView.build(records, study_total(run_dir), _study_name(run_dir, records),
-                           _last_run(run_dir).get("max_concurrent") if running else None)
+                           _last_run(run_dir).get("max_concurrent") if running else None,
+                           _elapsed(run_dir) if running else None)
 
 
 def run_folder(run_dir: str | Path) -> Path:
@@ -81,6 +82,19 @@ def _last_run(run_dir: Path) -> dict[str, int]:
         return {}
     return {k: v for k, v in counts.items()
             if isinstance(v, int) and not isinstance(v, bool) and v >= 0}
+
+
+def _elapsed(run_dir: Path) -> float | None:
+    """Seconds since the latest run of the folder started (provenance.json's
+    `started_at`); None when no run wrote one."""
+    import json
+
+    try:
+        stamp = json.loads((run_dir / "provenance.json").read_text())["runs"][-1]["started_at"]
+        started = _parse(stamp) if isinstance(stamp, str) else None
+    except (OSError, ValueError, KeyError, IndexError, TypeError):
+        return None
+    return (datetime.now(timezone.utc) - started).total_seconds() if started else None
 
 
 def study_total(run_dir: Path) -> int | None:

@@ -16,6 +16,7 @@ import platform
 import re
 import subprocess
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,8 @@ def write_provenance(run_dir: Path | RemotePath, study, argv: list[str] | None =
                  "trials_total": len(study.trials()) * (study.num_samples if study.search
                                                         else 1),
                  **({"max_concurrent": lanes} if lanes else {}),
+                 # when this sitting started: `status` shows the time elapsed since
+                 "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                  "argv": redact(list(sys.argv if argv is None else argv)), **environment()})
     doc = {"study": study.name, "runs": runs}
     atomic_write_text(path, json.dumps(redact_provenance(doc), indent=1))

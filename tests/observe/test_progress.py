@@ -14,7 +14,7 @@ import time
 import pytest
 from rich.console import Console
 
-from raysweep.observe.progress import LiveProgress, StudyView, make_progress
+from raysweep.observe.progress import LiveProgress, StudyView, make_progress, summary_line
 from support.factories import record, spec
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -74,6 +74,15 @@ def test_plain_lines_count_trials_and_never_show_tune_ids():
     ]
     assert "1 running · ETA ≤ 30s (from 3 epochs)" in lines[2]   # (1 + 1 pending × 2) × 10 s
     assert "020f6" not in out.getvalue()
+
+
+def test_progress_shows_the_time_elapsed_since_the_run_started():
+    out = io.StringIO()
+    progress = make_progress("demo", 2, stream=out)
+    progress.started -= 3 * 3600 + 7 * 60      # as if the run had started 3h07m ago
+    progress.observe(_trial(0, status="running", top1=[40.0]))
+    assert out.getvalue().splitlines()[-1].endswith(" · elapsed 3h07m")   # plain lines
+    assert " · elapsed 3h07m · " in summary_line(progress.live_view)      # live, status
 
 
 def test_eta_is_full_budgets_at_measured_epoch_times_over_running_trials():

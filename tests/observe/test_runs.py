@@ -198,3 +198,21 @@ def test_status_spreads_the_eta_over_the_trials_the_run_holds_at_once(tmp_path):
     running.status = "interrupted"
     write_run(folder, [running])
     assert runs.status(folder).eta_seconds is None
+
+
+def test_status_shows_the_time_since_the_running_sitting_started(tmp_path):
+    """provenance.json's `started_at` (written when `raysweep run` starts): `status` of a
+    run with a trial running shows how long it has been going; a run with nothing
+    running shows no elapsed time."""
+    import json
+    from datetime import datetime, timedelta, timezone
+
+    running = record(spec("resnet_20", seed=2, study="demo"), status="running", top1=[50.0])
+    folder = _run(tmp_path / "demo", [*_seeds("resnet_20", [50.0]), running])
+    two_hours_ago = datetime.now(timezone.utc) - timedelta(hours=2, minutes=5)
+    (folder / "provenance.json").write_text(json.dumps(
+        {"study": "demo", "runs": [{"trials_total": 6, "started_at": two_hours_ago.isoformat()}]}))
+    assert " · elapsed 2h05m · " in format_view(runs.status(folder)).splitlines()[0]
+    running.status = "interrupted"
+    write_run(folder, [running])
+    assert "elapsed" not in format_view(runs.status(folder))
