@@ -18,6 +18,7 @@ import warnings
 EXIT_USAGE = 2
 EXIT_TRIALS_ERRORED = 3  # the run ended, but some trial errored (retry with --resume)
 EXIT_INTERRUPTED = 130   # the shell's code for a process ended by SIGINT
+EXIT_NOT_STARTED = 1     # the estimate was declined at the question: nothing ran
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,6 +117,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--max-concurrent", type=int, help="at most this many trials at once")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a study value, e.g. --set lr=0.05 --set asha.grace_period=2")
+    run.add_argument("--yes", action="store_true",
+                     help="start without asking when the estimate is large (at least 24 "
+                     "GPU-hours or 8 hours of wall time)")
     run.add_argument("--verbose", action="store_true",
                      help="stream Ray workers' logs and Ray's own warnings here (otherwise "
                      "Ray's warnings go to the run's raysweep.log)")
@@ -223,7 +227,12 @@ def cmd_run(args) -> int:
         progress = make_progress(study.name, driver.total_trials(study))
         try:
             driver.run_study(study, args.storage, run_dir.name, args.resume, timings,
-                             inline=args.local and not args.train_workers, progress=progress)
+                             inline=args.local and not args.train_workers, progress=progress,
+                             confirm=lambda *plan: _cost_first(study, args.yes, *plan))
+        except driver.NotStarted:
+            print("raysweep: not started: nothing ran and nothing was written but the run "
+                  "folder", file=sys.stderr)
+            return EXIT_NOT_STARTED
         except driver.Interrupted:
             progress.close()
             _print_summary(study, run_dir)
@@ -245,6 +254,50 @@ def cmd_run(args) -> int:
              if any(timings.get("gpu_shares", [])) else ""))
     print(f"records: {run_dir / 'records'}")
     return _errored_summary(study, run_dir, args)
+
+
+def _cost_first(study, yes: bool, specs, resources, concurrent: int,
+                stdin=None, stdout=None) -> bool:
+    """Before any trial starts: the study's estimate on the cluster it will run on, and
+    whether to start. Known without measuring (a step time cached by `show`, or a GPU
+    profile of the cluster's kind), or measured now when the study is large; a study
+    estimated at ASK_GPU_HOURS GPU-hours or ASK_WALL_HOURS hours is started only when
+    the user says so at a terminal (or --yes); off a terminal it starts, the estimate
+    printed."""
+    import ray
+
+    from raysweep.estimate import cost
+
+    stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    kinds = [k.split(":", 1)[1] for k in ray.cluster_resources() if k.startswith("accelerator_type:")]
+    est = cost.known_estimate(specs, study.asha, resources, concurrent, gpus,
+                              kinds[0] if kinds else None)
+    epochs = sum(s.train.epochs for s in specs)
+    if est is None and epochs >= cost.MEASURE_TRIAL_EPOCHS:
+        try:
+            est = cost.estimate(specs, study.asha, resources, concurrent, on_measure=lambda m:
+                                print(f"raysweep: measuring {m} step time ...", file=stdout,
+                                      flush=True))
+        except cost.EstimateError as exc:
+            print(f"raysweep: no estimate: {exc}", file=stdout)
+    if est is None:
+        print(f"raysweep: {len(specs)} trial{'s' * (len(specs) != 1)}, {epochs:,} "
+              f"trial-epochs; no step time is known "
+              f"here (`raysweep show` measures one)", file=stdout, flush=True)
+        return True
+    lines = cost.format_estimate(est)
+    print("\n".join(f"raysweep: {line}" for line in lines[:2 if est.asha else 1]),
+          file=stdout, flush=True)
+    why = cost.over_budget(est)
+    if why is None or yes:
+        return True
+    if not stdin.isatty():
+        print(f"raysweep: starting a study of {why} without asking: not a terminal",
+              file=stdout, flush=True)
+        return True
+    print(f"raysweep: start this study of {why}? [y/N] ", end="", file=stdout, flush=True)
+    return stdin.readline().strip().lower() in ("y", "yes")
 
 
 def _errored_summary(study, run_dir, args) -> int:

@@ -49,10 +49,15 @@ class Interrupted(Exception):
     as `interrupted` and resume from their last checkpoint."""
 
 
+class NotStarted(Exception):
+    """`confirm` declined the study's plan: no trial ran, nothing was written to the run."""
+
+
 def run_study(study: Study, storage: str, name: str | None = None, resume: bool = False,
               timings: dict | None = None, inline: bool = False,
               progress: Progress | None = None,
-              trial_function: Callable = run_trial) -> Path | RemotePath:
+              trial_function: Callable = run_trial,
+              confirm: Callable[[list, dict, int], bool] | None = None) -> Path | RemotePath:
     """Run every trial of `study` that has no finished record under `storage/name`.
 
     `storage` is a local folder or a URI (s3://…): on a multi-node cluster every node
@@ -64,6 +69,9 @@ def run_study(study: Study, storage: str, name: str | None = None, resume: bool 
     `trial_function(config, context)` is every trial's Tune function: `run_trial`, or in
     `benchmarks/bench_engine_scale.py` a stand-in that reports the same results without
     training, so the driver's own cost can be measured.
+    `confirm(trials, resources, concurrent)`, called with the plan before any trial
+    starts (`raysweep run` states the cost and may ask), stops the run with `NotStarted`
+    when it returns False.
     Ray must already be initialised (see `raysweep.engine.cluster.connect`)."""
     timings = timings if timings is not None else {}
     run_dir = run_location(storage, name or study.name)
@@ -90,6 +98,8 @@ def run_study(study: Study, storage: str, name: str | None = None, resume: bool 
     # Trials at once, an array's members side by side (as `_tune` counts them): the
     # lanes of the ETA, live and in `raysweep status`.
     lanes = concurrent * max((len(a.members) for a in arrays.values()), default=1)
+    if confirm and todo and not confirm(todo, resources, concurrent):
+        raise NotStarted(run_dir.name)
     write_provenance(run_dir, study, lanes=lanes)
     todo = grid_order(todo, arrays)
     context = TrialContext({s.key: s for s in specs}, resources, str(run_dir), inline,

@@ -31,18 +31,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import platform
 import socket
 import statistics
-import time
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime, timezone
-from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Mapping
-
-import torch
 
 from raysweep.datasets import readers as datasets
 from raysweep.errors import EstimateError
@@ -65,6 +59,12 @@ WARMUP_STEPS = 2              # untimed steps per probe batch (allocation, kerne
 TIMED_STEPS = 5               # at most; the median is taken
 TIMED_BUDGET_S = 1.0          # stop timing a probe after this many seconds (>= 1 step)
 EXACT_ASHA_TRIALS = 5_000     # above this many trials ASHA's savings use the large-study limit
+# `raysweep run` asks before starting a study estimated at this much or more (on a
+# terminal; --yes skips the question), and measures step times it has none of for a study
+# of at least MEASURE_TRIAL_EPOCHS (a smaller one starts without an estimate).
+ASK_GPU_HOURS = 24.0
+ASK_WALL_HOURS = 8.0
+MEASURE_TRIAL_EPOCHS = 1_000
 
 
 @dataclass(frozen=True)
@@ -264,7 +264,7 @@ def split_images(spec: TrialSpec) -> tuple[int, int, int]:
     return train - val, val, test
 
 
-# --- measuring ---
+# --- what a step time depends on ---
 
 def measure_key(spec: TrialSpec) -> tuple[str, str]:
     """What a step time depends on besides the device: the model and how it is trained."""
@@ -274,127 +274,10 @@ def measure_key(spec: TrialSpec) -> tuple[str, str]:
                                    "classes": _classes(spec)}, sort_keys=True)
 
 
-def measure_step_time(spec: TrialSpec, device: torch.device, threads: int = 1,
-                      probe: int | None = None) -> StepTime:
-    """Time a few training and evaluation steps of `spec`'s model on `device` at probe
-    batches (probe/2, probe) per worker; `probe` defaults by device and model size and
-    is halved while it runs out of GPU memory."""
-    probe = probe or probe_batch(spec, device)
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        while True:
-            batches = (max(1, probe // 2), probe)
-            try:
-                train, evals = _probe(spec, device, batches)
-                break
-            except torch.OutOfMemoryError:
-                if probe <= 4:
-                    raise
-            # outside the except block, so the failed attempt's tensors are free
-            torch.cuda.empty_cache()
-            probe //= 2
-    finally:
-        torch.set_num_threads(previous)
-    return StepTime(spec.model, dict(spec.model_options), device_name(device), device.type,
-                    socket.gethostname(), threads, batches,
-                    tuple(statistics.median(t) for t in train),
-                    tuple(statistics.median(t) for t in evals),
-                    min(len(t) for t in train + evals),
-                    datetime.now(timezone.utc).isoformat(timespec="seconds"), _load())
-
-
-def _probe(spec: TrialSpec, device: torch.device, batches: tuple[int, int]):
-    """Per-step seconds of training steps and of evaluation passes at each batch."""
-    from models import create_model
-
-    model = create_model(spec.model, num_classes=_classes(spec), **spec.model_options)
-    model = model.to(device, memory_format=_layout(spec))
-    optimizer = _optimizer(model, spec.train.optimizer)
-    train = [_time(partial(_train_step, model, optimizer, b, spec, device), device)
-             for b in batches]
-    evals = [_time(partial(_eval_step, model, b, spec, device), device) for b in batches]
-    return train, evals
-
-
-def probe_batch(spec: TrialSpec, device: torch.device) -> int:
-    if device.type == "cuda":
-        return PROBE_GPU
-    from models import model_facts
-
-    flops = model_facts(spec.model, **spec.model_options).flops
-    low, high = PROBE_CPU_RANGE
-    fit = PROBE_CPU_FLOPS / (3 * flops)
-    return int(min(high, max(low, 2 ** math.floor(math.log2(max(fit, 1))))))
-
-
-def _time(step: Callable[[], None], device: torch.device) -> list[float]:
-    """Per-step seconds of up to TIMED_STEPS steps after WARMUP_STEPS (at least one)."""
-    for _ in range(WARMUP_STEPS):
-        step()
-    _sync(device)
-    times, begin = [], time.perf_counter()
-    while len(times) < TIMED_STEPS and (not times or time.perf_counter() - begin < TIMED_BUDGET_S):
-        start = time.perf_counter()
-        step()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return times
-
-
-def _train_step(model, optimizer, batch: int, spec: TrialSpec, device: torch.device) -> None:
-    images, labels = _batch(batch, spec, device)
-    model.train()
-    with _autocast(spec, device):
-        loss = torch.nn.functional.cross_entropy(model(images), labels)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-
-
-@torch.no_grad()
-def _eval_step(model, batch: int, spec: TrialSpec, device: torch.device) -> None:
-    images, _ = _batch(batch, spec, device)
-    model.eval()
-    with _autocast(spec, device):
-        model(images).float()
-
-
-def _batch(batch: int, spec: TrialSpec, device: torch.device):
-    images = torch.randn(batch, 3, 32, 32, device=device).contiguous(memory_format=_layout(spec))
-    return images, torch.randint(0, _classes(spec), (batch,), device=device)
-
-
-def _optimizer(model, kind: str) -> torch.optim.Optimizer:
-    # The step's cost, not its values, matters: lr and decay are placeholders.
-    if kind == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4)
-    return torch.optim.AdamW(model.parameters(), lr=1e-4)
-
-
-def _autocast(spec: TrialSpec, device: torch.device):
-    """As the worker trains: bf16 autocast on a GPU unless amp says otherwise."""
-    amp = spec.train.amp
-    if device.type != "cuda" or amp == "off":
-        return torch.autocast(device.type, enabled=False)
-    fp16 = amp == "fp16" or (amp == "auto" and not torch.cuda.is_bf16_supported())
-    dtype = torch.float16 if fp16 else torch.bfloat16
-    return torch.autocast(device.type, dtype=dtype)
-
-
-def _layout(spec: TrialSpec):
-    return torch.channels_last if spec.train.channels_last else torch.contiguous_format
-
-
 def _classes(spec: TrialSpec) -> int:
     from raysweep.datasets.readers import info
 
     return info(spec.train.dataset).classes or spec.train.synthetic_classes
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _through(xs: tuple[int, int], ys: tuple[float, float], x: float) -> float:
@@ -409,16 +292,9 @@ def _through(xs: tuple[int, int], ys: tuple[float, float], x: float) -> float:
     return fixed + slope * x
 
 
-def _load() -> float:
-    try:
-        return os.getloadavg()[0] / (os.cpu_count() or 1)
-    except OSError:   # not available on this platform
-        return 0.0
+# --- the cache ---
 
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
+def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as f:
             return next(line.split(":", 1)[1].strip() for line in f
@@ -427,14 +303,13 @@ def device_name(device: torch.device) -> str:
         return platform.processor() or platform.machine() or "CPU"
 
 
-# --- the cache ---
-
 def cache_key(spec: TrialSpec, device: str, host: str, threads: int) -> str:
     from models.facts import zoo_fingerprint
+    from raysweep.store.provenance import package_version
 
     model, how = measure_key(spec)
     return "|".join((host, device, f"{threads}t", model, how, zoo_fingerprint(),
-                     f"torch {torch.__version__}"))
+                     f"torch {package_version('torch')}"))
 
 
 def read_cache(path: Path = CACHE_FILE) -> dict[str, StepTime]:
@@ -484,6 +359,10 @@ def estimate(specs: list[TrialSpec], asha: AshaConfig,
         raise EstimateError(f"gpus={gpus}: allowed: a GPU count >= 1")
     uses_gpu = gpus is not None or any(
         _resources(resources, s).use_gpu for s in specs)
+    import torch
+
+    from raysweep.estimate.measure import device_name
+
     cache = read_cache(cache_file)
     if uses_gpu and not torch.cuda.is_available():
         if gpus is None:
@@ -503,6 +382,8 @@ def estimate(specs: list[TrialSpec], asha: AshaConfig,
 
 
 def _measure_all(specs, device, threads, cache, on_measure, probe):
+    from raysweep.estimate.measure import device_name, measure_step_time
+
     host, name = socket.gethostname(), device_name(device)
     times, new = {}, {}
     for spec in specs:
@@ -520,16 +401,9 @@ def _measure_all(specs, device, threads, cache, on_measure, probe):
 def _from_cached_gpu(specs, asha, resources, gpus, cache, cache_file) -> Estimate:
     """An estimate for `gpus` GPUs from GPU measurements cached earlier (this machine has
     none): the first GPU kind, by name, that has every model measured."""
-    needed = {measure_key(s): s for s in specs}
-    kinds: dict[tuple[str, str], dict] = {}
-    for key, st in cache.items():
-        if st.device_type == "cuda":
-            kinds.setdefault((st.host, st.device), {})[key] = st
-    for (host, name), entries in sorted(kinds.items(), key=lambda kv: kv[0][1]):
-        times = {mk: entries.get(cache_key(s, name, host, 1)) for mk, s in needed.items()}
-        if all(times.values()):
-            return estimate_from(specs, times, asha, resources, 1, gpus,
-                                 f"{gpus} × {name} (measured on {host}, cached)")
+    found = _cached_gpu_estimate(specs, asha, resources, gpus, cache, lambda name: True)
+    if found:
+        return found
     missing = ", ".join(sorted({s.model for s in specs}))
     raise EstimateError(f"gpus={gpus}: this machine has no GPU and {cache_file} holds no GPU "
                         f"step time for every model ({missing}); allowed: no gpus (an estimate "
@@ -566,6 +440,61 @@ def _profile_step_time(spec: TrialSpec, prof: AcceleratorProfile) -> StepTime:
     return StepTime(spec.model, dict(spec.model_options), prof.device, "cuda",
                     f"the {prof.name} profile", 1, batches, train,
                     tuple(t * EVAL_SHARE for t in train), 0, prof.measured_on, 0.0)
+
+
+def known_estimate(specs: list[TrialSpec], asha: AshaConfig,
+                   resources: Mapping[str, TrialResources], concurrent: int, gpus: int = 0,
+                   accelerator: str | None = None, cache_file: Path = CACHE_FILE
+                   ) -> Estimate | None:
+    """The estimate from what is known without measuring (which takes seconds per model
+    and imports torch): for trials on CPUs, step times an earlier `show` cached on this
+    machine; for trials on `gpus` GPUs of Ray's `accelerator` type ("H100"), step times
+    cached for that kind on any machine, else its reference profile. None when a model
+    has no step time."""
+    cache = read_cache(cache_file)
+    if not any(_resources(resources, s).use_gpu for s in specs):
+        needed = {measure_key(s): s for s in specs}
+        host, name = socket.gethostname(), cpu_name()
+        threads = max(1, int(_resources(resources, specs[0]).cpus_per_worker))
+        times = {mk: cache.get(cache_key(s, name, host, threads)) for mk, s in needed.items()}
+        if not all(times.values()):
+            return None
+        return estimate_from(specs, times, asha, resources, concurrent, None,
+                             f"this CPU ({name}, step times cached by an earlier show)")
+    if not accelerator or gpus < 1:
+        return None
+    found = _cached_gpu_estimate(specs, asha, resources, gpus, cache,
+                                 lambda name: accelerator in name)
+    prof = next((p for p in profiles().values() if p.accelerator_type == accelerator), None)
+    if found or not prof:
+        return found
+    return estimate_on_profile(specs, asha, resources, gpus, prof)
+
+
+def _cached_gpu_estimate(specs, asha, resources, gpus: int, cache: Mapping[str, StepTime],
+                         kind: Callable[[str], bool]) -> Estimate | None:
+    """From the first cached GPU kind, by name, for which `kind(name)` holds and every
+    model was measured; None when there is none."""
+    needed = {measure_key(s): s for s in specs}
+    kinds = sorted({(st.host, st.device) for st in cache.values() if st.device_type == "cuda"},
+                   key=lambda hd: hd[1])
+    for host, name in (hd for hd in kinds if kind(hd[1])):
+        times = {mk: cache.get(cache_key(s, name, host, 1)) for mk, s in needed.items()}
+        if all(times.values()):
+            return estimate_from(specs, times, asha, resources, 1, gpus,
+                                 f"{gpus} × {name} (measured on {host}, cached)")
+    return None
+
+
+def over_budget(est: Estimate) -> str | None:
+    """Why a run of this estimate should be confirmed first (at least ASK_GPU_HOURS
+    GPU-hours or ASK_WALL_HOURS hours of wall time, ASHA's savings counted), or None."""
+    cost = est.asha or est.full
+    if cost.gpu_hours and cost.gpu_hours >= ASK_GPU_HOURS:
+        return f"{_hours(cost.gpu_hours)} GPU-hours (asked from {ASK_GPU_HOURS:g})"
+    if cost.wall_hours >= ASK_WALL_HOURS:
+        return f"~{_hours(cost.wall_hours)} h of wall time (asked from {ASK_WALL_HOURS:g})"
+    return None
 
 
 def _resources(resources, spec: TrialSpec) -> TrialResources:

@@ -37,6 +37,7 @@ CPUS_PER_GPU = 16      # a planned GPU node's cores per GPU (the profiles' machi
 class AcceleratorProfile:
     name: str                               # what --gpu-type takes ("h100")
     device: str                             # torch.cuda.get_device_name() there
+    accelerator_type: str                   # Ray's name for it (resource accelerator_type:H100)
     torch: str                              # the torch version measured with
     measured_on: str                        # ISO date
     sources: tuple[str, ...]                # the raw outputs, in this repository
@@ -89,7 +90,7 @@ class AcceleratorProfile:
 def profiles() -> dict[str, AcceleratorProfile]:
     raw = json.loads(PROFILES_FILE.read_text())
     return {name: AcceleratorProfile(
-        name, p["device"], p["torch"], p["measured_on"], tuple(p["sources"]), p["model"],
+        name, p["device"], p["accelerator_type"], p["torch"], p["measured_on"], tuple(p["sources"]), p["model"],
         p["classes"], p["precision"],
         {int(b): float(r) for b, r in p["train_images_per_s"].items()}, float(p["peak_tflops"]),
         {int(n): float(a) for n, a in p["packed_aggregate"].items()})

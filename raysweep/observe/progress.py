@@ -402,19 +402,23 @@ class LiveProgress(Progress):
 
     def __init__(self, study: str, total: int, console=None):
         from rich.console import Console
-        from rich.live import Live
 
         super().__init__(study, total)
         self.console = console or Console()
-        # Refreshed on each record: no refresh thread, nothing to race with Ray's output.
-        self.live = Live(self._renderable(), console=self.console, auto_refresh=False,
-                         transient=False)
-        self.live.start(refresh=True)
+        self.live = None   # started with the first event: until then the terminal is the
+                           # run's own (its cost, a question about it)
 
     def _renderable(self):
         return renderable(self.live_view, finished_rows=False)
 
     def show(self, happened: list[tuple[str, str]]) -> None:
+        if self.live is None:
+            from rich.live import Live
+
+            # Refreshed on each record: no refresh thread, nothing to race with Ray's output.
+            self.live = Live(self._renderable(), console=self.console, auto_refresh=False,
+                             transient=False)
+            self.live.start(refresh=True)
         view = self.live_view
         for kind, text in happened:
             if kind != "epoch":  # epochs update the table; starts and ends stay above it
@@ -423,7 +427,8 @@ class LiveProgress(Progress):
         self.live.update(self._renderable(), refresh=True)
 
     def close(self) -> None:
-        self.live.stop()
+        if self.live is not None:
+            self.live.stop()
 
 
 def make_progress(study: str, total: int, stream: IO[str] | None = None,

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import os
-import pty
 import re
-import select
 import sys
-import time
 
 import pytest
 from rich.console import Console
 
 from raysweep.observe.progress import LiveProgress, StudyView, make_progress, summary_line
 from support.factories import record, spec
+from support.terminal import run_in_pty
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
@@ -156,43 +153,16 @@ def test_gpu_hours_add_up_over_trials_and_say_when_no_gpu_was_used():
     assert StudyView.build([_trial(1)], 2).gpu_hours is None
 
 
-def _run_in_pty(argv: list[str], timeout: float, unset: tuple[str, ...] = ()) -> str:
-    """Run argv with a pseudo-terminal as its stdout (without the environment variables
-    `unset`); everything it printed."""
-    pid, fd = pty.fork()
-    if pid == 0:
-        env = {k: v for k, v in os.environ.items() if k not in unset}
-        os.execvpe(argv[0], argv, {**env, "COLUMNS": "160", "TERM": "xterm"})
-    chunks, deadline = [], time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([fd], [], [], 1.0)
-            if ready:
-                try:
-                    data = os.read(fd, 65536)
-                except OSError:   # the child closed the terminal: it has exited
-                    break
-                if not data:
-                    break
-                chunks.append(data)
-        else:
-            os.kill(pid, 9)
-            pytest.fail("the study did not finish in time:\n" + b"".join(chunks).decode()[-3000:])
-    finally:
-        os.waitpid(pid, 0)
-        os.close(fd)
-    return b"".join(chunks).decode(errors="replace")
-
-
 @pytest.mark.slow
 def test_a_tiny_study_in_a_terminal_shows_trials_and_counts(tmp_path, join_ray):
     from support.studies import TINY, write_study
 
     study = write_study(tmp_path, "tty", defaults={**TINY, "epochs": 1},
                         models=["resnet_20"], seeds=2, asha={"enabled": False})
-    text = ANSI.sub("", _run_in_pty(
-        [sys.executable, "-m", "raysweep.cli", "run", str(study), *join_ray,
-         "--storage", str(tmp_path / "runs")], timeout=300, unset=("RAY_AUTH_MODE",)))
+    text, _ = run_in_pty([sys.executable, "-m", "raysweep.cli", "run", str(study), *join_ray,
+                          "--storage", str(tmp_path / "runs")], timeout=300,
+                         unset=("RAY_AUTH_MODE",))
+    text = ANSI.sub("", text)
     assert "resnet_20-s0" in text and "resnet_20-s1" in text
     assert "2/2 finished" in text
     assert re.search(r"\[[12]/2\] resnet_20-s[01] completed after 1/1 epochs", text)
