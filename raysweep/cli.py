@@ -224,7 +224,7 @@ def cmd_run(args) -> int:
         if url:
             print(f"raysweep: Ray dashboard at {url}\nraysweep: {cluster.TOKEN_HELP}",
                   flush=True)
-        progress = make_progress(study.name, driver.total_trials(study))
+        progress = make_progress(study.name, study.total_trials())
         try:
             driver.run_study(study, args.storage, run_dir.name, args.resume, timings,
                              inline=args.local and not args.train_workers, progress=progress,
@@ -303,7 +303,7 @@ def _cost_first(study, yes: bool, specs, resources, concurrent: int,
 def _errored_summary(study, run_dir, args) -> int:
     """0, or EXIT_TRIALS_ERRORED with one line per errored trial and a summary line: a
     scheduler or CI job that runs a study sees a failed trial as a failure."""
-    from raysweep.engine.driver import log_path, total_trials
+    from raysweep.engine.driver import log_path
     from raysweep.store.redact import redact_text
     from raysweep.store.records import read_records
 
@@ -315,7 +315,7 @@ def _errored_summary(study, run_dir, args) -> int:
     for r in errored:
         print(f"raysweep: error: trial {r.label} ({r.key}) errored after {r.last_epoch}/"
               f"{r.epochs} epochs: {redact_text(r.error or 'unknown error')}", file=sys.stderr)
-    print(f"raysweep: error: {len(errored)} of {total_trials(study)} trials errored; "
+    print(f"raysweep: error: {len(errored)} of {study.total_trials()} trials errored; "
           f"tracebacks in {log_path(run_dir)} and in their records; once the cause is fixed, "
           f"{_resume_command(args, run_dir)} retries them", file=sys.stderr)
     return EXIT_TRIALS_ERRORED
@@ -420,7 +420,7 @@ SHOW_FIRST = 50   # trials `show` lists of a study past the trial limit
 def _show_head(study, trials) -> str:
     """The trial count `run` will run (the same as the summary's), and why it is fewer
     than arms × grid points × seeds when arms share trials."""
-    total = len(trials) * (study.num_samples if study.search else 1)
+    total = study.total_trials(trials)
     head = f"study {study.name} ({study.path}): {total:,} trials"
     if study.count() == total:
         return head

@@ -108,7 +108,7 @@ def run_study(study: Study, storage: str, name: str | None = None, resume: bool 
                    trials_run=0, max_concurrent=concurrent, fused_arrays=len(
                        {a.name for a in arrays.values()}),
                    gpu_shares=sorted({r.gpus_per_worker for r in resources.values()}))
-    timings["trials_total"] = total_trials(study)   # a search's samples, not its arms
+    timings["trials_total"] = study.total_trials(specs)   # a search's samples, not its arms
     board, exporter = TensorBoardWriter(run_dir), metrics.Exporter()
     observers = [board.observe, exporter.observe]
     if progress:
@@ -158,11 +158,6 @@ def resolve_precision(study: Study, autoscaler: Autoscaler | None = None) -> Non
     study.auto_amp = found.amp
     if study.asks_auto_amp():
         print(f"raysweep: {found.why}", flush=True)
-
-
-def total_trials(study: Study) -> int:
-    """Trials a run of the study holds when it is done (search samples included)."""
-    return len(study.trials()) * (study.num_samples if study.search else 1)
 
 
 def resume_study(run_dir, overrides: list[str], cli: dict, groups: list[str] | None) -> Study:

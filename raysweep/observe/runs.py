@@ -114,8 +114,7 @@ def study_total(run_dir: Path) -> int | None:
         study = load_study(str(path))
     except (ValueError, OSError):  # every study error is a ValueError
         return None
-    # A search study runs every expanded trial once per sample.
-    return len(study.trials()) * (study.num_samples if study.search else 1)
+    return study.total_trials()
 
 
 def _study_name(run_dir: Path, records: list[TrialRecord]) -> str:

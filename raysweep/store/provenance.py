@@ -86,8 +86,7 @@ def write_provenance(run_dir: Path | RemotePath, study, argv: list[str] | None =
     runs.append({"study_file": relative(study.path), "run_dir": relative(str(run_dir)),
                  # the trials the run holds when done: `status` reads it instead of
                  # expanding study.yaml (which imports the model zoo and torch)
-                 "trials_total": len(study.trials()) * (study.num_samples if study.search
-                                                        else 1),
+                 "trials_total": study.total_trials(),
                  **({"max_concurrent": lanes} if lanes else {}),
                  # when this sitting started: `status` shows the time elapsed since
                  "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

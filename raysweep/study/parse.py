@@ -236,6 +236,12 @@ class Study:
         samples = self.num_samples if self.search else 1
         return len(self.arms) * points * len(self.seeds) * samples
 
+    def total_trials(self, trials: list[TrialSpec] | None = None) -> int:
+        """Trials a run of the study holds when it is done: each distinct trial once, a
+        search's once per sample (`trials`: `self.trials()` when already expanded)."""
+        expanded = self.trials() if trials is None else trials
+        return len(expanded) * (self.num_samples if self.search else 1)
+
     def check_size(self, max_trials: int = MAX_TRIALS) -> None:
         """A study larger than `max_trials` is refused before anything is expanded."""
         if self.count() > max_trials:
