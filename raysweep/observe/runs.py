@@ -37,12 +37,14 @@ def status(run_dir: str | Path) -> StudyView:
     record count when study.yaml is missing or unreadable)."""
     run_dir = run_folder(run_dir)
     records = read_records(run_dir)
-    # A run with trials running now finishes at the pace of the trials it holds at once;
-    # one with none running has no ETA.
+    last = _last_run(run_dir)
+    # A run with trials running now finishes at the pace of the trials it holds at once,
+    # and has been going since its latest sitting started; one with none running has
+    # neither an ETA nor an elapsed time.
     running = any(r.status == "running" for r in records)
-    return StudyView.build(records, study_total(run_dir), _study_name(run_dir, records),
-                           _last_run(run_dir).get("max_concurrent") if running else None,
-                           _elapsed(run_dir) if running else None)
+    return StudyView.build(records, study_total(run_dir, last), _study_name(run_dir, records),
+                           last.get("max_concurrent") if running else None,
+                           _elapsed(last) if running else None)
 
 
 def run_folder(run_dir: str | Path) -> Path:
@@ -70,38 +72,36 @@ def is_run(path: Path) -> bool:
     return (path / RECORDS_DIR).is_dir() or (path / STUDY_FILE).is_file()
 
 
-def _last_run(run_dir: Path) -> dict[str, int]:
-    """The counts the latest run wrote to provenance.json (`trials_total`,
-    `max_concurrent`), those that are whole numbers; {} when it is unreadable."""
+def _last_run(run_dir: Path) -> dict[str, Any]:
+    """What the latest run wrote to provenance.json that `status` reads: its counts
+    (`trials_total`, `max_concurrent`) when they are whole numbers, and `started_at`
+    when it is a time; {} when the file is unreadable."""
     import json
 
     try:
         entry = json.loads((run_dir / "provenance.json").read_text())["runs"][-1]
-        counts = {k: entry.get(k) for k in ("trials_total", "max_concurrent")}
+        found = {k: entry.get(k) for k in ("trials_total", "max_concurrent", "started_at")}
     except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError):
         return {}
-    return {k: v for k, v in counts.items()
-            if isinstance(v, int) and not isinstance(v, bool) and v >= 0}
+    started = found.pop("started_at")
+    out = {k: v for k, v in found.items()
+           if isinstance(v, int) and not isinstance(v, bool) and v >= 0}
+    started = _parse(started) if isinstance(started, str) else None
+    return {**out, "started_at": started} if started else out
 
 
-def _elapsed(run_dir: Path) -> float | None:
-    """Seconds since the latest run of the folder started (provenance.json's
-    `started_at`); None when no run wrote one."""
-    import json
-
-    try:
-        stamp = json.loads((run_dir / "provenance.json").read_text())["runs"][-1]["started_at"]
-        started = _parse(stamp) if isinstance(stamp, str) else None
-    except (OSError, ValueError, KeyError, IndexError, TypeError):
-        return None
+def _elapsed(last_run: dict[str, Any]) -> float | None:
+    """Seconds since the latest run started (`_last_run`'s `started_at`); None when no
+    run wrote one."""
+    started = last_run.get("started_at")
     return (datetime.now(timezone.utc) - started).total_seconds() if started else None
 
 
-def study_total(run_dir: Path) -> int | None:
+def study_total(run_dir: Path, last_run: dict[str, Any] | None = None) -> int | None:
     """Trials in the run's study.yaml (as its latest run's provenance counted them, or
     by expanding it); None when it is missing or no longer loads (a model since removed
-    from the zoo, an older format)."""
-    total = _last_run(run_dir).get("trials_total")
+    from the zoo, an older format). `last_run`: `_last_run(run_dir)` when already read."""
+    total = (_last_run(run_dir) if last_run is None else last_run).get("trials_total")
     if total is not None:
         return total
     # No provenance, or one written before trials_total: expand study.yaml.
