@@ -269,8 +269,9 @@ def _cost_first(study, yes: bool, specs, resources, concurrent: int,
     from raysweep.estimate import cost
 
     stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
-    gpus = int(ray.cluster_resources().get("GPU", 0))
-    kinds = [k.split(":", 1)[1] for k in ray.cluster_resources() if k.startswith("accelerator_type:")]
+    cluster = ray.cluster_resources()
+    gpus = int(cluster.get("GPU", 0))
+    kinds = [k.split(":", 1)[1] for k in cluster if k.startswith("accelerator_type:")]
     est = cost.known_estimate(specs, study.asha, resources, concurrent, gpus,
                               kinds[0] if kinds else None)
     epochs = sum(s.train.epochs for s in specs)

@@ -420,14 +420,14 @@ def estimate_on_profile(specs: list[TrialSpec], asha: AshaConfig,
     is the same study with every trial on a GPU of its own."""
     if gpus < 1:
         raise EstimateError(f"gpus={gpus}: allowed: a GPU count >= 1")
-    times = {measure_key(s): _profile_step_time(s, prof) for s in specs}
+    distinct = {measure_key(s): s for s in specs}
+    times = {key: _profile_step_time(s, prof) for key, s in distinct.items()}
     target = f"{gpus} × {prof.device} (the {prof.name} profile)"
     est = estimate_from(specs, times, asha, resources, 1, gpus, target,
                         speed=lambda r: prof.packed_speed(r.gpus_per_worker))
     alone = {k: replace(r, gpus_per_worker=1.0) for k, r in resources.items()}
     unpacked = estimate_from(specs, times, asha, alone, 1, gpus, target)
-    return replace(est, profile=prof,
-                               unpacked=unpacked.asha or unpacked.full)
+    return replace(est, profile=prof, unpacked=unpacked.asha or unpacked.full)
 
 
 def _profile_step_time(spec: TrialSpec, prof: AcceleratorProfile) -> StepTime:
@@ -453,11 +453,10 @@ def known_estimate(specs: list[TrialSpec], asha: AshaConfig,
     has no step time."""
     cache = read_cache(cache_file)
     if not any(_resources(resources, s).use_gpu for s in specs):
-        needed = {measure_key(s): s for s in specs}
-        host, name = socket.gethostname(), cpu_name()
+        name = cpu_name()
         threads = max(1, int(_resources(resources, specs[0]).cpus_per_worker))
-        times = {mk: cache.get(cache_key(s, name, host, threads)) for mk, s in needed.items()}
-        if not all(times.values()):
+        times = _cached_times(specs, cache, name, socket.gethostname(), threads)
+        if times is None:
             return None
         return estimate_from(specs, times, asha, resources, concurrent, None,
                              f"this CPU ({name}, step times cached by an earlier show)")
@@ -475,15 +474,23 @@ def _cached_gpu_estimate(specs, asha, resources, gpus: int, cache: Mapping[str, 
                          kind: Callable[[str], bool]) -> Estimate | None:
     """From the first cached GPU kind, by name, for which `kind(name)` holds and every
     model was measured; None when there is none."""
-    needed = {measure_key(s): s for s in specs}
     kinds = sorted({(st.host, st.device) for st in cache.values() if st.device_type == "cuda"},
                    key=lambda hd: hd[1])
     for host, name in (hd for hd in kinds if kind(hd[1])):
-        times = {mk: cache.get(cache_key(s, name, host, 1)) for mk, s in needed.items()}
-        if all(times.values()):
+        times = _cached_times(specs, cache, name, host, 1)
+        if times:
             return estimate_from(specs, times, asha, resources, 1, gpus,
                                  f"{gpus} × {name} (measured on {host}, cached)")
     return None
+
+
+def _cached_times(specs: list[TrialSpec], cache: Mapping[str, StepTime], device: str,
+                  host: str, threads: int) -> dict[tuple[str, str], StepTime] | None:
+    """Every spec's step time as `host` measured it on `device`, by `measure_key`; None
+    when the cache lacks one."""
+    distinct = {measure_key(s): s for s in specs}
+    times = {key: cache.get(cache_key(s, device, host, threads)) for key, s in distinct.items()}
+    return times if all(times.values()) else None
 
 
 def over_budget(est: Estimate) -> str | None:

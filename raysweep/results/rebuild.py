@@ -1,10 +1,10 @@
 """A report folder that rebuilds itself: it carries the records its numbers come from.
 
 `report` copies into its output folder the trial records it read (`records/`, unchanged
-bytes; hard links where it can) and the run's study files (`study.yaml` and the earlier versions `study.N.yaml`),
-so `raysweep report FOLDER` on that folder (results/showcase, a report copied off a
-cluster) rebuilds every table and plot from them, in place; `check(FOLDER)` rebuilds it
-in a temporary folder and names every file that differs. The report's provenance points
+bytes; hard links where it can) and the run's study files (`study.yaml` and the earlier
+versions `study.N.yaml`), so `raysweep report FOLDER` on that folder (results/showcase, a
+report copied off a cluster) rebuilds every table and plot from them, in place;
+`check(FOLDER)` rebuilds it in a temporary folder and names every file that differs. The report's provenance points
 to the records by a relative path (`records/`), never to the run folder they came from.
 
 Byte for byte holds for the tables and provenance files; the PDF and PNG files carry no
