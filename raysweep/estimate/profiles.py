@@ -59,7 +59,7 @@ class AcceleratorProfile:
                  / sum((x - mx) ** 2 for x in xs))
         return my - slope * mx, slope
 
-    @property
+    @functools.cached_property
     def reference_flops(self) -> int:
         from models import model_facts
 
