@@ -23,7 +23,7 @@ import torch
 
 from benchmarks._util import machine, resolved_train
 from raysweep.training import data, fusion, worker
-from raysweep.results.stats import welch
+from raysweep.decide.stats import welch
 from raysweep.core.trial import ArmLabel, TrialSpec
 
 

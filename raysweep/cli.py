@@ -182,6 +182,23 @@ def _parser() -> argparse.ArgumentParser:
                      "from it (exit 1 if any)")
     rep.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     rep.set_defaults(func=cmd_report)
+
+    cal = sub.add_parser("calibrate", help="simulate the decision procedure (adaptive seeds, "
+                         "paired tests, Holm, ASHA by trial or arm) and print its error rates")
+    cal.add_argument("--min", type=int, default=3, help="pilot seeds (seeds.min)")
+    cal.add_argument("--max", type=int, default=10, help="most seeds a variant runs (seeds.max)")
+    cal.add_argument("--detect", type=float, default=0.5,
+                     help="smallest Δ top-1 worth detecting, points (seeds.detect)")
+    cal.add_argument("--variants", type=int, default=3, help="variants per ablation group")
+    cal.add_argument("--groups", type=int, default=10_000, help="simulated groups per row")
+    cal.add_argument("--sd-diff", type=float, default=None,
+                     help="std of a variant's per-seed Δ test top-1, points (default: the "
+                     "committed Fashion-MNIST study's)")
+    cal.add_argument("--trial-gpu-hours", type=float, default=1.0,
+                     help="GPU-hours of one trial, to state each design's cost")
+    cal.add_argument("--seed", type=int, default=0, help="the simulation's random seed")
+    cal.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    cal.set_defaults(func=cmd_calibrate)
     return p
 
 
@@ -476,7 +493,9 @@ def cmd_show(args) -> int:
           f" trial-epochs{' (× samples)' if study.search else ''}; {r.workers_per_trial} "
           f"worker(s) per trial, GPUs: {gpus}; ASHA "
           + (f"grace {study.asha.grace_period}, reduction {study.asha.reduction_factor}"
-             " on validation top-1" if study.asha.enabled else "off"))
+             f" on validation top-1, by {study.asha.by}" if study.asha.enabled else "off"))
+    if study.seed_plan:
+        print(_seed_plan_line(study, trials))
     if study.asha.enabled:
         print(_rung_line(study, trials))
     if not args.no_estimate:
@@ -484,10 +503,21 @@ def cmd_show(args) -> int:
     return 0
 
 
+def _seed_plan_line(study, trials) -> str:
+    """What adaptive seeds may add to the trials listed (the first look's)."""
+    plan = study.seed_plan
+    most = len(study.trials(plan.seeds))
+    return (f"adaptive seeds: the {len(trials)} trials above are every arm's first {plan.min} "
+            f"seeds; ablation variants whose verdict is open (and their baselines) get more, "
+            f"looked at {', '.join(map(str, plan.looks))} seeds, until decided, within "
+            f"±{plan.detect:g} points, or {plan.max} seeds: at most {most} trials; the "
+            f"estimate below is for the first look")
+
+
 def _rung_line(study, trials) -> str:
     """Where ASHA may stop a trial, per epoch budget (each budget competes only with
     itself, `raysweep.engine.rungs`)."""
-    from raysweep.study.sections import milestones
+    from raysweep.decide.rungs import milestones
 
     budgets = sorted({t.train.epochs for t in trials})
     rungs = [(b, milestones(b, study.asha.grace_period, study.asha.reduction_factor))
@@ -550,6 +580,28 @@ def cmd_tensorboard(args) -> int:
         raise NoRecordsError(f"{run_dir} is not a run folder (it has no records/)")
     for folder in export_run(run_dir):
         print(folder)
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    from raysweep.decide import calibration
+    from raysweep.study.sections import SeedPlan
+    from raysweep.errors import RaysweepError
+
+    bad = next(((name, value, allowed) for name, value, allowed, ok in (
+        ("--min", args.min, "2 or more", args.min >= 2),
+        ("--max", args.max, f"--min ({args.min}) or more", args.max >= args.min),
+        ("--detect", args.detect, "a number > 0", args.detect > 0),
+        ("--variants", args.variants, "1 or more", args.variants >= 1),
+        ("--groups", args.groups, "100 or more", args.groups >= 100),
+        ("--sd-diff", args.sd_diff, "a number > 0", args.sd_diff is None or args.sd_diff > 0),
+        ("--trial-gpu-hours", args.trial_gpu_hours, "a number > 0", args.trial_gpu_hours > 0),
+    ) if not ok), None)
+    if bad:
+        raise RaysweepError(f"{bad[0]}={bad[1]} is not allowed; allowed: {bad[2]}")
+    print(calibration.tables(SeedPlan(args.min, args.max, args.detect), args.variants,
+                             args.groups, args.sd_diff or calibration.SD_DIFF,
+                             args.trial_gpu_hours, args.seed))
     return 0
 
 

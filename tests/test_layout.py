@@ -10,9 +10,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 ROLES = ("core", "study", "store", "engine", "training", "datasets", "observe", "estimate",
-         "results")
+         "results", "decide")
 TOP_LEVEL = {"__init__.py", "cli.py", "errors.py"}
-LOWER = ("raysweep.core", "raysweep.store", "models")
+LOWER = ("raysweep.core", "raysweep.store", "raysweep.decide", "models")
 HIGHER = ("raysweep.engine", "raysweep.observe", "raysweep.results", "raysweep.cli")
 
 

@@ -13,6 +13,7 @@ a trial a re-run adds or resumes is judged against the trials that ran before it
 from __future__ import annotations
 
 import contextlib
+from collections import Counter
 import logging
 import os
 import time
@@ -35,7 +36,8 @@ from raysweep.store.provenance import differences, write_provenance
 from raysweep.store.storage import RemotePath, run_location
 from raysweep.observe.progress import Progress
 from raysweep.engine.record_writer import Observer, RecordWriter
-from raysweep.engine.rungs import BudgetASHA
+from raysweep.decide.seeding import seeds_wanted
+from raysweep.engine.rungs import BudgetASHA, SeedAwareASHA
 from raysweep.study.parse import Study, read_study_text, study_from_text
 from raysweep.observe.tensorboard import TensorBoardWriter
 from raysweep.engine.trainable import TrialContext, run_trial, safe_name
@@ -84,6 +86,40 @@ def run_study(study: Study, storage: str, name: str | None = None, resume: bool 
     # autoscaler adds nodes for.
     autoscaler = find_autoscaler()
     resolve_precision(study, autoscaler)
+    begin = time.perf_counter()
+    timings.update(trials_run=0, rounds=0)
+    while True:
+        _round(study, run_dir, timings, inline, progress, trial_function,
+               confirm if not timings["rounds"] else None, autoscaler)
+        timings["rounds"] += 1
+        if not _add_seeds(study, run_dir):
+            break
+    timings["tune_seconds"] = time.perf_counter() - begin
+    return run_dir
+
+
+def _add_seeds(study: Study, run_dir) -> bool:
+    """Adaptive seeds (`seeds: {min, max, detect}`): after a round, the seeds each arm
+    needs now that its pilot seeds are recorded (`raysweep.decide.seeding`); True when
+    that asks for trials the study did not hold yet (another round runs them)."""
+    if study.seed_plan is None:
+        return False
+    wanted = seeds_wanted(rec.read_records(run_dir), study.seed_plan)
+    if wanted == study.seeds_wanted:
+        return False
+    before = len(study.trials())
+    study.seeds_wanted = wanted
+    grown = sorted({n for n in wanted.values() if n > study.seed_plan.min})
+    print(f"raysweep: adaptive seeds: {len(study.trials()) - before} more trial(s) for the "
+          f"variants still open and their baselines (up to {grown[-1] if grown else '?'} "
+          f"seeds)", flush=True)
+    return True
+
+
+def _round(study: Study, run_dir, timings: dict, inline: bool, progress: Progress | None,
+           trial_function: Callable, confirm, autoscaler) -> None:
+    """Every trial of `study` without a finished record, in one Tuner (a grid) or one per
+    (arm, seed) (a search)."""
     specs = study.trials()
     datasets.check_data(specs)
     records = _label_finished(run_dir, specs)
@@ -94,18 +130,19 @@ def run_study(study: Study, storage: str, name: str | None = None, resume: bool 
         allow_pending_trials(len(todo) * study.num_samples)
     inline = inline and study.resources.workers_per_trial == 1 and isinstance(run_dir, Path)
     arrays = {} if study.search else plan_arrays(
-        todo, resources, study.resources.fuse, study.resources.fuse_members, str(run_dir))
+        todo, resources, study.resources.fuse, study.resources.fuse_members, str(run_dir),
+        by_arm=study.asha.enabled and study.asha.by == "arm")
     # Trials at once, an array's members side by side (as `_tune` counts them): the
     # lanes of the ETA, live and in `raysweep status`.
     lanes = concurrent * max((len(a.members) for a in arrays.values()), default=1)
     if confirm and todo and not confirm(todo, resources, concurrent):
         raise NotStarted(run_dir.name)
-    write_provenance(run_dir, study, lanes=lanes)
+    write_provenance(run_dir, study, lanes=lanes, same_sitting=bool(timings["rounds"]))
     todo = grid_order(todo, arrays)
     context = TrialContext({s.key: s for s in specs}, resources, str(run_dir), inline,
                            study.resources.max_failures, arrays)
-    timings.update(runner="inline" if inline else "train-workers", trials_total=len(specs),
-                   trials_run=0, max_concurrent=concurrent, fused_arrays=len(
+    timings.update(runner="inline" if inline else "train-workers",
+                   max_concurrent=concurrent, fused_arrays=len(
                        {a.name for a in arrays.values()}),
                    gpu_shares=sorted({r.gpus_per_worker for r in resources.values()}))
     timings["trials_total"] = study.total_trials(specs)   # a search's samples, not its arms
@@ -114,8 +151,8 @@ def run_study(study: Study, storage: str, name: str | None = None, resume: bool 
     if progress:
         progress.preload(r for r in records if r.key in context.specs or r.sampled_from)
         progress.concurrency = lanes
+        progress.total = max(progress.total, timings["trials_total"])
         observers.insert(0, progress.observe)
-    begin = time.perf_counter()
     try:
         if not study.search:
             if todo:
@@ -123,7 +160,7 @@ def run_study(study: Study, storage: str, name: str | None = None, resume: bool 
                       {"trial": ray.tune.grid_search([s.key for s in todo])}, 1, concurrent,
                       None, observers, [r for r in records if r.sampled_from is None],
                       trial_function)
-            timings["trials_run"] = len(todo)
+            timings["trials_run"] += len(todo)
             ended = {r.key for r in rec.read_records(run_dir) if r.finished or r.status == "errored"}
             if any(s.key not in ended for s in todo):
                 raise Interrupted  # stopped between trials: some never started
@@ -134,8 +171,6 @@ def run_study(study: Study, storage: str, name: str | None = None, resume: bool 
     finally:
         board.close()
         exporter.close()
-    timings["tune_seconds"] = time.perf_counter() - begin
-    return run_dir
 
 
 def resolve_precision(study: Study, autoscaler: Autoscaler | None = None) -> None:
@@ -269,6 +304,11 @@ def _tune(study: Study, context: TrialContext, run_dir, param_space: dict, num_s
         # as the largest arrays need, `concurrent` arrays (trials not fused still wait
         # for their own resources).
         concurrent *= max(len(a.members) for a in context.arrays.values())
+    elif study.asha.enabled and study.asha.by == "arm":
+        # Seed-aware ASHA pauses a seed at a rung until its siblings get there, and Tune
+        # counts paused trials as running: room for every seed of the arms in flight
+        # (resources, not this count, still decide how many train at once).
+        concurrent *= max(Counter(s.arm_key for s in context.specs.values()).values())
     tuner = ray.tune.Tuner(
         ray.tune.with_resources(_named_trainable(context, trial_function), context.pg_factory),
         param_space=param_space,
@@ -403,6 +443,9 @@ def _scheduler(study: Study, context: TrialContext, recorded: list[TrialRecord])
     its rungs (`raysweep.engine.rungs`)."""
     if not study.asha.enabled:
         return FIFOScheduler()
+    if study.asha.by == "arm":
+        return SeedAwareASHA(METRIC, study.asha.grace_period, study.asha.reduction_factor,
+                             context.spec, recorded, lockstep=frozenset(context.arrays))
     return BudgetASHA(METRIC, study.asha.grace_period, study.asha.reduction_factor,
                       context.spec, recorded)
 

@@ -29,10 +29,12 @@ class ArrayPlan:
 
 
 def plan_arrays(specs: list[TrialSpec], resources: dict[str, TrialResources], fuse: str,
-                max_members: int, run_dir: str) -> dict[str, ArrayPlan]:
+                max_members: int, run_dir: str, by_arm: bool = False) -> dict[str, ArrayPlan]:
     """The arrays of these trials, by member key: trials with equal `fusion.array_key`
-    that can be fused, up to `max_members` an array; a trial alone stays a trial."""
-    groups: dict[str, list[TrialSpec]] = {}
+    that can be fused, up to `max_members` an array; a trial alone stays a trial.
+    `by_arm` (seed-aware ASHA): an array holds the seeds of one arm only, which train in
+    step and so reach each rung together."""
+    groups: dict[object, list[TrialSpec]] = {}
     for spec in specs:
         res = resources[spec.key]
         if fuse == "off" or (fuse == "auto" and not res.use_gpu) or spec.sampled_from:
@@ -42,7 +44,8 @@ def plan_arrays(specs: list[TrialSpec], resources: dict[str, TrialResources], fu
         from raysweep.training.fusion import array_key, why_not_fused
 
         if why_not_fused(spec, res.workers, datasets.num_classes(spec.train)) is None:
-            groups.setdefault(array_key(spec), []).append(spec)
+            group = (array_key(spec), spec.arm_key) if by_arm else array_key(spec)
+            groups.setdefault(group, []).append(spec)
     run = hashlib.sha1(run_dir.encode()).hexdigest()[:8]
     plans = {}
     for members in groups.values():

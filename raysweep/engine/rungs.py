@@ -18,6 +18,29 @@ Two rules (README, "Early stopping"):
 
 Ray's own ASHA keeps its rungs in the Tuner (ray#30838: lost on restore; a new Tuner
 starts empty), so raysweep keeps them in its records instead.
+
+`asha: {by: arm}` (`SeedAwareASHA`): a rung promotes or stops an arm, all seeds of one
+model and config (`TrialSpec.arm_key`), on the mean validation top-1 of its seeds there,
+with ASHA's own rule (`raysweep.decide.rungs.Rungs`). How an arm whose seeds are still
+running is compared: it is not, yet. An arm is judged at a rung once every seed of it
+that Tune holds (running, queued or paused) has reported that rung; its value is the mean
+over every seed that reached the rung, in this run or an earlier one.
+
+- A seed that reaches a rung before its siblings waits there: Tune pauses it (its
+  resources go to the siblings) and resumes it from its checkpoint at the rung once the
+  arm goes on; if the arm is stopped, it is stopped where it waited. The members of a
+  fused array train in step and reach a rung together: they do not pause, the last to
+  report decides, and a stop ends them all at the rung.
+- A seed that reaches a rung after its arm was judged there (it started later) follows
+  that decision; its value still joins the arm's mean at the rung that later arms are
+  judged against. So the seeds of an arm always end at the same epoch.
+- Records replay as with `by: trial`: an arm's recorded seeds put its mean on each rung
+  they reached; it went on at a rung if a seed trained past it, and was stopped there if
+  every seed that reached it was stopped there.
+
+Tune counts a paused trial among its running ones: the driver lets as many trials be in
+flight as the lanes times the seeds of an arm (`driver._tune`), so an arm's seeds can
+always all be in flight and a rung never waits on a seed Tune will not start.
 """
 from __future__ import annotations
 
@@ -28,7 +51,8 @@ from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, TrialSch
 
 from raysweep.core.report import decode
 from raysweep.core.trial import EpochResult, TrainConfig, TrialRecord, TrialSpec
-from raysweep.study.sections import milestones
+from raysweep.decide import rungs as rg
+from raysweep.decide.rungs import milestones
 
 TIME_ATTR = "epoch"
 FINISHED_RUNS = ("completed", "stopped", "diverged")   # ended in Tune: on_trial_complete ran
@@ -144,3 +168,164 @@ class BudgetASHA(FIFOScheduler):
     def debug_string(self) -> str:
         return "raysweep ASHA per setting and budget: " + "; ".join(
             f"{g[-1]} epochs: {a.debug_string()}" for g, a in self.asha.items() if a)
+
+
+class SeedAwareASHA(FIFOScheduler):
+    """ASHA whose rungs judge arms as wholes (`asha: {by: arm}`; module docstring).
+    `lockstep`: keys of trials that train in step with their siblings (fused arrays'
+    members), which never pause."""
+
+    def __init__(self, metric: str, grace_period: int, reduction_factor: float,
+                 spec_of: Callable[[dict], TrialSpec], records: list[TrialRecord] = (),
+                 lockstep: frozenset[str] = frozenset()):
+        super().__init__()
+        self._metric = metric
+        self.grace_period, self.reduction_factor = grace_period, reduction_factor
+        self.spec_of, self.lockstep = spec_of, lockstep
+        self.rungs: dict[tuple, rg.Rungs | None] = {}     # by setting and budget
+        self.values: dict[tuple[str, float], dict[str, float]] = {}  # (arm, rung): {key: v}
+        self.decided: dict[tuple[str, float], str] = {}   # (arm, rung): CONTINUE | STOP
+        self.trials: dict[str, _Seed] = {}   # by Tune trial id
+        self.reached: dict[str, int] = {}    # by trial key: last epoch reported
+        self.waiting: dict[str, tuple[str, float]] = {}   # by Tune trial id: (arm, rung)
+        by_arm: dict[str, list[TrialRecord]] = {}
+        for record in records:
+            by_arm.setdefault(record.arm_key, []).append(record)
+        for arm, seeds in by_arm.items():
+            self._replay(arm, seeds)
+
+    def _rungs(self, train: TrainConfig) -> rg.Rungs | None:
+        group = rung_group(train)
+        if group not in self.rungs:
+            found = milestones(train.epochs, self.grace_period, self.reduction_factor)
+            self.rungs[group] = rg.Rungs(found, self.reduction_factor) if found else None
+        return self.rungs[group]
+
+    def _replay(self, arm: str, seeds: list[TrialRecord]) -> None:
+        rungs = self._rungs(seeds[0].train)
+        if rungs is None:
+            return
+        for record in seeds:
+            for h in record.history:
+                self._value(arm, rungs, record.key, h)
+        for milestone in rungs.milestones:
+            epoch = rg.rung_epoch(milestone)
+            reached = [r for r in seeds if r.history and r.last_epoch >= epoch]
+            if any(r.last_epoch > epoch for r in reached):
+                self.decided[(arm, milestone)] = rg.CONTINUE
+            elif reached and all(r.status == "stopped" for r in reached):
+                self.decided[(arm, milestone)] = rg.STOP
+
+    def _value(self, arm: str, rungs: rg.Rungs, key: str, h: EpochResult) -> None:
+        """A seed's result at a rung epoch joins its arm's mean there."""
+        for milestone in rungs.milestones:
+            if rg.rung_epoch(milestone) == h.epoch and h.val_top1 is not None:
+                at = self.values.setdefault((arm, milestone), {})
+                at[key] = h.val_top1
+                rungs.record(arm, milestone, sum(at.values()) / len(at))
+
+    # --- Tune's calls ---
+
+    def on_trial_add(self, tune_controller, trial) -> None:
+        spec = self.spec_of(trial.config)
+        self.trials[trial.trial_id] = _Seed(trial, spec.key, spec.arm_key,
+                                            self._rungs(spec.train))
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        self.waiting.pop(trial.trial_id, None)
+        seed = self.trials.get(trial.trial_id)
+        report = decode(result) if seed and seed.rungs else None
+        if report is None:
+            return TrialScheduler.CONTINUE
+        earlier = list(report.launched.history) if report.launched else []
+        for h in [*earlier, report.result]:
+            self._value(seed.arm, seed.rungs, seed.key, h)
+            self.reached[seed.key] = max(self.reached.get(seed.key, 0), h.epoch)
+        return self._decide(tune_controller, seed)
+
+    def _decide(self, tune_controller, seed: "_Seed") -> str:
+        """Walk the rungs this seed has reached: follow the arm's decisions; at the first
+        one still open, wait for the siblings or, when they are all there, decide."""
+        for milestone in seed.rungs.milestones:
+            if self.reached[seed.key] < rg.rung_epoch(milestone):
+                break
+            decision = self.decided.get((seed.arm, milestone))
+            if decision is None:
+                if self._behind(seed, milestone):
+                    if seed.key in self.lockstep:
+                        return TrialScheduler.CONTINUE
+                    self.waiting[seed.trial.trial_id] = (seed.arm, milestone)
+                    return TrialScheduler.PAUSE
+                decision = self._judge(tune_controller, seed, milestone)
+            if decision == rg.STOP:
+                return TrialScheduler.STOP
+        return TrialScheduler.CONTINUE
+
+    def _judge(self, tune_controller, seed: "_Seed", milestone: float) -> str | None:
+        """The arm's decision at `milestone` on the mean of its seeds there (None: no seed
+        holds a validation result there); a stop ends every sibling Tune still holds."""
+        at = self.values.get((seed.arm, milestone))
+        if not at:
+            return None
+        decision = seed.rungs.judge(seed.arm, milestone, sum(at.values()) / len(at))
+        self.decided[(seed.arm, milestone)] = decision
+        if decision == rg.STOP:
+            self._stop_siblings(tune_controller, seed)
+        return decision
+
+    def _siblings(self, seed: "_Seed") -> list["_Seed"]:
+        return [s for s in self.trials.values() if s.arm == seed.arm and s is not seed]
+
+    def _behind(self, seed: "_Seed", milestone: float) -> bool:
+        """Whether a sibling Tune holds has not reached `milestone` yet."""
+        return any(self.reached.get(s.key, 0) < rg.rung_epoch(milestone)
+                   for s in self._siblings(seed))
+
+    def _stop_siblings(self, tune_controller, seed: "_Seed") -> None:
+        for sibling in self._siblings(seed):
+            if sibling.trial.status in (sibling.trial.RUNNING, sibling.trial.PAUSED):
+                tune_controller.stop_trial(sibling.trial)
+
+    def choose_trial_to_run(self, tune_controller):
+        """A paused seed whose arm has been judged at its rung first (its arm can then
+        end), then the next queued trial; a seed waiting on its siblings stays paused."""
+        trials = tune_controller.get_trials()
+        for trial in trials:
+            if trial.status == trial.PAUSED and self.waiting.get(trial.trial_id) in self.decided:
+                return trial
+        return next((t for t in trials if t.status == t.PENDING), None)
+
+    def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
+        self._forget(tune_controller, trial)
+
+    def on_trial_remove(self, tune_controller, trial) -> None:
+        self._forget(tune_controller, trial)
+
+    def on_trial_error(self, tune_controller, trial) -> None:
+        self._forget(tune_controller, trial)
+
+    def _forget(self, tune_controller, trial) -> None:
+        """A trial Tune no longer holds: siblings waiting at a rung it never reached (it
+        errored, diverged or was stopped) are no longer held back by it."""
+        gone = self.trials.pop(trial.trial_id, None)
+        self.waiting.pop(trial.trial_id, None)
+        if gone is None:
+            return
+        for trial_id, (arm, milestone) in list(self.waiting.items()):
+            waiting = self.trials.get(trial_id)
+            if arm == gone.arm and waiting and (arm, milestone) not in self.decided \
+                    and not self._behind(waiting, milestone):
+                if self._judge(tune_controller, waiting, milestone) == rg.STOP:
+                    tune_controller.stop_trial(waiting.trial)
+
+    def debug_string(self) -> str:
+        return f"raysweep seed-aware ASHA: {len(self.decided)} decisions at arms' rungs"
+
+
+@dataclass(frozen=True)
+class _Seed:
+    """A trial as seed-aware ASHA sees it."""
+    trial: object                # Tune's Trial (its status is read live)
+    key: str
+    arm: str
+    rungs: rg.Rungs | None

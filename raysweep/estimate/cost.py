@@ -42,7 +42,8 @@ from raysweep.datasets import readers as datasets
 from raysweep.errors import EstimateError
 from raysweep.core.trial import TrialResources, TrialSpec
 from raysweep.estimate.profiles import EVAL_SHARE, AcceleratorProfile, profiles
-from raysweep.study.sections import AshaConfig, milestones
+from raysweep.decide.rungs import milestones
+from raysweep.study.sections import AshaConfig
 
 CACHE_FILE = Path("~/.cache/raysweep/step_times.json")
 CACHE_VERSION = 1

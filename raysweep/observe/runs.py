@@ -265,10 +265,10 @@ def compare(run_a: str | Path, run_b: str | Path) -> Comparison:
     """The arms (same model, options and training values; any seed) both runs hold.
     Only seeds that trained their whole budget are compared, so both sides of a row are
     final-epoch numbers at the same budget on the same split. As in the ablation tables
-    (`raysweep.results.stats`): a paired t-test over the seeds both runs hold (a seed is
+    (`raysweep.decide.stats`): a paired t-test over the seeds both runs hold (a seed is
     the same data order and augmentation draws), Welch's t-test where fewer than two
     seeds are shared, Holm's correction over the arms tested on test top-1."""
-    from raysweep.results import stats as st
+    from raysweep.decide import stats as st
 
     arms_a, arms_b = _arms(run_a), _arms(run_b)
     tags = arm_tags([r for arms in (arms_a, arms_b) for recs in arms.values() for r in recs])
@@ -316,7 +316,7 @@ def _side(records: list[TrialRecord]) -> Side:
 
 
 def format_comparison(c: Comparison) -> str:
-    from raysweep.results.stats import mean_std
+    from raysweep.decide.stats import mean_std
     from raysweep.results.table import fmt_mean, fmt_p
 
     head = ("arm", "val top1 A", "val top1 B", "Δ val (B−A, 95% CI)", "test top1 A",

@@ -49,7 +49,7 @@ def report(run_dir: str | Path, out_dir: str | Path | None = None,
     before = rebuild.previous_files(out)
     order, descriptions = study_groups(run_dir)
     table1 = comparison.comparison(records)
-    ablations = ablation.ablations(records, order, descriptions)
+    ablations = ablation.ablations(records, order, descriptions, seed_plan(run_dir))
     search = hpo.hpo(records)
     tables = [table1, comparison.families(table1), *ablations, *([search] if search else [])]
     written = [p for t in tables for p in export.write_table(t, out, tuple(formats))]
@@ -78,6 +78,19 @@ def study_groups(run_dir: Path) -> tuple[dict[str, list[str]], dict[str, str]]:
     except (OSError, yaml.YAMLError, AttributeError, TypeError):
         return {}, {}
     return order, descriptions
+
+
+def seed_plan(run_dir: Path):
+    """The run's adaptive seeds (`seeds: {min, max, detect}` in its study.yaml), or None."""
+    from raysweep.study.sections import SeedPlan
+
+    try:
+        seeds = yaml.safe_load((run_dir / "study.yaml").read_text()).get("seeds")
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None
+    if not isinstance(seeds, dict):
+        return None
+    return SeedPlan(**{k: seeds[k] for k in ("min", "max", "detect") if k in seeds})
 
 
 __all__ = ["NoRecordsError", "report"]

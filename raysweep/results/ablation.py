@@ -4,7 +4,7 @@ A group's trials are the grid records whose labels name it (a baseline shared by
 groups is one trial with three labels); its baseline is the label with `baseline=True`.
 Full-budget seeds are compared by a paired t-test over the seeds both arms share (Welch's
 where they share fewer than two), with Holm's correction over the group's tests
-(`raysweep.results.stats`). Seeds that ASHA stopped are shown in rows of their own with
+(`raysweep.decide.stats`). Seeds that ASHA stopped are shown in rows of their own with
 their Δ at the epoch they reached, untested: ASHA chose them for being behind.
 """
 from __future__ import annotations
@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from raysweep.decide import seeding as sd
+from raysweep.decide import stats as st
 from raysweep.results import cohorts as co
-from raysweep.results import stats as st
 from raysweep.results.table import (Table, fmt, fmt_p, fmt_signed, means, per_model, sources,
                                     stat_columns, trial_keys)
 from raysweep.core.trial import ArmLabel, TrialRecord
@@ -32,15 +33,17 @@ class _Row:
 
 
 def ablations(records: list[TrialRecord], order: dict[str, list[str]] | None = None,
-              descriptions: dict[str, str] | None = None) -> list[Table]:
+              descriptions: dict[str, str] | None = None, plan: sd.SeedPlan | None = None
+              ) -> list[Table]:
     """One table per group; `order` gives each group's variant order (the study's), others
-    follow alphabetically; `descriptions` the groups' plain-English titles."""
+    follow alphabetically; `descriptions` the groups' plain-English titles; `plan` the
+    study's adaptive seeds, if it has them."""
     groups: dict[str, list[TrialRecord]] = defaultdict(list)
     for r in records:
         if r.sample is None:
             for group in {label.group for label in r.labels if label.group is not None}:
                 groups[group].append(r)
-    return [ablation(g, groups[g], (order or {}).get(g, []), (descriptions or {}).get(g))
+    return [ablation(g, groups[g], (order or {}).get(g, []), (descriptions or {}).get(g), plan)
             for g in sorted(groups)]
 
 
@@ -60,15 +63,49 @@ def variant_in(record: TrialRecord, group: str) -> str:
 
 
 def ablation(group: str, records: list[TrialRecord], order: list[str],
-             description: str | None) -> Table:
+             description: str | None, plan: sd.SeedPlan | None = None) -> Table:
     rows = _rows(group, records, order)
-    tested = [r.comparison for r in rows if r.comparison is not None and r.comparison.tested]
-    adjusted = dict(zip(map(id, tested), st.holm([c.p for c in tested])))
-    data = pd.DataFrame([_columns(group, r, rows, adjusted, len(tested)) for r in rows])
+    base = _baseline(group, rows)
+    variants = len({r.cohort.arm_key for r in rows if not r.baseline})
+    seeding = {id(r): _seeding(r, base, plan, variants) for r in rows}
+    tested = [r for r in rows if r.comparison is not None and r.comparison.tested]
+    # Adaptive seeds: Holm over each variant's sequential p (`seeding.verdict_p`).
+    p_used = {id(r): seeding[id(r)].pop("p", r.comparison.p) for r in tested}
+    adjusted = dict(zip((id(r.comparison) for r in tested),
+                        st.holm([p_used[id(r)] for r in tested])))
+    data = pd.DataFrame([{**_columns(group, r, rows, adjusted, len(tested)),
+                          **seeding[id(r)], **_beats(r, base),
+                          "p": p_used.get(id(r), st.NAN)} for r in rows])
     title = f"Ablation: {description or group.replace('_', ' ')}"
-    return Table(f"ablation_{group}", title, data, _display(data), _notes(len(tested)),
+    return Table(f"ablation_{group}", title, data, _display(data, plan), _notes(len(tested), plan),
                  {label: sources(r.cohort.trials()) for label, r in zip(data["label"], rows)},
                  latex=_latex(data), latex_types={"variant": "1.8cm", "verdict": "3.2cm"})
+
+
+def _seeding(row: _Row, base: co.Cohort | str, plan: sd.SeedPlan | None, m: int) -> dict:
+    """The row's seed count and, with adaptive seeds, why its seeding stopped there and
+    its sequential p: the driver's rule replayed on the recorded seeds."""
+    seeds = len(row.cohort.records)
+    if plan is None or row.baseline or isinstance(base, str) or row.cohort.ending != co.FULL:
+        return {"seeds": seeds, "seeding": ""}
+    val, test = co.final("val_top1"), co.final("test_top1")
+    path = sd.seeding_path(row.cohort.per_seed(val), base.per_seed(val), m, plan)
+    found = {"seeds": seeds, "seeding": path.why or "seeds still to run"}
+    if row.comparison is not None and row.comparison.tested:
+        found["p"] = sd.verdict_p(row.cohort.per_seed(test), base.per_seed(test), path.looks,
+                                  plan)
+    return found
+
+
+def _beats(row: _Row, base: co.Cohort | str) -> dict:
+    """P(the variant beats the baseline on a new seed) from the paired test's seeds."""
+    c = row.comparison
+    if c is None or c.test != "paired t" or isinstance(base, str):
+        return {"beats": st.NAN, "beats_low": st.NAN, "beats_high": st.NAN}
+    metric = co.final("test_top1")
+    v, b = row.cohort.per_seed(metric), base.per_seed(metric)
+    beats, low, high = st.beat_probability([v[s] - b[s] for s in sorted(set(v) & set(b))])
+    return {"beats": beats, "beats_low": low, "beats_high": high}
 
 
 def _rows(group: str, records: list[TrialRecord], order: list[str]) -> list[_Row]:
@@ -144,9 +181,10 @@ def _columns(group: str, row: _Row, rows: list[_Row], adjusted: dict[int, float]
     }
 
 
-def _display(data: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame({
+def _display(data: pd.DataFrame, plan: sd.SeedPlan | None = None) -> pd.DataFrame:
+    shown = pd.DataFrame({
         "variant": data["variant"], "model": data["model"], "ended": data["ended"],
+        "seeds": data["seeds"].astype(str),
         "top-1 (%)": means(data, "top1"),
         "Δ top-1 (95% CI)": [_delta(d, lo, hi) for d, lo, hi in
                              zip(data["delta_top1"], data["delta_ci_low"], data["delta_ci_high"])],
@@ -154,10 +192,19 @@ def _display(data: pd.DataFrame) -> pd.DataFrame:
                  for t, n in zip(data["test"], data["n_pairs"])],
         "p": data["p"].map(fmt_p), "p (Holm)": data["p_holm"].map(fmt_p),
         "verdict": data["verdict"],
+        "P(beats baseline) (95% CI)": [_share(b, lo, hi) for b, lo, hi in
+                                       zip(data["beats"], data["beats_low"], data["beats_high"])],
         "params (M)": data["params_M"].map(lambda x: fmt(x, 3)),
         "Δ params (M)": data["delta_params_M"].map(lambda x: fmt_signed(x, 4)),
         "status": data["status"],
     })
+    if plan is not None:
+        shown.insert(shown.columns.get_loc("seeds") + 1, "seeding", data["seeding"])
+    return shown
+
+
+def _share(value: float, low: float, high: float) -> str:
+    return "" if pd.isna(value) else f"{value:.2f} [{low:.2f}, {high:.2f}]"
 
 
 def _latex(data: pd.DataFrame) -> pd.DataFrame:
@@ -181,8 +228,17 @@ def _delta(delta: float, low: float, high: float, sep: str = " ") -> str:
     return f"{fmt_signed(delta)}{sep}[{fmt_signed(low)}, {fmt_signed(high)}]"
 
 
-def _notes(m: int) -> list[str]:
-    return [
+def _notes(m: int, plan: sd.SeedPlan | None = None) -> list[str]:
+    adaptive = [] if plan is None else [
+        f"Adaptive seeds (min {plan.min}, max {plan.max}, detect {plan.detect:g} points; "
+        f"looks at {', '.join(map(str, plan.looks))} seeds): at each look a variant stops "
+        "when its sequential p on validation top-1 is ≤ α/m ('decided', from the second "
+        "look on), when the interval "
+        f"of its validation Δ at level 1 − α/m lies inside ±{plan.detect:g} ('detect "
+        "reached'), or at max ('reached max'); otherwise it runs to the next look. p is the sequential p of test top-1 over the looks it took, valid whatever "
+        "stopped it (raysweep.decide.seeding; error rates: benchmarks/README.md, "
+        "Calibration)."]
+    return adaptive + [
         "top-1: test accuracy (%) after each trial's last finished epoch, mean ± std over "
         "seeds (n). Rows are the seeds of one variant that ended the same way; seeds that "
         "ended at different epochs are never averaged together.",
@@ -198,4 +254,7 @@ def _notes(m: int) -> list[str]:
         "Rows stopped by ASHA: Δ against the baseline at the epoch they reached, not tested "
         "(ASHA stopped them because they were behind). Diverged, errored and unfinished "
         "trials are counted in the status and never averaged.",
+        "P(beats baseline): the probability that the variant's test top-1 beats the "
+        "baseline's on a new seed, Φ(mean/std) of the per-seed differences (a normal model), "
+        "with a 95% percentile bootstrap interval over the seeds (2,000 resamples).",
     ]

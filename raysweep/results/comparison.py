@@ -14,7 +14,7 @@ import pandas as pd
 
 from models.registry import FAMILIES
 from raysweep.results import cohorts as co
-from raysweep.results import stats as st
+from raysweep.decide import stats as st
 from raysweep.results.table import (Table, fmt, means, per_model, seed_mean, sources,
                                     stat_columns, trial_keys)
 from raysweep.core.trial import TrialRecord

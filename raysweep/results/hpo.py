@@ -13,7 +13,7 @@ from collections import defaultdict
 import pandas as pd
 
 from raysweep.results import cohorts as co
-from raysweep.results import stats as st
+from raysweep.decide import stats as st
 from raysweep.results.table import Table, means, sources, stat_columns, trial_keys
 from raysweep.core.trial import TrialRecord, identity_key
 

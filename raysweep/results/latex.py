@@ -22,7 +22,7 @@ _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#
         "_": r"\_\allowbreak{}",
         "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
         "±": r"$\pm$", "Δ": r"$\Delta$", "×": r"$\times$", "≥": r"$\geq$", "≤": r"$\leq$",
-        "α": r"$\alpha$", "−": "-", "–": "--", "—": "---", "<": r"\textless{}",
+        "α": r"$\alpha$", "Φ": r"$\Phi$", "−": "-", "–": "--", "—": "---", "<": r"\textless{}",
         ">": r"\textgreater{}", "|": r"$|$"}
 
 

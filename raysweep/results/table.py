@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from raysweep.results import stats as st
+from raysweep.decide import stats as st
 from raysweep.results.cohorts import Cohort, Metric
 from raysweep.core.trial import TrialRecord
 

@@ -71,28 +71,38 @@ def package_version(package: str) -> str:
 
 
 def write_provenance(run_dir: Path | RemotePath, study, argv: list[str] | None = None,
-                     lanes: int | None = None) -> None:
+                     lanes: int | None = None, same_sitting: bool = False) -> None:
     """study.yaml (as resolved, overrides applied) and provenance.json, appended per run
     so an incremental study keeps the history of what produced each batch of trials;
     `lanes`, the trials the run holds at once, is the ETA's divisor in `status`.
     `argv` (default: sys.argv) and the study are stored redacted; a run entry written by
-    an older raysweep is redacted again when the file is rewritten."""
+    an older raysweep is redacted again when the file is rewritten. `same_sitting`: a
+    later round of one command (adaptive seeds) updates the last entry's trial count and
+    lanes instead of adding an entry."""
     keep_study_versions(run_dir, yaml.safe_dump(redact_value(study.raw), sort_keys=False))
     path = run_dir / "provenance.json"
     try:
         runs = json.loads(path.read_text())["runs"] if path.is_file() else []
     except (ValueError, KeyError, TypeError):
         runs = []  # a damaged provenance file is replaced, never a reason to fail a run
-    runs.append({"study_file": relative(study.path), "run_dir": relative(str(run_dir)),
-                 # the trials the run holds when done: `status` reads it instead of
-                 # expanding study.yaml (which imports the model zoo and torch)
-                 "trials_total": study.total_trials(),
-                 **({"max_concurrent": lanes} if lanes else {}),
-                 # when this sitting started: `status` shows the time elapsed since
-                 "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                 "argv": redact(list(sys.argv if argv is None else argv)), **environment()})
+    if same_sitting and runs:
+        runs[-1].update(trials_total=study.total_trials(), **({"max_concurrent": lanes}
+                                                               if lanes else {}))
+    else:
+        runs.append(_entry(run_dir, study, argv, lanes))
     doc = {"study": study.name, "runs": runs}
     atomic_write_text(path, json.dumps(redact_provenance(doc), indent=1))
+
+
+def _entry(run_dir, study, argv: list[str] | None, lanes: int | None) -> dict:
+    return {"study_file": relative(study.path), "run_dir": relative(str(run_dir)),
+            # the trials the run holds when done: `status` reads it instead of expanding
+            # study.yaml (which imports the model zoo and torch)
+            "trials_total": study.total_trials(),
+            **({"max_concurrent": lanes} if lanes else {}),
+            # when this sitting started: `status` shows the time elapsed since
+            "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "argv": redact(list(sys.argv if argv is None else argv)), **environment()}
 
 
 def keep_study_versions(run_dir: Path | RemotePath, text: str) -> Path | RemotePath | None:

@@ -22,7 +22,7 @@ from raysweep.datasets import readers as datasets
 from raysweep.errors import StudyError, UnknownModelError
 from raysweep.core.planning import FUSE_MODES, ResourcesConfig, check_divides
 from raysweep.store.storage import what_is
-from raysweep.study.sections import AshaConfig
+from raysweep.study.sections import AshaConfig, SeedPlan
 from raysweep.core.recipes import LR_SCALINGS, PAPER_GLOBAL_BATCH, RECIPES, SCHEDULERS, resolve
 from raysweep.core.trial import ArmLabel, TrialSpec, identity_key
 
@@ -178,6 +178,13 @@ ASHA_SCHEMA = {
     "enabled": (_type(bool, "true or false"), True),
     "grace_period": (_int(1, MAX_EPOCHS), 1),                            # epochs
     "reduction_factor": (_num(1, lo_open=True), 4),
+    "by": (_choice(("trial", "arm")), "trial"),   # seed-aware ASHA: `arm`
+}
+
+SEED_PLAN_SCHEMA = {   # seeds: {min, max, detect} (raysweep.decide.seeding)
+    "min": (_int(2, MAX_SEEDS), SeedPlan.min),   # seeds every arm runs: a paired test needs 2
+    "max": (_int(2, MAX_SEEDS), SeedPlan.max),
+    "detect": (_num(0, lo_open=True), SeedPlan.detect),   # points of top-1 accuracy
 }
 
 RESOURCES_SCHEMA = {
@@ -223,6 +230,12 @@ class Study:
     # What `amp: auto` means for this study's trials (raysweep.core.precision): set by the
     # driver from where they run; None until then (resolved for this machine).
     auto_amp: str | None = None
+    # `seeds: {min, max, detect}`: `seeds` are then the pilot's (0..min−1) and the driver
+    # adds seeds to the ablation variants whose verdict is open (raysweep.decide.seeding).
+    seed_plan: SeedPlan | None = None
+    # {arm_key: seeds}: what the run's recorded pilot seeds ask for (set by the driver
+    # between rounds; arms not named run the pilot's `min`).
+    seeds_wanted: dict[str, int] = field(default_factory=dict)
 
     def asks_auto_amp(self) -> bool:
         """Whether some trial of the study states `amp: auto` (and so needs resolving)."""
@@ -234,7 +247,13 @@ class Study:
         expanding it: an upper bound, before trials that arms share are merged."""
         points = math.prod(len(values) for values in self.grid.values())
         samples = self.num_samples if self.search else 1
-        return len(self.arms) * points * len(self.seeds) * samples
+        return len(self.arms) * points * len(self.all_seeds) * samples
+
+    @property
+    def all_seeds(self) -> list[int]:
+        """Every seed a trial of the study may run: the pilot's and those adaptive seeding
+        may add."""
+        return self.seed_plan.seeds if self.seed_plan else self.seeds
 
     def total_trials(self, trials: list[TrialSpec] | None = None) -> int:
         """Trials a run of the study holds when it is done: each distinct trial once, a
@@ -248,26 +267,30 @@ class Study:
             raise StudyError(
                 f"the study expands to {self.count():,} trials ({len(self.arms)} arms × "
                 f"{math.prod(len(v) for v in self.grid.values()):,} grid points × "
-                f"{len(self.seeds)} seeds" + (f" × {self.num_samples} samples" if self.search
+                f"{len(self.all_seeds)} seeds" + (f" × {self.num_samples} samples" if self.search
                                              else "") + f"), more than --max-trials="
                 f"{max_trials:,} allows; narrow it, or pass --max-trials {self.count()} to "
                 f"run them all")
 
-    def iter_trials(self) -> Iterator[TrialSpec]:
-        """Every arm × grid point × seed as a resolved trial spec, lazily, in study order
-        (trials that arms share come once per arm)."""
+    def iter_trials(self, seeds: list[int] | None = None) -> Iterator[TrialSpec]:
+        """Every arm × grid point × seed (`seeds`, or the study's) as a resolved trial spec,
+        lazily, in study order (trials that arms share come once per arm)."""
         keys = list(self.grid)
         for arm in self.arms:
             for point in itertools.product(*(self.grid[k] for k in keys)) or [()]:
-                for seed in self.seeds:
+                for seed in self.seeds if seeds is None else seeds:
                     yield make_trial(self, arm, dict(zip(keys, point)), seed)
 
-    def trials(self) -> list[TrialSpec]:
-        """The expanded grid, one spec per identity. Arms that resolve to the same trial
-        (a baseline shared by several ablation groups, two model names of one network)
-        are one trial carrying every arm's label."""
+    def trials(self, seeds: list[int] | None = None) -> list[TrialSpec]:
+        """The expanded grid (`seeds`: these seeds instead of the study's), one spec per
+        identity. Arms that resolve to the same trial (a baseline shared by several
+        ablation groups, two model names of one network) are one trial carrying every
+        arm's label."""
+        if seeds is None and self.seed_plan is not None:
+            return [s for s in self.trials(self.seed_plan.seeds)
+                    if s.seed < self.seeds_wanted.get(s.arm_key, self.seed_plan.min)]
         by_identity: dict[str, TrialSpec] = {}
-        for spec in self.iter_trials():
+        for spec in self.iter_trials(seeds):
             same = identity_key("", spec.identity())   # the key without its name
             known = by_identity.get(same)
             by_identity[same] = spec if known is None else known.with_labels(
@@ -586,8 +609,25 @@ def parse_study(raw: dict, path: str, only_groups: list[str] | None = None) -> S
     if asha.enabled or search:
         _check_validation(defaults, arms, grid, "asha.enabled=true" if asha.enabled
                           else "search")
-    return Study(name, path, defaults, arms, grid, search, algorithm, num_samples,
-                 _parse_seeds(raw.get("seeds", 1)), asha, resources, raw)
+    seeds, plan = _parse_seeds(raw.get("seeds", 1))
+    if asha.enabled and asha.by == "arm" and search:
+        raise StudyError("asha.by=arm judges the seeds of one config together, but a search "
+                         "draws other values on each seed; allowed with a search: by: trial")
+    if plan is not None:
+        _check_seed_plan(arms, search, defaults, grid)
+    return Study(name, path, defaults, arms, grid, search, algorithm, num_samples, seeds,
+                 asha, resources, raw, seed_plan=plan)
+
+
+def _check_seed_plan(arms: list[Arm], search: dict, defaults: dict, grid: dict) -> None:
+    """Adaptive seeds add seeds to ablation variants, deciding on validation top-1."""
+    if search:
+        raise StudyError("seeds: {min, max, detect} adds seeds to ablation variants; a search "
+                         "study has none: give seeds as a count")
+    if not any(arm.group for arm in arms):
+        raise StudyError("seeds: {min, max, detect} adds seeds to the variants of ablation "
+                         "groups, and the study has no groups: give seeds as a count")
+    _check_validation(defaults, arms, grid, "seeds: {min, max, detect}", "seeds as a count")
 
 
 def _arm_values(key: str, defaults: dict, arm: Arm, grid: dict) -> list:
@@ -603,7 +643,8 @@ def _check_batches(defaults: dict, arms: list[Arm], grid: dict, workers: int) ->
             check_divides(batch, workers)
 
 
-def _check_validation(defaults: dict, arms: list[Arm], grid: dict, decider: str) -> None:
+def _check_validation(defaults: dict, arms: list[Arm], grid: dict, decider: str,
+                      instead: str = "asha.enabled: false and no search") -> None:
     """A study that decides (ASHA, search) needs a validation split in every trial: the
     test split never drives a decision."""
     for arm in arms:
@@ -615,7 +656,7 @@ def _check_validation(defaults: dict, arms: list[Arm], grid: dict, decider: str)
                     raise StudyError(
                         f"{decider} decides on validation top-1, but val_fraction=0 leaves "
                         f"{arm.variant or arm.model} no validation split; allowed: "
-                        f"val_fraction > 0, or asha.enabled: false and no search")
+                        f"val_fraction > 0, or {instead}")
 
 
 def _parse_arm(where: str, data: Any, **tags) -> Arm:
@@ -755,7 +796,19 @@ def _valid_range(kind: str, args: Any) -> bool:
             and args[0] < args[1] and (kind != "loguniform" or args[0] > 0))
 
 
-def _parse_seeds(seeds: Any) -> list[int]:
+def _parse_seeds(seeds: Any) -> tuple[list[int], SeedPlan | None]:
+    """The seeds every arm runs, and the adaptive plan when `seeds` is a mapping."""
+    if isinstance(seeds, dict):
+        checked = _check_section("seeds", seeds, SEED_PLAN_SCHEMA)
+        plan = SeedPlan(checked["min"], checked["max"], float(checked["detect"]))
+        if plan.max < plan.min:
+            raise StudyError(f"seeds.max={plan.max} is below seeds.min={plan.min}; allowed: "
+                             f"{plan.min}..{MAX_SEEDS:,}")
+        return plan.seeds[:plan.min], plan
+    return _seed_list(seeds), None
+
+
+def _seed_list(seeds: Any) -> list[int]:
     if isinstance(seeds, int) and not isinstance(seeds, bool):
         if not 1 <= seeds <= MAX_SEEDS:
             bound = ">= 1" if seeds < 1 else f"<= {MAX_SEEDS:,}"
@@ -767,5 +820,5 @@ def _parse_seeds(seeds: Any) -> list[int]:
         if bad is not None:
             raise StudyError(f"seeds value {bad!r} is out of range; allowed: 0..{MAX_SEED}")
         return list(dict.fromkeys(seeds))
-    raise StudyError(f"seeds={str(seeds)[:80]} must be a count in 1..{MAX_SEEDS:,} or a list "
-                     f"of integers in 0..{MAX_SEED}")
+    raise StudyError(f"seeds={str(seeds)[:80]} must be a count in 1..{MAX_SEEDS:,}, a list "
+                     f"of integers in 0..{MAX_SEED} or a mapping {{min, max, detect}}")

@@ -17,22 +17,36 @@ class AshaConfig:
     enabled: bool
     grace_period: int           # epochs before the first rung
     reduction_factor: float     # η: 1/η of the trials at a rung go on
+    by: str = "trial"           # what a rung promotes or stops: a trial, or an arm (its seeds)
 
     @classmethod
     def from_section(cls, section: Mapping[str, Any]) -> "AshaConfig":
         """From the checked `asha:` mapping (every key present)."""
         return cls(bool(section["enabled"]), int(section["grace_period"]),
-                   section["reduction_factor"])
+                   section["reduction_factor"], section["by"])
 
 
-def milestones(budget: int, grace_period: int, reduction_factor: float) -> list[float]:
-    """The epochs at which ASHA may stop a trial of this budget: Ray's rungs
-    (`AsyncHyperBandScheduler`'s one bracket, grace_period·η^k, with max_t = budget + 1)
-    below the budget, since a rung at the last epoch stops nothing. Computed as Ray
-    computes them, without importing Ray (`show` prints them; tests/engine/test_rungs.py
-    compares them with Ray's own bracket)."""
-    if grace_period > budget:
-        return []
-    count = int(math.log((budget + 1) / grace_period) / math.log(reduction_factor) + 1)
-    return sorted(m for m in (grace_period * reduction_factor ** k for k in range(count))
-                  if m < budget)
+LOOK_GROWTH = 1.5   # seeds grow by this factor from one possible look to the next
+
+
+@dataclass(frozen=True)
+class SeedPlan:
+    """The study's `seeds: {min, max, detect}`: adaptive seeds for ablation groups
+    (raysweep.decide.seeding decides with it)."""
+    min: int = 3            # seeds every arm runs (the first look)
+    max: int = 10           # seeds a variant and its baseline may reach
+    detect: float = 0.5     # smallest Δ top-1 worth detecting, in points of accuracy
+
+    @property
+    def seeds(self) -> list[int]:
+        """Every seed the plan may run, in the order they run."""
+        return list(range(self.max))
+
+    @property
+    def looks(self) -> list[int]:
+        """The seed counts a variant may be looked at: min, then about half as many
+        again each time (at least one more), and max."""
+        found = [self.min]
+        while found[-1] < self.max:
+            found.append(min(self.max, max(found[-1] + 1, math.ceil(found[-1] * LOOK_GROWTH))))
+        return found

@@ -7,7 +7,8 @@ import random
 import pytest
 import torch
 
-from raysweep.study.sections import AshaConfig, milestones
+from raysweep.decide.rungs import milestones
+from raysweep.study.sections import AshaConfig
 from raysweep.estimate.cost import (EstimateError, StepTime, asha_expected_epochs,
                                epoch_seconds, estimate, estimate_from,
                                estimate_on_profile, format_estimate, measure_key,

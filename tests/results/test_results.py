@@ -23,7 +23,8 @@ from scipy.optimize import root_scalar
 
 from raysweep.errors import NoRecordsError, RaysweepError
 from raysweep.store.records import read_records
-from raysweep.results import ablation, comparison, hpo, plots, report, stats
+from raysweep.decide import stats
+from raysweep.results import ablation, comparison, hpo, plots, report
 from raysweep.results.export import write_table
 from raysweep.results.latex import to_latex
 from raysweep.core.trial import ArmLabel

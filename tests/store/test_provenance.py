@@ -105,6 +105,23 @@ def test_an_older_unredacted_provenance_is_redacted_when_appended_to(tmp_path):
     _assert_nothing_leaked(tmp_path, [AWS_KEY_ID, AWS_SECRET])
 
 
+def test_a_later_round_of_one_command_updates_its_entry_instead_of_adding_one(tmp_path):
+    """Adaptive seeds run rounds in one `raysweep run`: one entry (one started_at, the
+    elapsed time `status` shows), its trial count raised to what the run now holds."""
+    from raysweep.study.parse import load_study
+
+    study = load_study("smoke")
+    write_provenance(tmp_path, study, argv=["raysweep", "run", "smoke"], lanes=2)
+    first = json.loads((tmp_path / "provenance.json").read_text())["runs"]
+    study.seeds = [0, 1, 2]
+    write_provenance(tmp_path, study, argv=["raysweep", "run", "smoke"], lanes=3,
+                     same_sitting=True)
+    [entry] = json.loads((tmp_path / "provenance.json").read_text())["runs"]
+    assert entry["started_at"] == first[0]["started_at"]
+    assert entry["trials_total"] == 3 * first[0]["trials_total"]
+    assert entry["max_concurrent"] == 3
+
+
 def _assert_nothing_leaked(folder: Path, secrets: list[str]) -> None:
     files = [p for p in folder.rglob("*") if p.is_file()]
     assert files

@@ -19,6 +19,10 @@ def study(tmp_path, **body):
     return load_study(str(write_study(tmp_path, "s", **body)))
 
 
+GROUP = {"g": {"baseline": "resnet_20", "variants": {"wide": {"model": "resnet_20",
+                                                              "set": {"lr": 0.2}}}}}
+
+
 @pytest.mark.parametrize("body, message", [
     ({"models": ["resnet_20"], "defaults": {"epochz": 3}},
      "unknown key defaults.epochz (did you mean 'epochs'?)"),
@@ -42,12 +46,39 @@ def study(tmp_path, **body):
      "search.params.lr.loguniform=[0, 1] must be [lo, hi] with lo < hi and lo > 0"),
     ({"models": ["resnet_20"], "search": {"by_recipe": {"adam": {}}}},
      "unknown recipe search.by_recipe.adam; allowed: sgd"),
+    ({"models": ["resnet_20"], "asha": {"by": "seed"}}, "asha.by='seed' must be one of trial, arm"),
+    ({"models": ["resnet_20"], "asha": {"by": "arm"},
+      "search": {"params": {"lr": {"loguniform": [0.01, 0.1]}}}},
+     "asha.by=arm judges the seeds of one config together"),
+    ({"groups": GROUP, "seeds": {"min": 4, "max": 3}}, "seeds.max=3 is below seeds.min=4"),
+    ({"groups": GROUP, "seeds": {"min": 1}}, "seeds.min=1 must be >= 2"),
+    ({"groups": GROUP, "seeds": {"mni": 3}}, "unknown key seeds.mni (did you mean 'min'?)"),
+    ({"groups": GROUP, "seeds": {"detect": 0}}, "seeds.detect=0 must be > 0"),
+    ({"models": ["resnet_20"], "seeds": {"min": 3}},
+     "seeds: {min, max, detect} adds seeds to the variants of ablation groups"),
+    ({"groups": GROUP, "seeds": {"min": 3}, "defaults": {"val_fraction": 0},
+      "asha": {"enabled": False}}, "seeds: {min, max, detect} decides on validation top-1"),
 ])
 def test_bad_study_is_one_clear_error(tmp_path, body, message):
     with pytest.raises(StudyError) as err:
         study(tmp_path, **body)
     assert message in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_adaptive_seeds_expand_to_the_first_look_and_the_seeds_the_records_ask_for(tmp_path):
+    s = study(tmp_path, groups=GROUP, seeds={"min": 2, "max": 5, "detect": 1.5})
+    assert (s.seed_plan.min, s.seed_plan.max, s.seed_plan.detect) == (2, 5, 1.5)
+    assert s.seed_plan.looks == [2, 3, 5] and s.count() == 2 * 5
+    first = s.trials()
+    assert sorted(t.seed for t in first) == [0, 0, 1, 1]
+    variant = next(t for t in first if not t.labels[0].baseline)
+    s.seeds_wanted = {variant.arm_key: 5}
+    more = s.trials()
+    assert sorted(t.seed for t in more if t.arm_key == variant.arm_key) == [0, 1, 2, 3, 4]
+    # An added seed is the trial a fixed 5-seed study holds: the same key.
+    fixed = {t.key for t in study(tmp_path, groups=GROUP, seeds=5).trials()}
+    assert {t.key for t in more} <= fixed
 
 
 def test_malformed_yaml_names_the_line(tmp_path):

@@ -152,6 +152,10 @@ def test_which_trials_fuse():
     cpu = {s.key: TrialResources(1, 1, 0.0) for s in specs}
     assert plan_arrays(specs, cpu, "auto", 8, "/runs/x") == {}
     assert plan_arrays(specs, res, "off", 8, "/runs/x") == {}
+    # Seed-aware ASHA: an array holds the seeds of one arm, which reach its rungs together.
+    by_arm = {p.members for p in plan_arrays(specs, res, "auto", 8, "/runs/x",
+                                             by_arm=True).values()}
+    assert by_arm == {tuple(s.key for s in seeds)}
     assert "2 workers" in fusion.why_not_fused(seeds[0], 2, 10)
     assert "mixup_cutmix" in fusion.why_not_fused(mixup[0], 1, 10)
     assert "cannot be vmapped" in fusion.why_not_fused(droppath[0], 1, 10)  # DropPath draws

@@ -13,6 +13,7 @@ answers in under a second. tests/results/test_results.py checks every figure aga
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -116,16 +117,23 @@ def detectable_delta(comparison: Comparison, m: int) -> float:
     so any |Δ| this large is detected whatever the other tests of the group show."""
     if not comparison.tested or m < 1:
         return NAN
-    df = comparison.df
-    crit = float(special.stdtrit(df, 1 - ALPHA / (2 * m)))
+    return noncentrality(comparison.df, ALPHA / m) * comparison.se
+
+
+@functools.lru_cache(maxsize=4096)
+def noncentrality(df: float, level: float) -> float:
+    """λ at which a two-sided t-test at `level` on `df` degrees of freedom rejects with
+    probability POWER (bisection: the power rises with λ). Cached: the adaptive-seed plan
+    asks it for every seed count it considers."""
+    crit = float(special.stdtrit(df, 1 - level / 2))
     shortcut = crit + float(special.stdtrit(df, POWER))   # below the answer: a low end
     low, high = shortcut / 2, shortcut
     while power(high, crit, df) < POWER:
         low, high = high, high * 2
-    while high - low > 1e-12 * max(1.0, high):   # bisection: the power rises with λ
+    while high - low > 1e-12 * max(1.0, high):
         mid = (low + high) / 2
         low, high = (mid, high) if power(mid, crit, df) < POWER else (low, mid)
-    return float((low + high) / 2 * comparison.se)
+    return float((low + high) / 2)
 
 
 def power(noncentrality: float, crit: float, df: float) -> float:
@@ -146,3 +154,28 @@ def verdict(comparison: Comparison, p_holm: float, detectable: float) -> str:
     if p_holm < ALPHA:
         return f"significant at α = {ALPHA:g} after Holm"
     return f"not significant at α = {ALPHA:g} after Holm; could detect |Δ| ≥ {detectable:.2f}"
+
+
+def beat_probability(diffs: list[float], resamples: int = 2_000, seed: int = 0
+                     ) -> tuple[float, float, float]:
+    """(estimate, low, high): the probability that the variant beats the baseline on a new
+    seed, Φ(mean/std) of the per-seed differences (a normal model of a new seed's Δ), with
+    a percentile bootstrap interval (CONFIDENCE) over the seeds. NaN below 2 seeds. The
+    bootstrap's generator is seeded: a report rebuilt from the same records is the same."""
+    d = np.asarray(diffs, dtype=float)
+    if len(d) < 2:
+        return NAN, NAN, NAN
+    draws = np.random.default_rng(seed).integers(0, len(d), size=(resamples, len(d)))
+    estimates = _phi_of_ratio(d[None, :]), _phi_of_ratio(d[draws])
+    tail = (1 - CONFIDENCE) / 2 * 100
+    low, high = np.percentile(estimates[1], [tail, 100 - tail])
+    return float(estimates[0][0]), float(low), float(high)
+
+
+def _phi_of_ratio(d: np.ndarray) -> np.ndarray:
+    """Φ(mean/std) per row; a row without spread is 1, 0 or ½ by the sign of its mean."""
+    mean, std = d.mean(axis=1), d.std(axis=1, ddof=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(std > _NO_SPREAD, mean / np.where(std > _NO_SPREAD, std, 1.0),
+                     np.sign(mean) * np.inf)
+    return np.where(np.isnan(z), 0.5, special.ndtr(z))
