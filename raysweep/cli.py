@@ -292,6 +292,12 @@ def _cost_first(study, yes: bool, specs, resources, concurrent: int,
     est = cost.known_estimate(specs, study.asha, resources, concurrent, gpus,
                               kinds[0] if kinds else None)
     epochs = sum(s.train.epochs for s in specs)
+    if study.seed_plan:
+        plan = study.seed_plan
+        print(f"raysweep: adaptive seeds: the estimate is for the first look ({plan.min} "
+              f"seeds an arm); open ablation variants and their baselines may run up to "
+              f"{plan.max} ({len(study.most_trials())} trials in all)", file=stdout,
+              flush=True)
     if est is None and epochs >= cost.MEASURE_TRIAL_EPOCHS:
         try:
             est = cost.estimate(specs, study.asha, resources, concurrent, on_measure=lambda m:
@@ -506,7 +512,7 @@ def cmd_show(args) -> int:
 def _seed_plan_line(study, trials) -> str:
     """What adaptive seeds may add to the trials listed (the first look's)."""
     plan = study.seed_plan
-    most = len(study.trials(plan.seeds))
+    most = len(study.most_trials())
     return (f"adaptive seeds: the {len(trials)} trials above are every arm's first {plan.min} "
             f"seeds; ablation variants whose verdict is open (and their baselines) get more, "
             f"looked at {', '.join(map(str, plan.looks))} seeds, until decided, within "

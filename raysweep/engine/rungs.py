@@ -26,17 +26,21 @@ running is compared: it is not, yet. An arm is judged at a rung once every seed 
 that Tune holds (running, queued or paused) has reported that rung; its value is the mean
 over every seed that reached the rung, in this run or an earlier one.
 
-- A seed that reaches a rung before its siblings waits there: Tune pauses it (its
-  resources go to the siblings) and resumes it from its checkpoint at the rung once the
-  arm goes on; if the arm is stopped, it is stopped where it waited. The members of a
-  fused array train in step and reach a rung together: they do not pause, the last to
-  report decides, and a stop ends them all at the rung.
+- A seed that reaches a rung while a sibling is still queued, paused, not yet through
+  its first epoch, or more than an epoch behind waits there: Tune pauses it (its resources go to the siblings) and
+  resumes it from its checkpoint at the rung once the arm goes on; if the arm is
+  stopped, it is stopped where it waited. Seeds training side by side (siblings within
+  an epoch of the rung, a fused array's members) do not pause: they train on, the last
+  to report decides, and a stop ends them at the rung. (Should a sibling fall a full
+  epoch behind meanwhile, the seed pauses at its next report and, if the arm is then
+  stopped at the rung, ends an epoch past it: the tables keep it in a row of its own.)
 - A seed that reaches a rung after its arm was judged there (it started later) follows
   that decision; its value still joins the arm's mean at the rung that later arms are
-  judged against. So the seeds of an arm always end at the same epoch.
+  judged against. So the seeds of an arm end at the same epoch (the exception above
+  aside).
 - Records replay as with `by: trial`: an arm's recorded seeds put its mean on each rung
-  they reached; it went on at a rung if a seed trained past it, and was stopped there if
-  every seed that reached it was stopped there.
+  they reached; it went on at a rung if a seed reached the next rung or completed its
+  budget, and was stopped there if not and every seed that reached it was stopped.
 
 Tune counts a paused trial among its running ones: the driver lets as many trials be in
 flight as the lanes times the seeds of an arm (`driver._tune`), so an arm's seeds can
@@ -208,10 +212,11 @@ class SeedAwareASHA(FIFOScheduler):
         for record in seeds:
             for h in record.history:
                 self._value(arm, rungs, record.key, h)
-        for milestone in rungs.milestones:
+        ends = [rg.rung_epoch(m) for m in rungs.milestones[1:]] + [seeds[0].epochs]
+        for milestone, next_end in zip(rungs.milestones, ends):
             epoch = rg.rung_epoch(milestone)
             reached = [r for r in seeds if r.history and r.last_epoch >= epoch]
-            if any(r.last_epoch > epoch for r in reached):
+            if any(r.last_epoch >= next_end or r.status == "completed" for r in reached):
                 self.decided[(arm, milestone)] = rg.CONTINUE
             elif reached and all(r.status == "stopped" for r in reached):
                 self.decided[(arm, milestone)] = rg.STOP
@@ -251,8 +256,9 @@ class SeedAwareASHA(FIFOScheduler):
                 break
             decision = self.decided.get((seed.arm, milestone))
             if decision is None:
-                if self._behind(seed, milestone):
-                    if seed.key in self.lockstep:
+                behind = self._behind(seed, milestone)
+                if behind:
+                    if self._keeps_training(seed, milestone, behind):
                         return TrialScheduler.CONTINUE
                     self.waiting[seed.trial.trial_id] = (seed.arm, milestone)
                     return TrialScheduler.PAUSE
@@ -276,10 +282,24 @@ class SeedAwareASHA(FIFOScheduler):
     def _siblings(self, seed: "_Seed") -> list["_Seed"]:
         return [s for s in self.trials.values() if s.arm == seed.arm and s is not seed]
 
-    def _behind(self, seed: "_Seed", milestone: float) -> bool:
-        """Whether a sibling Tune holds has not reached `milestone` yet."""
-        return any(self.reached.get(s.key, 0) < rg.rung_epoch(milestone)
-                   for s in self._siblings(seed))
+    def _behind(self, seed: "_Seed", milestone: float) -> list["_Seed"]:
+        """The siblings Tune holds that have not reached `milestone` yet."""
+        return [s for s in self._siblings(seed)
+                if self.reached.get(s.key, 0) < rg.rung_epoch(milestone)]
+
+    def _keeps_training(self, seed: "_Seed", milestone: float, behind: list["_Seed"]) -> bool:
+        """Whether a seed at an open rung trains on instead of pausing: a fused array's
+        member always (its array trains in step); another while it is at the rung itself
+        and every sibling behind is training within an epoch of it (it has reported an
+        epoch: a Tune trial whose Train workers wait for resources is RUNNING too), so the
+        arm is judged before this seed reports again, and a stop then ends it at the
+        rung. (A pause relaunches a trial: seconds of start-up on Train workers.)"""
+        if seed.key in self.lockstep:
+            return True
+        epoch = rg.rung_epoch(milestone)
+        return self.reached[seed.key] == epoch and all(
+            s.trial.status == s.trial.RUNNING
+            and self.reached.get(s.key, 0) >= max(1, epoch - 1) for s in behind)
 
     def _stop_siblings(self, tune_controller, seed: "_Seed") -> None:
         for sibling in self._siblings(seed):

@@ -255,6 +255,14 @@ class Study:
         may add."""
         return self.seed_plan.seeds if self.seed_plan else self.seeds
 
+    def most_trials(self) -> list[TrialSpec]:
+        """Every trial adaptive seeds may run: ablation arms to `max` seeds, other arms
+        their first `min` (the study's trials when its seeds are fixed)."""
+        if self.seed_plan is None:
+            return self.trials()
+        return [s for s in self.trials(self.seed_plan.seeds)
+                if s.seed < self.seed_plan.min or any(x.group for x in s.labels)]
+
     def total_trials(self, trials: list[TrialSpec] | None = None) -> int:
         """Trials a run of the study holds when it is done: each distinct trial once, a
         search's once per sample (`trials`: `self.trials()` when already expanded)."""

@@ -237,11 +237,14 @@ class ElasticRun:
 def elastic_run(autoscaling, tmp_path_factory) -> ElasticRun:
     """Two 1-CPU trials of 3 epochs on the head without CPUs and no worker node. When
     the first trial has its first checkpoint, the raylet of the node training it is
-    killed (SIGKILL)."""
+    killed (SIGKILL). The two trials are the seeds of one arm under seed-aware ASHA
+    (its rung at epoch 2 waits for both), so the arm scheduler runs on a cluster that
+    grows and loses a node."""
     assert autoscaling.node_count().workers == 0
     folder = tmp_path_factory.mktemp("elastic")
     study = write_study(folder, "grow", defaults={**TINY, "epochs": 3},
-                        models=["resnet_20"], seeds=2, asha={"enabled": False})
+                        models=["resnet_20"], seeds=2,
+                        asha={"by": "arm", "grace_period": 2, "reduction_factor": 2})
     run_dir = folder / "runs" / "grow"
     watch = autoscaling.watch(interval=1.0)
     proc = _raysweep_run(autoscaling, study, folder / "runs")

@@ -52,6 +52,23 @@ def test_arm_asha_stops_and_promotes_arms_as_wholes(ray_local, tmp_path):
     # A seed waited at a rung for its siblings: it was paused and relaunched.
     assert any(r.restarts for rs in arms.values() for r in rs)
 
+    # The rungs remember: a re-run that adds an arm planted 30 points behind judges it
+    # against the arms recorded at the first rung; nothing else runs again.
+    (tmp_path / "added").mkdir()
+    added = write_study(
+        tmp_path / "added", "arms", defaults={**TINY, "epochs": 4}, seeds=3,
+        groups={"planted": {"baseline": variant(0.003),
+                            "variants": {"drop1": variant(0.0031), "drop20": variant(0.0032),
+                                         "drop30": variant(0.0033)}}},
+        asha={"by": "arm", "grace_period": 1, "reduction_factor": 2})
+    timings = {}
+    again = by_variant(read_records(run(added, tmp_path / "runs", timings=timings,
+                                        trial_function=planted_trial)), "planted")
+    assert timings["trials_run"] == 3
+    assert [(r.status, r.last_epoch) for r in again["drop30"]] == [("stopped", 1)] * 3
+    assert {r.key: r.to_dict() for r in records} == \
+        {r.key: r.to_dict() for v in ("baseline", "drop1", "drop20") for r in again[v]}
+
 
 def test_adaptive_seeds_stop_a_decided_variant_and_add_seeds_to_an_open_one(ray_local,
                                                                              tmp_path):
@@ -111,3 +128,22 @@ def test_arm_asha_judges_a_fused_arrays_members_together_without_pausing(ray_loc
     assert [(r.status, r.last_epoch) for r in learner] == [("completed", 2)] * 2
     assert [(r.status, r.last_epoch) for r in hopeless] == [("stopped", 1)] * 2
     assert all(r.restarts == 0 and r.segments[0].runner == "fused" for r in records)
+
+
+def test_a_seed_waiting_at_a_rung_resumes_on_train_workers_from_its_checkpoint(ray_local,
+                                                                              tmp_path):
+    """Real training on Ray Train worker groups (the cluster's path), three seeds and two
+    CPUs: the first two pause at the rung until the third has a CPU and gets there, then
+    go on from their checkpoint at the rung (one more launch each, no epoch trained
+    twice)."""
+    path = write_study(
+        tmp_path, "train_path", defaults={**TINY, "epochs": 2}, seeds=3,
+        models=["resnet_20"], asha={"by": "arm", "grace_period": 1, "reduction_factor": 2})
+    records = read_records(run(path, tmp_path / "runs"))
+    assert [(r.status, [h.epoch for h in r.history]) for r in records] == \
+        [("completed", [1, 2])] * 3
+    paused = [r for r in records if r.restarts]
+    assert len(paused) == 2, [(r.seed, r.restarts) for r in records]
+    for r in paused:
+        assert [s.runner for s in r.segments] == ["train-workers"] * 2
+        assert r.segments[1].first_epoch == 2 and r.segments[1].resumed_from_epoch == 1

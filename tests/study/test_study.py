@@ -70,6 +70,10 @@ def test_adaptive_seeds_expand_to_the_first_look_and_the_seeds_the_records_ask_f
     s = study(tmp_path, groups=GROUP, seeds={"min": 2, "max": 5, "detect": 1.5})
     assert (s.seed_plan.min, s.seed_plan.max, s.seed_plan.detect) == (2, 5, 1.5)
     assert s.seed_plan.looks == [2, 3, 5] and s.count() == 2 * 5
+    assert len(s.most_trials()) == 2 * 5
+    # A model outside the groups has no verdict to decide: it keeps the first look's seeds.
+    assert len(study(tmp_path, groups=GROUP, models=["resnet_32"],
+                     seeds={"min": 2, "max": 5}).most_trials()) == 2 * 5 + 2
     first = s.trials()
     assert sorted(t.seed for t in first) == [0, 0, 1, 1]
     variant = next(t for t in first if not t.labels[0].baseline)
@@ -293,3 +297,13 @@ def test_show_gives_one_trial_count_at_the_top_and_in_the_summary(capsys):
     head = re.match(r"study ablations \(.*\): (\d+) trials \((\d+) arm × seed", out[0])
     summary = re.match(r"(\d+) trials; epoch budget", next(ln for ln in out if "epoch budget" in ln))
     assert head and summary and head[1] == summary[1] and int(head[2]) > int(head[1])
+
+
+def test_show_says_what_adaptive_seeds_may_add(capsys):
+    """The shipped adaptive_seeds study: 3 arms × 3 seeds at the first look, up to 30."""
+    from raysweep import cli
+
+    assert cli.main(["show", "adaptive_seeds", "--no-estimate"]) == 0
+    out = capsys.readouterr().out
+    assert "9 trials; epoch budget 18 trial-epochs" in out
+    assert "looked at 3, 5, 8, 10 seeds" in out and "at most 30 trials" in out

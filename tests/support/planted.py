@@ -14,9 +14,15 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import zlib
 
 import numpy as np
+import ray.cloudpickle
+
+# Pickled by value: the trial's process (a worker of a Ray that another pytest process
+# may have started) cannot import tests/support.
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 NOISE = {"noisy": 3.0}
 QUIET = 0.02
