@@ -12,12 +12,13 @@ of their per-seed differences in test top-1; RHO and VAL_SPREAD the correlation 
 ratio of spreads of the per-seed differences (about each pair's mean) between the
 validation and test splits.
 
-Three checks, each through the functions the engine and the tables decide with:
+Two simulations, each through the functions the engine and the tables decide with (the
+A/A and power tables both come from the first):
 
 - `designs`: ablation groups of a baseline and `variants` variants decided by the
-  adaptive-seed plan (`raysweep.decide.seeding`: looks on validation top-1, seeds from
-  its spread, the sequential p of test top-1, Holm) and, for comparison, by the same
-  paired tests and Holm over a fixed `max` seeds.
+  adaptive-seed plan (`raysweep.decide.seeding`: its looks on validation top-1, the
+  sequential p of test top-1, Holm) and, for comparison, by the same paired tests and
+  Holm over a fixed `max` seeds.
 - `asha_survival`: arms with saturating validation curves, ASHA at the rungs
   (`raysweep.decide.rungs.Rungs`) judging trials one seed at a time (`by: trial`) or arms
   on the mean of their seeds (`by: arm`): how often the truly best arm reaches the full

@@ -7,7 +7,7 @@ engine) or an arm, all seeds of one model and config (`by: arm`), whose value at
 the mean validation top-1 of its seeds there. The rule is Ray's (`_Bracket.on_result` of
 `AsyncHyperBandScheduler`, one bracket): a unit reaching a rung goes on unless its value
 is below the (1 − 1/η) quantile of the values recorded at that rung before it; then its
-value is recorded there. tests/decide/test_rungs.py checks that `Rungs` with trials as
+value is recorded there. tests/decide/test_rung_rule.py checks that `Rungs` with trials as
 units decides exactly as Ray's bracket does.
 """
 from __future__ import annotations

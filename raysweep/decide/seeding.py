@@ -29,8 +29,10 @@ noise alone. A variant looked at fewer times has S ≥ S' on the same seeds, so
 P(p ≤ u) ≤ u whatever made its seeding stop where it did: the rule may read any split,
 spread or Δ without adding false positives, and Holm keeps the family-wise rate at α.
 P(S' ≤ s) is free of the seeds' spread (a t statistic is scale-free), so it is computed
-once per plan by simulation (NULL_DRAWS sequences of normal differences, a fixed
-generator seed; the +1 of a Monte-Carlo p value keeps it valid).
+once per plan by simulation: NULL_DRAWS sequences of normal differences from a fixed
+generator seed (so a report rebuilds the same), which give the null CDF to within about
+±√(u/NULL_DRAWS), 2% of the value at u = α/m; the +1 of a Monte-Carlo p value leans it
+to the safe side.
 
 Earlier drafts, measured by the calibration and dropped: deciding the seed count from
 the validation spread in one step and testing at the chosen count (an unblinded internal
@@ -66,6 +68,9 @@ DECIDED = "decided"                 # validation's sequential p ≤ α/m (after 
 DETECT_REACHED = "detect reached"   # Δ's interval lies inside ±detect (validation)
 REACHED_MAX = "reached max"         # max seeds without either
 NOT_TESTED = "not tested"           # no paired test (fewer than 2 seeds, no spread)
+ENDED_EARLY = "seeds ended early"   # a look's seed ended before its budget (ASHA by arm
+                                    # stopped the arm, it diverged or errored): no more
+                                    # seeds for it
 
 
 @dataclass(frozen=True)
@@ -87,14 +92,17 @@ def weight(n: int, plan: SeedPlan) -> float:
 
 
 def seeding_path(variant_val: dict[int, float], base_val: dict[int, float], m: int,
-                 plan: SeedPlan) -> Path:
+                 plan: SeedPlan, ended: frozenset[int] = frozenset()) -> Path:
     """Replay the seeding rule (module docstring) on the recorded validation top-1 of a
-    variant and its baseline: the looks taken, the seeds needed, and why it stopped."""
+    variant and its baseline (full-budget seeds only): the looks taken, the seeds
+    needed, and why it stopped. `ended`: seeds of either side that ended without a
+    full-budget result; a look that needs one cannot be taken, ever."""
     n, looks, tests = plan.min, [], []
     while True:
         v, b = first(variant_val, n, plan), first(base_val, n, plan)
         if len(set(v) & set(b)) < n:
-            return Path(looks, n, None)   # this look's seeds are not all recorded yet
+            lost = set(plan.seeds[:n]) & ended
+            return Path(looks, n, ENDED_EARLY if lost else None)
         test = st.compare(v, b)
         looks.append(n)
         tests.append(test)
@@ -119,9 +127,14 @@ def within_detect(test: st.Comparison, m: int, plan: SeedPlan) -> bool:
 
 def verdict_p(variant_test: dict[int, float], base_test: dict[int, float], looks: list[int],
               plan: SeedPlan) -> float:
-    """The variant's sequential p on test top-1 over the looks its seeding took."""
-    p = {n: st.compare(first(variant_test, n, plan), first(base_test, n, plan)).p
-         for n in looks}
+    """The variant's sequential p on test top-1 over the looks its seeding took; a look
+    whose n seeds do not all hold a test result on both sides is left out (fewer looks
+    can only raise p); NaN when none is left."""
+    p = {}
+    for n in looks:
+        v, b = first(variant_test, n, plan), first(base_test, n, plan)
+        if len(set(v) & set(b)) == n:
+            p[n] = st.compare(v, b).p
     return sequential_p(p, plan)
 
 
@@ -158,8 +171,8 @@ def seeds_wanted(records: list, plan: SeedPlan) -> dict[str, int]:
     wanted: dict[str, int] = {}
     for base, variants in groups(records).values():
         base_val = full_budget_values(base)
-        needs = [seeding_path(full_budget_values(v), base_val, len(variants), plan).seeds
-                 for v in variants.values()]
+        needs = [seeding_path(full_budget_values(v), base_val, len(variants), plan,
+                              ended_early(base + v)).seeds for v in variants.values()]
         for key, n in [*zip(variants, needs), (base[0].arm_key, max(needs, default=plan.min))]:
             wanted[key] = max(wanted.get(key, 0), n)
     return wanted
@@ -181,6 +194,13 @@ def groups(records: list) -> dict[str, tuple[list, dict[str, list]]]:
             [base] = baselines[group]
             out[group] = (by_arm[base], {k: v for k, v in by_arm.items() if k != base})
     return out
+
+
+def ended_early(records: list) -> frozenset[int]:
+    """Seeds whose trial ended for good short of a full-budget result: stopped by ASHA,
+    diverged, errored (an interrupted one resumes; a running one may still finish)."""
+    return frozenset(r.seed for r in records if r.status in ("stopped", "diverged", "errored")
+                     or (r.status == "completed" and r.last_epoch != r.epochs))
 
 
 def full_budget_values(records: list, metric: str = "val_top1") -> dict[int, float]:

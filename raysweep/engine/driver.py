@@ -88,9 +88,10 @@ def run_study(study: Study, storage: str, name: str | None = None, resume: bool 
     resolve_precision(study, autoscaler)
     begin = time.perf_counter()
     timings.update(trials_run=0, rounds=0)
+    asked = False   # `confirm` is asked before the first round that has trials to run
     while True:
-        _round(study, run_dir, timings, inline, progress, trial_function,
-               confirm if not timings["rounds"] else None, autoscaler)
+        asked |= _round(study, run_dir, timings, inline, progress, trial_function,
+                        None if asked else confirm, autoscaler)
         timings["rounds"] += 1
         if not _add_seeds(study, run_dir):
             break
@@ -104,22 +105,22 @@ def _add_seeds(study: Study, run_dir) -> bool:
     that asks for trials the study did not hold yet (another round runs them)."""
     if study.seed_plan is None:
         return False
-    wanted = seeds_wanted(rec.read_records(run_dir), study.seed_plan)
-    if wanted == study.seeds_wanted:
-        return False
-    before = len(study.trials())
-    study.seeds_wanted = wanted
-    grown = sorted({n for n in wanted.values() if n > study.seed_plan.min})
-    print(f"raysweep: adaptive seeds: {len(study.trials()) - before} more trial(s) for the "
-          f"variants still open and their baselines (up to {grown[-1] if grown else '?'} "
-          f"seeds)", flush=True)
-    return True
+    records = rec.read_records(run_dir)
+    before = {s.key for s in study.trials()}
+    study.seeds_wanted = seeds_wanted(records, study.seed_plan)
+    # A re-run finds the later looks' seeds recorded: only unfinished ones need a round.
+    added = {s.key for s in study.trials()} - before - {r.key for r in records if r.finished}
+    if added:
+        print(f"raysweep: adaptive seeds: {len(added)} more trial(s) for the variants still "
+              f"open and their baselines (up to {max(study.seeds_wanted.values())} seeds)",
+              flush=True)
+    return bool(added)
 
 
 def _round(study: Study, run_dir, timings: dict, inline: bool, progress: Progress | None,
-           trial_function: Callable, confirm, autoscaler) -> None:
+           trial_function: Callable, confirm, autoscaler) -> bool:
     """Every trial of `study` without a finished record, in one Tuner (a grid) or one per
-    (arm, seed) (a search)."""
+    (arm, seed) (a search); True when there were any (and `confirm`, if given, said yes)."""
     specs = study.trials()
     datasets.check_data(specs)
     records = _label_finished(run_dir, specs)
@@ -171,6 +172,7 @@ def _round(study: Study, run_dir, timings: dict, inline: bool, progress: Progres
     finally:
         board.close()
         exporter.close()
+    return bool(todo)
 
 
 def resolve_precision(study: Study, autoscaler: Autoscaler | None = None) -> None:

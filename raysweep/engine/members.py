@@ -33,7 +33,8 @@ def plan_arrays(specs: list[TrialSpec], resources: dict[str, TrialResources], fu
     """The arrays of these trials, by member key: trials with equal `fusion.array_key`
     that can be fused, up to `max_members` an array; a trial alone stays a trial.
     `by_arm` (seed-aware ASHA): an array holds the seeds of one arm only, which train in
-    step and so reach each rung together."""
+    step and so reach each rung together; an arm with more seeds than `max_members` is
+    not fused (its seeds run as trials, which can wait at a rung)."""
     groups: dict[object, list[TrialSpec]] = {}
     for spec in specs:
         res = resources[spec.key]
@@ -49,6 +50,8 @@ def plan_arrays(specs: list[TrialSpec], resources: dict[str, TrialResources], fu
     run = hashlib.sha1(run_dir.encode()).hexdigest()[:8]
     plans = {}
     for members in groups.values():
+        if by_arm and len(members) > max_members:
+            continue   # split into arrays, one would train past a rung the other is not at
         for first in range(0, len(members), max_members):
             chunk = tuple(s.key for s in members[first:first + max_members])
             if len(chunk) > 1:

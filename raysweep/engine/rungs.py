@@ -39,8 +39,10 @@ over every seed that reached the rung, in this run or an earlier one.
   judged against. So the seeds of an arm end at the same epoch (the exception above
   aside).
 - Records replay as with `by: trial`: an arm's recorded seeds put its mean on each rung
-  they reached; it went on at a rung if a seed reached the next rung or completed its
-  budget, and was stopped there if not and every seed that reached it was stopped.
+  they reached; it went on at a rung if a seed reached the next rung or its budget or
+  trained past the rung unstopped, and was stopped there if not and every seed that
+  reached it was stopped. The value an arm holds at a rung is the mean of the seeds there
+  so far: arms judged meanwhile are compared with it.
 
 Tune counts a paused trial among its running ones: the driver lets as many trials be in
 flight as the lanes times the seeds of an arm (`driver._tune`), so an arm's seeds can
@@ -216,7 +218,11 @@ class SeedAwareASHA(FIFOScheduler):
         for milestone, next_end in zip(rungs.milestones, ends):
             epoch = rg.rung_epoch(milestone)
             reached = [r for r in seeds if r.history and r.last_epoch >= epoch]
-            if any(r.last_epoch >= next_end or r.status == "completed" for r in reached):
+            # Went on: a seed reached the next rung or its budget, or trained past this
+            # rung without being stopped (one interrupted between rungs). A seed stopped
+            # an epoch past it ran ahead of a sibling while the arm was being judged.
+            if any(r.last_epoch >= next_end or r.status == "completed"
+                   or (r.status != "stopped" and r.last_epoch > epoch) for r in reached):
                 self.decided[(arm, milestone)] = rg.CONTINUE
             elif reached and all(r.status == "stopped" for r in reached):
                 self.decided[(arm, milestone)] = rg.STOP

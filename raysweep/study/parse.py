@@ -622,19 +622,30 @@ def parse_study(raw: dict, path: str, only_groups: list[str] | None = None) -> S
         raise StudyError("asha.by=arm judges the seeds of one config together, but a search "
                          "draws other values on each seed; allowed with a search: by: trial")
     if plan is not None:
-        _check_seed_plan(arms, search, defaults, grid)
+        _check_seed_plan(arms, search, defaults, grid, asha)
     return Study(name, path, defaults, arms, grid, search, algorithm, num_samples, seeds,
                  asha, resources, raw, seed_plan=plan)
 
 
-def _check_seed_plan(arms: list[Arm], search: dict, defaults: dict, grid: dict) -> None:
-    """Adaptive seeds add seeds to ablation variants, deciding on validation top-1."""
+def _check_seed_plan(arms: list[Arm], search: dict, defaults: dict, grid: dict,
+                     asha: AshaConfig) -> None:
+    """Adaptive seeds add seeds to ablation variants, deciding on validation top-1 over
+    seeds that trained their full budget, a variant against its one baseline config."""
     if search:
         raise StudyError("seeds: {min, max, detect} adds seeds to ablation variants; a search "
                          "study has none: give seeds as a count")
     if not any(arm.group for arm in arms):
         raise StudyError("seeds: {min, max, detect} adds seeds to the variants of ablation "
                          "groups, and the study has no groups: give seeds as a count")
+    if asha.enabled and asha.by == "trial":
+        raise StudyError("seeds: {min, max, detect} tests a variant on every seed it runs, "
+                         "but asha.by=trial stops single seeds; allowed: asha.by: arm, or "
+                         "asha.enabled: false")
+    several = [k for k, values in grid.items() if len(values) > 1]
+    if several:
+        raise StudyError(f"seeds: {{min, max, detect}} pairs each variant with one baseline "
+                         f"config, but grid: {', '.join(several)} gives each arm several; "
+                         f"allowed: one study per grid point (--set), or seeds as a count")
     _check_validation(defaults, arms, grid, "seeds: {min, max, detect}", "seeds as a count")
 
 

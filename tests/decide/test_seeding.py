@@ -95,3 +95,20 @@ def test_the_probability_of_beating_the_baseline_is_phi_of_mean_over_std():
     assert estimate == sps.norm.cdf(np.mean(diffs) / np.std(diffs, ddof=1))
     assert low <= estimate <= high and (low, high) == st.beat_probability(diffs)[1:]
     assert all(math.isnan(x) for x in st.beat_probability([1.0]))
+
+
+def test_a_seed_that_ended_short_of_its_budget_ends_the_variants_seeding():
+    """A look needs every one of its seeds: a seed that ended early (ASHA stopped the arm,
+    it diverged or errored) never will, so the variant stops there instead of waiting;
+    while its seeds may still come, the path waits for them."""
+    plan = sd.SeedPlan(3, 10, 1.0)
+    rng = np.random.default_rng(5)
+    base, noisy = values(list(rng.normal(0, 3, 10))), values(list(rng.normal(0, 3, 10)))
+    gone = {s: v for s, v in noisy.items() if s != 3}
+    assert sd.seeding_path(gone, base, 1, plan) == sd.Path([3], 5, None)
+    assert sd.seeding_path(gone, base, 1, plan, frozenset({3})) == sd.Path([3], 5,
+                                                                          sd.ENDED_EARLY)
+    # The verdict leaves out a look whose seeds are not all there, never uses fewer pairs.
+    complete = sd.verdict_p(noisy, base, [3], plan)
+    assert sd.verdict_p(gone, base, [3, 5], plan) == complete
+    assert math.isnan(sd.verdict_p({0: 1.0}, base, [3], plan))

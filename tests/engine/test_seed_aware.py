@@ -82,8 +82,10 @@ def test_adaptive_seeds_stop_a_decided_variant_and_add_seeds_to_an_open_one(ray_
     }
     body = dict(defaults={**TINY, "epochs": 2}, groups=groups, asha={"enabled": False})
     path = write_study(tmp_path, "adaptive", seeds={"min": 2, "max": 4, "detect": 1.0}, **body)
-    run_dir = run(path, tmp_path / "runs", trial_function=planted_trial)
+    first = {}
+    run_dir = run(path, tmp_path / "runs", trial_function=planted_trial, timings=first)
     records = read_records(run_dir)
+    assert first["rounds"] == 3   # looks at 2, 3 and 4 seeds; no round without trials
     seeds = {(g, v): sorted(r.seed for r in rs)
              for g in groups for v, rs in by_variant(records, g).items()}
     assert seeds == {("planted", "baseline"): [0, 1, 2], ("planted", "drop20"): [0, 1, 2],
@@ -104,7 +106,8 @@ def test_adaptive_seeds_stop_a_decided_variant_and_add_seeds_to_an_open_one(ray_
     # A re-run finds every seed it asks for recorded: nothing runs again.
     timings = {}
     run(path, tmp_path / "runs", trial_function=planted_trial, timings=timings)
-    assert timings["trials_run"] == 0 and len(read_records(run_dir)) == len(records)
+    assert timings["trials_run"] == 0 and timings["rounds"] == 1
+    assert len(read_records(run_dir)) == len(records)
 
 
 def test_arm_asha_judges_a_fused_arrays_members_together_without_pausing(ray_local,

@@ -584,3 +584,30 @@ def test_a_bar_panel_shows_the_tables_first_rows_and_says_how_many_it_left_out(m
     # Within the cap, nothing is left out and the titles say nothing of it.
     monkeypatch.setattr(plots, "MAX_BARS", 5)
     assert "first" not in plots.accuracy_bars(comparison.comparison(recs)).axes[0].get_title()
+
+
+def test_adaptive_seeds_rows_say_why_seeding_stopped_and_test_only_complete_looks():
+    """With a seed plan the table replays the driver's rule: a variant whose first look
+    lost a seed (diverged) has no complete look, so no test, whatever its other seeds
+    show; one whose three seeds are all there stops at `detect reached` (its interval
+    lies inside ±detect) with the plain paired test's p times the sequential penalty."""
+    from raysweep.decide import seeding as sd
+
+    plan = sd.SeedPlan(3, 10, 5.0)
+
+    def seeds(variant, baseline, finals, status=()):
+        return [record(spec(group="g", variant=variant, baseline=baseline, seed=s, epochs=1,
+                            lr=0.1 + len(variant) * 1e-3),
+                       status=dict(status).get(s, "completed"), val_top1=[v], top1=[v])
+                for s, v in enumerate(finals)]
+
+    base = seeds("base", True, [80.0, 80.2, 79.9])
+    close = seeds("close", False, [80.1, 80.2, 80.0])
+    lost = seeds("lost", False, [70.0, 70.3, 70.1], status={2: "diverged"})
+    data = ablation.ablation("g", base + close + lost, ["close", "lost"], None, plan).data
+    rows = data.set_index("variant")
+    assert rows.loc["close", "seeding"] == sd.DETECT_REACHED and rows.loc["close", "seeds"] == 3
+    plain = sps.ttest_rel([80.1, 80.2, 80.0], [80.0, 80.2, 79.9]).pvalue
+    assert rows.loc["close", "p"] == sd.sequential_p({3: plain}, plan) > plain
+    assert rows.loc["lost", "seeding"] == sd.ENDED_EARLY
+    assert rows.loc["lost", "verdict"] == "not tested: no look with every seed's result"

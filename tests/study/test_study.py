@@ -51,6 +51,10 @@ GROUP = {"g": {"baseline": "resnet_20", "variants": {"wide": {"model": "resnet_2
       "search": {"params": {"lr": {"loguniform": [0.01, 0.1]}}}},
      "asha.by=arm judges the seeds of one config together"),
     ({"groups": GROUP, "seeds": {"min": 4, "max": 3}}, "seeds.max=3 is below seeds.min=4"),
+    ({"groups": GROUP, "seeds": {"min": 3}},
+     "seeds: {min, max, detect} tests a variant on every seed it runs, but asha.by=trial"),
+    ({"groups": GROUP, "seeds": {"min": 3}, "asha": {"enabled": False},
+      "grid": {"lr": [0.1, 0.2]}}, "gives each arm several"),
     ({"groups": GROUP, "seeds": {"min": 1}}, "seeds.min=1 must be >= 2"),
     ({"groups": GROUP, "seeds": {"mni": 3}}, "unknown key seeds.mni (did you mean 'min'?)"),
     ({"groups": GROUP, "seeds": {"detect": 0}}, "seeds.detect=0 must be > 0"),
@@ -67,13 +71,14 @@ def test_bad_study_is_one_clear_error(tmp_path, body, message):
 
 
 def test_adaptive_seeds_expand_to_the_first_look_and_the_seeds_the_records_ask_for(tmp_path):
-    s = study(tmp_path, groups=GROUP, seeds={"min": 2, "max": 5, "detect": 1.5})
+    s = study(tmp_path, groups=GROUP, seeds={"min": 2, "max": 5, "detect": 1.5},
+              asha={"by": "arm"})
     assert (s.seed_plan.min, s.seed_plan.max, s.seed_plan.detect) == (2, 5, 1.5)
     assert s.seed_plan.looks == [2, 3, 5] and s.count() == 2 * 5
     assert len(s.most_trials()) == 2 * 5
     # A model outside the groups has no verdict to decide: it keeps the first look's seeds.
-    assert len(study(tmp_path, groups=GROUP, models=["resnet_32"],
-                     seeds={"min": 2, "max": 5}).most_trials()) == 2 * 5 + 2
+    assert len(study(tmp_path, groups=GROUP, models=["resnet_32"], seeds={"min": 2, "max": 5},
+                     asha={"enabled": False}).most_trials()) == 2 * 5 + 2
     first = s.trials()
     assert sorted(t.seed for t in first) == [0, 0, 1, 1]
     variant = next(t for t in first if not t.labels[0].baseline)
@@ -81,7 +86,7 @@ def test_adaptive_seeds_expand_to_the_first_look_and_the_seeds_the_records_ask_f
     more = s.trials()
     assert sorted(t.seed for t in more if t.arm_key == variant.arm_key) == [0, 1, 2, 3, 4]
     # An added seed is the trial a fixed 5-seed study holds: the same key.
-    fixed = {t.key for t in study(tmp_path, groups=GROUP, seeds=5).trials()}
+    fixed = {t.key for t in study(tmp_path, groups=GROUP, seeds=5, asha={"by": "arm"}).trials()}
     assert {t.key for t in more} <= fixed
 
 

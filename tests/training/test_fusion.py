@@ -156,6 +156,8 @@ def test_which_trials_fuse():
     by_arm = {p.members for p in plan_arrays(specs, res, "auto", 8, "/runs/x",
                                              by_arm=True).values()}
     assert by_arm == {tuple(s.key for s in seeds)}
+    # ... and never split one arm into two arrays: one would train past a rung.
+    assert plan_arrays(specs, res, "auto", 2, "/runs/x", by_arm=True) == {}
     assert "2 workers" in fusion.why_not_fused(seeds[0], 2, 10)
     assert "mixup_cutmix" in fusion.why_not_fused(mixup[0], 1, 10)
     assert "cannot be vmapped" in fusion.why_not_fused(droppath[0], 1, 10)  # DropPath draws
