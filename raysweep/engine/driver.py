@@ -13,10 +13,10 @@ a trial a re-run adds or resumes is judged against the trials that ran before it
 from __future__ import annotations
 
 import contextlib
-from collections import Counter
 import logging
 import os
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Callable
 
@@ -132,7 +132,7 @@ def _round(study: Study, run_dir, timings: dict, inline: bool, progress: Progres
     inline = inline and study.resources.workers_per_trial == 1 and isinstance(run_dir, Path)
     arrays = {} if study.search else plan_arrays(
         todo, resources, study.resources.fuse, study.resources.fuse_members, str(run_dir),
-        by_arm=study.asha.enabled and study.asha.by == "arm")
+        by_arm=study.asha.by_arm)
     # Trials at once, an array's members side by side (as `_tune` counts them): the
     # lanes of the ETA, live and in `raysweep status`.
     lanes = concurrent * max((len(a.members) for a in arrays.values()), default=1)
@@ -306,7 +306,7 @@ def _tune(study: Study, context: TrialContext, run_dir, param_space: dict, num_s
         # as the largest arrays need, `concurrent` arrays (trials not fused still wait
         # for their own resources).
         concurrent *= max(len(a.members) for a in context.arrays.values())
-    elif study.asha.enabled and study.asha.by == "arm":
+    elif study.asha.by_arm:
         # Seed-aware ASHA pauses a seed at a rung until its siblings get there, and Tune
         # counts paused trials as running: room for every seed of the arms in flight
         # (resources, not this count, still decide how many train at once).
@@ -445,7 +445,7 @@ def _scheduler(study: Study, context: TrialContext, recorded: list[TrialRecord])
     its rungs (`raysweep.engine.rungs`)."""
     if not study.asha.enabled:
         return FIFOScheduler()
-    if study.asha.by == "arm":
+    if study.asha.by_arm:
         return SeedAwareASHA(METRIC, study.asha.grace_period, study.asha.reduction_factor,
                              context.spec, recorded, lockstep=frozenset(context.arrays))
     return BudgetASHA(METRIC, study.asha.grace_period, study.asha.reduction_factor,

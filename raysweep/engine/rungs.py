@@ -274,12 +274,13 @@ class SeedAwareASHA(FIFOScheduler):
         return TrialScheduler.CONTINUE
 
     def _judge(self, tune_controller, seed: "_Seed", milestone: float) -> str | None:
-        """The arm's decision at `milestone` on the mean of its seeds there (None: no seed
-        holds a validation result there); a stop ends every sibling Tune still holds."""
-        at = self.values.get((seed.arm, milestone))
-        if not at:
+        """The arm's decision at `milestone` on the mean of its seeds there, as `_value`
+        keeps it on the rung (None: no seed holds a validation result there); a stop ends
+        every sibling Tune still holds."""
+        mean = seed.rungs.recorded[milestone].get(seed.arm)
+        if mean is None:
             return None
-        decision = seed.rungs.judge(seed.arm, milestone, sum(at.values()) / len(at))
+        decision = seed.rungs.judge(seed.arm, milestone, mean)
         self.decided[(seed.arm, milestone)] = decision
         if decision == rg.STOP:
             self._stop_siblings(tune_controller, seed)

@@ -47,9 +47,10 @@ def report(run_dir: str | Path, out_dir: str | Path | None = None,
         raise NoRecordsError(f"no readable trial records in {run_dir / RECORDS_DIR}")
     out = Path(out_dir) if out_dir is not None else default_out(run_dir)
     before = rebuild.previous_files(out)
-    order, descriptions = study_groups(run_dir)
+    study = study_yaml(run_dir)
+    order, descriptions = study_groups(study)
     table1 = comparison.comparison(records)
-    ablations = ablation.ablations(records, order, descriptions, seed_plan(run_dir))
+    ablations = ablation.ablations(records, order, descriptions, seed_plan(study))
     search = hpo.hpo(records)
     tables = [table1, comparison.families(table1), *ablations, *([search] if search else [])]
     written = [p for t in tables for p in export.write_table(t, out, tuple(formats))]
@@ -67,27 +68,33 @@ def default_out(run_dir: Path) -> Path:
     return run_dir if rebuild.is_report(run_dir) else run_dir / "report"
 
 
-def study_groups(run_dir: Path) -> tuple[dict[str, list[str]], dict[str, str]]:
-    """Each ablation group's variant order and description from the run's study.yaml;
-    empty when the file is missing or unreadable (tables then sort variants by name)."""
+def study_yaml(run_dir: Path) -> dict:
+    """The run's study.yaml as a mapping; empty when the file is missing or unreadable
+    (tables then sort variants by name, and a seed plan is not known)."""
     try:
-        groups = yaml.safe_load((run_dir / "study.yaml").read_text()).get("groups") or {}
+        study = yaml.safe_load((run_dir / "study.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return study if isinstance(study, dict) else {}
+
+
+def study_groups(study: dict) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """Each ablation group's variant order and description from the study's mapping."""
+    try:
+        groups = study.get("groups") or {}
         order = {g: [v for v in spec.get("variants") or {}] for g, spec in groups.items()}
         descriptions = {g: spec["description"] for g, spec in groups.items()
                         if spec.get("description")}
-    except (OSError, yaml.YAMLError, AttributeError, TypeError):
+    except (AttributeError, TypeError):
         return {}, {}
     return order, descriptions
 
 
-def seed_plan(run_dir: Path):
-    """The run's adaptive seeds (`seeds: {min, max, detect}` in its study.yaml), or None."""
+def seed_plan(study: dict):
+    """The study's adaptive seeds (`seeds: {min, max, detect}`), or None."""
     from raysweep.study.sections import SeedPlan
 
-    try:
-        seeds = yaml.safe_load((run_dir / "study.yaml").read_text()).get("seeds")
-    except (OSError, yaml.YAMLError, AttributeError):
-        return None
+    seeds = study.get("seeds")
     if not isinstance(seeds, dict):
         return None
     return SeedPlan(**{k: seeds[k] for k in ("min", "max", "detect") if k in seeds})

@@ -618,7 +618,7 @@ def parse_study(raw: dict, path: str, only_groups: list[str] | None = None) -> S
         _check_validation(defaults, arms, grid, "asha.enabled=true" if asha.enabled
                           else "search")
     seeds, plan = _parse_seeds(raw.get("seeds", 1))
-    if asha.enabled and asha.by == "arm" and search:
+    if asha.by_arm and search:
         raise StudyError("asha.by=arm judges the seeds of one config together, but a search "
                          "draws other values on each seed; allowed with a search: by: trial")
     if plan is not None:

@@ -25,6 +25,11 @@ class AshaConfig:
         return cls(bool(section["enabled"]), int(section["grace_period"]),
                    section["reduction_factor"], section["by"])
 
+    @property
+    def by_arm(self) -> bool:
+        """Seed-aware ASHA runs: rungs judge arms, not trials."""
+        return self.enabled and self.by == "arm"
+
 
 LOOK_GROWTH = 1.5   # seeds grow by this factor from one possible look to the next
 
